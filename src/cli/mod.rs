@@ -1,0 +1,88 @@
+//! The command-line interface: argument definitions and the commands.
+//! `main.rs` parses, sets up logging, and reports the error this returns.
+
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::discovery::Discoverer;
+
+/// Discovers EC2 instances behind ALB listeners and Auto Scaling groups and
+/// scrapes each one with per-instance attribution.
+#[derive(Debug, Parser)]
+#[command(name = "fleetscrape", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (YAML).
+    #[arg(long, short = 'c', global = true, env = "FLEETSCRAPE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one discovery against AWS and print every instance found, with its paths and labels.
+    Discover {
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Validate the configuration and print the effective values (defaults filled in, paths resolved).
+    CheckConfig,
+}
+
+/// How `discover` prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people: one row per instance and listener.
+    Table,
+    /// A JSON array for programs: one object per instance and listener.
+    Json,
+}
+
+impl Cli {
+    /// The log level used when `RUST_LOG` is not set: one-shot commands keep
+    /// stderr for errors, long-running ones report progress.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Discover { .. } | Command::CheckConfig => "warn",
+        }
+    }
+}
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// Any failure, with context, for `main` to print on one line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig => check_config(&config),
+        Command::Discover { output } => discover(&config, output).await,
+    }
+}
+
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    let yaml = config.to_yaml().context("printing the effective configuration")?;
+    println!("{}", yaml.trim_end());
+    Ok(())
+}
+
+async fn discover(config: &Config, format: OutputFormat) -> anyhow::Result<()> {
+    let discoverer = Discoverer::from_config(config).await?;
+    let refresh =
+        discoverer.discover().await.with_context(|| format!("discovery against {} failed", discoverer.endpoint()))?;
+    let text = match format {
+        OutputFormat::Json => output::json(&refresh.topology)?,
+        OutputFormat::Table => output::table(&refresh),
+    };
+    println!("{text}");
+    Ok(())
+}

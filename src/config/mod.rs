@@ -1,0 +1,349 @@
+//! fleetscrape's YAML configuration: loading, validation, and the effective
+//! values every other module reads.
+//!
+//! Loading is two-step, like ripgrep's low/high args: [`raw`] mirrors the
+//! file and checks single values while parsing; [`Config::from_raw`] checks
+//! what spans fields or touches the file system and resolves relative paths
+//! against the config file's directory. Every problem is reported with the
+//! key it concerns and, where known, its line.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+
+use crate::duration::PromDuration;
+use crate::relabel::RelabelConfig;
+use raw::RawConfig;
+
+/// Where `--config` points when neither the flag nor `FLEETSCRAPE_CONFIG` is set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fleetscrape/fleetscrape.yml";
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// How to reach the AWS APIs.
+    pub aws: AwsConfig,
+    /// What to discover and how often.
+    pub discovery: DiscoveryConfig,
+    /// How to scrape discovered instances.
+    pub scrape: ScrapeConfig,
+    /// Prometheus relabel rules applied to every discovered target.
+    pub relabel_configs: Vec<RelabelConfig>,
+    /// Where samples are stored.
+    pub storage: StorageConfig,
+}
+
+/// AWS API access.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsConfig {
+    /// Region; `None` leaves it to the SDK's chain (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint for every AWS API (LocalStack, moto); `None` leaves it to the
+    /// SDK (`AWS_ENDPOINT_URL`, else the real AWS endpoints).
+    pub endpoint_url: Option<String>,
+    /// Attempts per API call, first try included (SDK standard retry mode
+    /// with exponential backoff for throttling and 5xx).
+    pub max_attempts: u32,
+    /// Limit for opening a connection to an AWS endpoint.
+    pub connect_timeout: PromDuration,
+    /// Limit for one attempt of one API call.
+    pub call_timeout: PromDuration,
+}
+
+/// Discovery through ELBv2, Auto Scaling and EC2.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryConfig {
+    /// Time between two discovery refreshes.
+    pub refresh_interval: PromDuration,
+    /// Load balancer names or ARNs to follow; empty means every one in the region.
+    pub load_balancers: Vec<String>,
+    /// Listener ports to follow; empty means every listener.
+    pub listener_ports: Vec<u16>,
+    /// Keep only instances carrying all these tags with these values.
+    pub instance_tags: BTreeMap<String, String>,
+}
+
+/// How instances are reached for scraping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScrapeMode {
+    /// Connect to the instance's private address (`__address__`).
+    Direct,
+    /// Go through the load balancer listener (`__alb_address__`).
+    ViaAlb,
+    /// Try direct first, fall back to the listener, remember what worked.
+    Auto,
+}
+
+/// Scrape timing and path.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScrapeConfig {
+    /// Time between two scrapes of one instance.
+    pub interval: PromDuration,
+    /// Limit for one scrape request; never more than `interval`.
+    pub timeout: PromDuration,
+    /// How instances are reached.
+    pub mode: ScrapeMode,
+    /// HTTP path of the metrics endpoint (`__metrics_path__`).
+    pub metrics_path: String,
+}
+
+/// SQLite storage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageConfig {
+    /// Database file; relative paths are resolved against the config file's directory.
+    pub path: PathBuf,
+    /// How long samples are kept.
+    pub retention: PromDuration,
+}
+
+/// One problem found while validating the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `scrape.timeout`.
+    pub key: String,
+    /// 1-based line, when the value came from the file.
+    pub line: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file does not exist.
+    #[error("config file {}: not found (pass --config or set FLEETSCRAPE_CONFIG)", path.display())]
+    NotFound {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// The path is a directory; Docker creates one when a bind mount's source is missing.
+    #[error(
+        "config file {}: is a directory, not a file (Docker creates an empty directory when a bind mount's source file does not exist: check the host path)",
+        path.display()
+    )]
+    IsDirectory {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read.
+    #[error("config file {}: {source}", path.display())]
+    Unreadable {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is empty.
+    #[error("config file {}: is empty (see config/fleetscrape.example.yml for every key)", path.display())]
+    Empty {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// The YAML is malformed, has an unknown key, or a value of the wrong kind.
+    #[error("config file {}: {}", path.display(), located(*line, message))]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<u64>,
+        /// The parser's message.
+        message: String,
+    },
+    /// Values that parse but do not make sense together.
+    #[error("config file {}: {}", path.display(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn located(line: Option<u64>, message: &str) -> String {
+    match line {
+        Some(line) => format!("line {line}: {message}"),
+        None => message.to_string(),
+    }
+}
+
+fn line_of(location: Location) -> Option<u64> {
+    (location != Location::UNKNOWN).then(|| location.line())
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    ///
+    /// # Errors
+    /// [`Error`] when the file is missing, a directory, unreadable, empty,
+    /// malformed, or holds invalid values.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = read_config_file(path)?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates `text` as if it had been read from `path`
+    /// (relative paths inside resolve against `path`'s directory).
+    ///
+    /// # Errors
+    /// As [`Config::load`], without the file-reading cases.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, Error> {
+        if text.trim().is_empty() {
+            return Err(Error::Empty { path: path.to_path_buf() });
+        }
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, &e))?;
+        let base = absolute_parent(path);
+        Self::from_raw(raw, &base).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
+    }
+
+    fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, location: Location, message: String| {
+            if !ok {
+                problems.push(Problem { key: key.to_string(), line: line_of(location), message });
+            }
+        };
+
+        let (aws, discovery, scrape, storage) = (&raw.aws, &raw.discovery, &raw.scrape, &raw.storage);
+        if let Some(url) = &aws.endpoint_url {
+            check(
+                is_http_url(&url.value),
+                "aws.endpoint_url",
+                url.referenced,
+                format!("{:?} is not an http:// or https:// URL", url.value),
+            );
+        }
+        check(
+            aws.max_attempts.value >= 1,
+            "aws.max_attempts",
+            aws.max_attempts.referenced,
+            "must be at least 1".into(),
+        );
+        for (key, d) in [
+            ("aws.connect_timeout", &aws.connect_timeout),
+            ("aws.call_timeout", &aws.call_timeout),
+            ("discovery.refresh_interval", &discovery.refresh_interval),
+            ("scrape.interval", &scrape.interval),
+            ("scrape.timeout", &scrape.timeout),
+            ("storage.retention", &storage.retention),
+        ] {
+            check(!d.value.is_zero(), key, d.referenced, "must be greater than 0".into());
+        }
+        check(
+            scrape.timeout.value <= scrape.interval.value,
+            "scrape.timeout",
+            scrape.timeout.referenced,
+            format!("{} must not exceed scrape.interval ({})", scrape.timeout.value, scrape.interval.value),
+        );
+        check(
+            scrape.metrics_path.value.starts_with('/'),
+            "scrape.metrics_path",
+            scrape.metrics_path.referenced,
+            format!("{:?} must start with /", scrape.metrics_path.value),
+        );
+        let storage_path = base_dir.join(&storage.path.value);
+        check(!storage.path.value.is_empty(), "storage.path", storage.path.referenced, "must not be empty".into());
+        check(
+            storage.path.value.is_empty() || !storage_path.is_dir(),
+            "storage.path",
+            storage.path.referenced,
+            format!("{} is a directory; name the database file inside it", storage_path.display()),
+        );
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self::from_checked_raw(raw, storage_path))
+    }
+
+    fn from_checked_raw(raw: RawConfig, storage_path: PathBuf) -> Self {
+        let value = |s: Spanned<PromDuration>| s.value;
+        Self {
+            aws: AwsConfig {
+                region: raw.aws.region.filter(|r| !r.is_empty()),
+                endpoint_url: raw.aws.endpoint_url.map(|u| u.value),
+                max_attempts: raw.aws.max_attempts.value,
+                connect_timeout: value(raw.aws.connect_timeout),
+                call_timeout: value(raw.aws.call_timeout),
+            },
+            discovery: DiscoveryConfig {
+                refresh_interval: value(raw.discovery.refresh_interval),
+                load_balancers: raw.discovery.load_balancers,
+                listener_ports: raw.discovery.listener_ports,
+                instance_tags: raw.discovery.instance_tags,
+            },
+            scrape: ScrapeConfig {
+                interval: value(raw.scrape.interval),
+                timeout: value(raw.scrape.timeout),
+                mode: raw.scrape.mode,
+                metrics_path: raw.scrape.metrics_path.value,
+            },
+            relabel_configs: raw.relabel_configs,
+            storage: StorageConfig { path: storage_path, retention: value(raw.storage.retention) },
+        }
+    }
+
+    /// The effective configuration as YAML, defaults filled in and paths resolved.
+    ///
+    /// # Errors
+    /// Only if serialization fails, which the types here do not cause.
+    pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
+        serde_saphyr::to_string(self)
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<String, Error> {
+    let owned = || path.to_path_buf();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound { path: owned() }),
+        Err(source) => return Err(Error::Unreadable { path: owned(), source }),
+        Ok(meta) if meta.is_dir() => return Err(Error::IsDirectory { path: owned() }),
+        Ok(_) => {}
+    }
+    std::fs::read_to_string(path).map_err(|source| Error::Unreadable { path: owned(), source })
+}
+
+fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> Error {
+    let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let rendered = error.render_with_options(options);
+    let message = rendered.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let line = error.location().and_then(line_of);
+    Error::Syntax { path: path.to_path_buf(), line, message: strip_location_suffix(&message) }
+}
+
+/// serde-saphyr ends plain messages with "at line L, column C"; the line is
+/// reported separately, so keep the message itself.
+fn strip_location_suffix(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains("column") => message[..i].to_string(),
+        _ => message.to_string(),
+    }
+}
+
+fn is_http_url(text: &str) -> bool {
+    let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
+    rest.is_some_and(|host| !host.is_empty() && !host.starts_with('/'))
+}
+
+fn absolute_parent(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    absolute.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

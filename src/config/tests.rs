@@ -1,0 +1,132 @@
+use super::*;
+
+fn parse(yaml: &str) -> Result<Config, Error> {
+    Config::from_yaml(yaml, Path::new("/etc/fleetscrape/fleetscrape.yml"))
+}
+
+fn error(yaml: &str) -> String {
+    match parse(yaml) {
+        Ok(_) => panic!("config should be rejected:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_contains(haystack: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+    }
+    assert!(!haystack.contains('\n'), "error must be one line:\n{haystack}");
+}
+
+#[test]
+fn defaults_fill_every_missing_key() {
+    let config = parse("aws:\n  region: ap-northeast-2\n").unwrap();
+    assert_eq!(config.aws.region.as_deref(), Some("ap-northeast-2"));
+    assert_eq!(config.aws.endpoint_url, None);
+    assert_eq!(config.aws.max_attempts, 3);
+    assert_eq!(config.discovery.refresh_interval.to_string(), "1m");
+    assert!(config.discovery.load_balancers.is_empty());
+    assert_eq!(config.scrape.interval.to_string(), "15s");
+    assert_eq!(config.scrape.timeout.to_string(), "10s");
+    assert_eq!(config.scrape.mode, ScrapeMode::Auto);
+    assert_eq!(config.scrape.metrics_path, "/metrics");
+    assert_eq!(config.storage.path, Path::new("/etc/fleetscrape/data/fleetscrape.db"));
+    assert_eq!(config.storage.retention.to_string(), "2w1d");
+}
+
+#[test]
+fn the_issue_example_parses() {
+    let yaml = r#"
+aws:
+  region: ap-northeast-2
+  endpoint_url: null
+discovery:
+  refresh_interval: 60s
+  load_balancers: []
+  listener_ports: []
+  instance_tags: {}
+scrape:
+  interval: 15s
+  timeout: 10s
+  mode: auto
+  metrics_path: /metrics
+relabel_configs: []
+storage:
+  path: data/fleetscrape.db
+  retention: 15d
+"#;
+    parse(yaml).unwrap();
+}
+
+#[test]
+fn relative_storage_path_resolves_against_the_config_directory() {
+    let config = Config::from_yaml("storage: {path: db/x.db}", Path::new("/srv/conf/f.yml")).unwrap();
+    assert_eq!(config.storage.path, Path::new("/srv/conf/db/x.db"));
+    let config = Config::from_yaml("storage: {path: /var/lib/x.db}", Path::new("/srv/conf/f.yml")).unwrap();
+    assert_eq!(config.storage.path, Path::new("/var/lib/x.db"));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    assert_contains(&error("aws:\n  regoin: x\n"), &["line 2", "regoin"]);
+    assert_contains(&error("discovery: {}\nscrap:\n  interval: 1s\n"), &["line 2", "scrap"]);
+    assert_contains(&error("relabel_configs:\n  - action: keep\n    sources: [a]\n"), &["line 3", "sources"]);
+}
+
+#[test]
+fn bad_values_name_the_value_and_line() {
+    assert_contains(&error("scrape:\n  interval: 15\n"), &["line 2", "\"15\"", "Prometheus syntax"]);
+    assert_contains(&error("scrape:\n  mode: fast\n"), &["line 2", "fast"]);
+    assert_contains(&error("discovery:\n  listener_ports: [70000]\n"), &["line 2"]);
+    assert_contains(&error("relabel_configs:\n  - action: keep\n    regex: '('\n"), &["line 2", "invalid regex"]);
+}
+
+#[test]
+fn timeout_longer_than_interval_is_rejected() {
+    let err = error("scrape:\n  interval: 15s\n  timeout: 20s\n");
+    assert_contains(&err, &["line 3", "scrape.timeout", "20s must not exceed scrape.interval (15s)"]);
+    // With the default interval the timeout still has its line.
+    assert_contains(&error("scrape:\n  timeout: 1m\n"), &["line 2", "scrape.timeout"]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let err = error("scrape:\n  interval: 0s\n  metrics_path: metrics\naws:\n  endpoint_url: localhost:5000\n");
+    assert_contains(&err, &["scrape.interval", "scrape.metrics_path", "aws.endpoint_url", "line 5"]);
+}
+
+#[test]
+fn storage_path_that_is_a_directory_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("f.yml");
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let err = Config::from_yaml("storage:\n  path: data\n", &config_path).unwrap_err().to_string();
+    assert_contains(&err, &["line 2", "storage.path", "is a directory"]);
+}
+
+#[test]
+fn missing_directory_and_empty_config_files_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yml");
+    assert_contains(&Config::load(&missing).unwrap_err().to_string(), &["not found", "FLEETSCRAPE_CONFIG"]);
+    assert_contains(&Config::load(dir.path()).unwrap_err().to_string(), &["is a directory", "bind mount"]);
+    let empty = dir.path().join("empty.yml");
+    std::fs::write(&empty, "\n").unwrap();
+    assert_contains(&Config::load(&empty).unwrap_err().to_string(), &["is empty"]);
+}
+
+#[test]
+fn malformed_yaml_reports_a_line() {
+    assert_contains(&error("aws:\n  region: [a\n"), &["line"]);
+}
+
+#[test]
+fn effective_config_round_trips_through_yaml() {
+    let config = parse("scrape: {interval: 90s, timeout: 30s, mode: via_alb}\nrelabel_configs:\n  - {source_labels: [a], target_label: b}\n").unwrap();
+    let yaml = config.to_yaml().unwrap();
+    assert!(yaml.contains("interval: 1m30s"), "{yaml}");
+    assert!(yaml.contains("mode: via_alb"), "{yaml}");
+    assert!(yaml.contains("replacement: $1"), "{yaml}");
+    let again = parse(&yaml).unwrap();
+    assert_eq!(again.to_yaml().unwrap(), yaml);
+}

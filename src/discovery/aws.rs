@@ -1,0 +1,120 @@
+//! AWS SDK set-up: one shared configuration (region, endpoint, retries,
+//! timeouts) and the three clients discovery uses.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+
+use super::Error;
+use crate::config::AwsConfig;
+
+/// The clients for the three APIs discovery reads.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Elastic Load Balancing v2.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// EC2 Auto Scaling.
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// Where the calls go, for error messages.
+    pub endpoint: String,
+    /// Requests sent, by operation, since the counter was last taken.
+    pub(super) calls: ApiCallCounter,
+}
+
+impl Clients {
+    /// Builds the clients from `config`, falling back to the SDK's usual
+    /// chains (environment, profile, IMDS) for what the config leaves unset.
+    ///
+    /// # Errors
+    /// [`Error::NoRegion`] when no region is configured anywhere.
+    pub async fn new(config: &AwsConfig) -> Result<Self, Error> {
+        let sdk = sdk_config(config).await;
+        let region = sdk.region().ok_or(Error::NoRegion)?.to_string();
+        let endpoint = match sdk.endpoint_url() {
+            Some(url) => format!("{url} (region {region})"),
+            None => format!("AWS region {region}"),
+        };
+        Ok(Self {
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+            autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            endpoint,
+            calls: ApiCallCounter::default(),
+        })
+    }
+}
+
+async fn sdk_config(config: &AwsConfig) -> SdkConfig {
+    let retry = RetryConfig::standard().with_max_attempts(config.max_attempts);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(config.connect_timeout.as_std())
+        .operation_attempt_timeout(config.call_timeout.as_std())
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).timeout_config(timeouts);
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// Counts the API requests discovery makes (one per page, retries aside),
+/// for logs and for fleetscrape's own metrics.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ApiCallCounter(Arc<Mutex<BTreeMap<&'static str, u64>>>);
+
+impl ApiCallCounter {
+    pub(super) fn record(&self, operation: &'static str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(operation).or_default() += 1;
+        }
+    }
+
+    /// Returns the counts so far and resets them.
+    pub(super) fn take(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().map(|mut counts| std::mem::take(&mut *counts)).unwrap_or_default()
+    }
+}
+
+/// Turns an SDK error into one line naming the operation: the service's code
+/// and message for a service error, else the chain of causes.
+pub(super) fn api_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> Error
+where
+    E: StdError + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let message = match error.as_service_error() {
+        Some(service) => match (service.code(), service.message()) {
+            (Some(code), Some(text)) => format!("{code}: {text}"),
+            (Some(code), None) => code.to_string(),
+            _ => causes(&error),
+        },
+        None => causes(&error),
+    };
+    Error::Api { operation, message }
+}
+
+/// The error and its sources joined with ": ", skipping a cause whose text
+/// the previous one already contains.
+fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(current) = next {
+        // Some causes (the credential chain) span lines; the message must not.
+        let text = current.to_string().lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        if !parts.last().is_some_and(|previous| previous.contains(&text)) {
+            parts.push(text);
+        }
+        next = current.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,243 @@
+//! Discovery of scrape targets: ELBv2 load balancers → listeners → target
+//! groups → target health, Auto Scaling membership, and EC2 facts, joined
+//! into one [`Target`] per instance.
+//!
+//! - [`aws`], [`elbv2`], `autoscaling`, `ec2`: the only code that sees SDK
+//!   types; each returns [`model`] types.
+//! - [`topology`]: the pure join, labels, filters and relabeling.
+//! - [`Refresher`]: refreshes every `refresh_interval`, publishes each good
+//!   topology on a watch channel, and keeps the last good one when a refresh
+//!   fails.
+//!
+//! API calls per refresh grow with load balancers, target groups and pages,
+//! never with instances: 1 DescribeLoadBalancers page per 400 load balancers,
+//! then per followed load balancer 1 DescribeListeners and 1
+//! DescribeTargetGroups, 1 DescribeTargetHealth per followed target group,
+//! 1 DescribeAutoScalingGroups page per 100 groups, and 1 DescribeInstances
+//! per 200 instances.
+
+mod autoscaling;
+pub mod aws;
+mod ec2;
+pub mod elbv2;
+pub mod model;
+pub mod topology;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+pub use aws::Clients;
+pub use elbv2::Filters;
+use model::Inventory;
+pub use topology::{JoinOptions, Role, SkipReason, Target, Topology};
+
+/// Why a discovery refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No region in the config, the environment or the profile.
+    #[error("no AWS region: set aws.region in the config, or AWS_REGION in the environment")]
+    NoRegion,
+    /// An AWS API call failed after the SDK's retries.
+    #[error("{operation} failed: {message}")]
+    Api {
+        /// The API operation, e.g. `DescribeTargetHealth`.
+        operation: &'static str,
+        /// The SDK's explanation, on one line.
+        message: String,
+    },
+}
+
+/// One successful refresh.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    /// What was discovered.
+    pub topology: Topology,
+    /// Requests sent, by API operation.
+    pub api_calls: BTreeMap<&'static str, u64>,
+    /// How long the refresh took.
+    pub elapsed: Duration,
+}
+
+/// Runs discovery refreshes against AWS.
+#[derive(Debug, Clone)]
+pub struct Discoverer {
+    clients: Clients,
+    filters: Filters,
+    join_options: JoinOptions,
+}
+
+impl Discoverer {
+    /// Builds a discoverer from the configuration.
+    ///
+    /// # Errors
+    /// [`Error::NoRegion`] when no AWS region is configured anywhere.
+    pub async fn from_config(config: &Config) -> Result<Self, Error> {
+        Ok(Self {
+            clients: Clients::new(&config.aws).await?,
+            filters: Filters {
+                load_balancers: config.discovery.load_balancers.clone(),
+                listener_ports: config.discovery.listener_ports.clone(),
+            },
+            join_options: JoinOptions {
+                metrics_path: config.scrape.metrics_path.clone(),
+                instance_tags: config.discovery.instance_tags.clone(),
+                relabel_configs: config.relabel_configs.clone(),
+            },
+        })
+    }
+
+    /// Where API calls go, for messages: the endpoint URL or the region.
+    pub fn endpoint(&self) -> &str {
+        &self.clients.endpoint
+    }
+
+    /// Runs one discovery.
+    ///
+    /// # Errors
+    /// [`Error::Api`] when any API call fails after retries; nothing partial
+    /// is returned, so callers keep their previous topology.
+    pub async fn discover(&self) -> Result<Refresh, Error> {
+        let started = Instant::now();
+        self.clients.calls.take();
+        let result = self.inventory().await;
+        let api_calls = self.clients.calls.take();
+        let topology = topology::join(&result?, &self.join_options);
+        Ok(Refresh { topology, api_calls, elapsed: started.elapsed() })
+    }
+
+    async fn inventory(&self) -> Result<Inventory, Error> {
+        let (balancing, auto_scaling_groups) = tokio::join!(
+            elbv2::load_balancers_and_target_groups(&self.clients, &self.filters),
+            autoscaling::groups(&self.clients),
+        );
+        let (load_balancers, target_groups) = balancing?;
+        let auto_scaling_groups = auto_scaling_groups?;
+
+        let registered = target_groups.values().flat_map(|g| g.registrations.iter().map(|r| r.instance_id.as_str()));
+        let linked_members = auto_scaling_groups
+            .iter()
+            .filter(|g| g.target_group_arns.iter().any(|arn| target_groups.contains_key(arn)))
+            .flat_map(|g| g.members.iter().map(|m| m.instance_id.as_str()));
+        let ids: BTreeSet<&str> = registered.chain(linked_members).collect();
+        let ids: Vec<String> = ids.into_iter().map(str::to_string).collect();
+        let instances = ec2::instances(&self.clients, &ids).await?;
+        Ok(Inventory { load_balancers, target_groups, auto_scaling_groups, instances })
+    }
+}
+
+/// Counters about refreshes, for logs and fleetscrape's own metrics.
+#[derive(Debug, Default)]
+pub struct RefreshStats {
+    /// Refreshes attempted.
+    pub refreshes: AtomicU64,
+    /// Refreshes that failed (the previous topology was kept).
+    pub failures: AtomicU64,
+    /// API requests sent, by operation, over all refreshes.
+    pub api_calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// The last failure's message, cleared by the next success.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The latest good topology, `None` until the first refresh succeeds.
+pub type TopologyReceiver = watch::Receiver<Option<Arc<Topology>>>;
+
+/// Refreshes discovery periodically and publishes each good topology.
+#[derive(Debug)]
+pub struct Refresher {
+    discoverer: Discoverer,
+    interval: Duration,
+    published: watch::Sender<Option<Arc<Topology>>>,
+    stats: Arc<RefreshStats>,
+}
+
+impl Refresher {
+    /// A refresher running `discoverer` every `interval`.
+    pub fn new(discoverer: Discoverer, interval: Duration) -> Self {
+        let (published, _) = watch::channel(None);
+        Self { discoverer, interval, published, stats: Arc::default() }
+    }
+
+    /// A receiver of the latest good topology.
+    pub fn subscribe(&self) -> TopologyReceiver {
+        self.published.subscribe()
+    }
+
+    /// The refresh counters.
+    pub fn stats(&self) -> Arc<RefreshStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Runs one refresh. On success the topology is published; on failure
+    /// the error is logged once and counted, and the previous topology stays.
+    ///
+    /// # Errors
+    /// The refresh's [`Error`], after it has been logged and counted.
+    pub async fn refresh(&self) -> Result<Arc<Topology>, Error> {
+        self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        match self.discoverer.discover().await {
+            Ok(refresh) => {
+                self.add_api_calls(&refresh.api_calls);
+                self.log_success(&refresh);
+                let topology = Arc::new(refresh.topology);
+                self.published.send_replace(Some(Arc::clone(&topology)));
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = None;
+                }
+                Ok(topology)
+            }
+            Err(error) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let kept = self.published.borrow().as_ref().map_or(0, |t| t.targets.len());
+                warn!(endpoint = %self.discoverer.endpoint(), %error, kept_targets = kept, "discovery refresh failed; keeping the previous topology");
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn add_api_calls(&self, calls: &BTreeMap<&'static str, u64>) {
+        if let Ok(mut total) = self.stats.api_calls.lock() {
+            for (operation, count) in calls {
+                *total.entry(operation).or_default() += count;
+            }
+        }
+    }
+
+    fn log_success(&self, refresh: &Refresh) {
+        let topology = &refresh.topology;
+        let scraped = topology.scraped_targets().count();
+        let calls: u64 = refresh.api_calls.values().sum();
+        info!(
+            targets = topology.targets.len(),
+            scraped,
+            auto_scaling_groups = topology.auto_scaling_groups.len(),
+            api_calls = calls,
+            elapsed_ms = refresh.elapsed.as_millis() as u64,
+            "discovery refreshed"
+        );
+    }
+
+    /// Refreshes now, then every interval, until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {
+                    // A failure is already logged and counted; the loop goes on.
+                    let _ = self.refresh().await;
+                }
+            }
+        }
+    }
+}

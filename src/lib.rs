@@ -1,0 +1,27 @@
+//! fleetscrape: discovers EC2 instances behind ALB listeners and Auto Scaling
+//! groups, scrapes each one with per-instance attribution, and stores samples
+//! in SQLite for Grafana.
+//!
+//! # Layout
+//!
+//! The modules follow the pipeline, from what the user writes to what is stored:
+//!
+//! - [`config`]: the YAML configuration, parsed (`RawConfig`) then validated
+//!   into [`config::Config`]; every error names its key and line.
+//! - [`duration`]: durations in Prometheus syntax (`15s`, `1m30s`, `15d`).
+//! - [`labels`]: label sets and Prometheus label-name rules.
+//! - [`relabel`]: Prometheus `relabel_configs`, applied to discovered targets.
+//! - [`discovery`]: ELBv2 → Auto Scaling → EC2 discovery, joined into one
+//!   [`discovery::Target`] per instance, refreshed periodically.
+//! - [`cli`]: the command-line interface (`discover`, `check-config`); the
+//!   binary in `main.rs` only parses arguments and reports errors.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod duration;
+pub mod labels;
+pub mod relabel;

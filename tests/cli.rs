@@ -1,0 +1,207 @@
+//! The `fleetscrape` binary, run as a user would: `discover` against moto
+//! (table and JSON), `check-config`, and the error cases that must fail fast
+//! with one clear line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::seed::Seeder;
+use common::{Moto, TEST_ENV, free_port, set_test_env, write_config};
+use serde_json::Value;
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Runs the binary with a clean environment (test credentials, a throwaway
+/// HOME so no developer profile leaks in) plus `env`; kills it after 120 s.
+fn fleetscrape(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let home = tempfile::tempdir().expect("temp home");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetscrape"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .envs(TEST_ENV)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn fleetscrape");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fleetscrape {args:?} still running after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failed run: non-zero exit, exactly one line on stderr containing `needles`.
+fn assert_fails_with(output: &Output, needles: &[&str]) {
+    let err = stderr(output);
+    assert!(!output.status.success(), "expected failure, got success; stdout:\n{}", stdout(output));
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line on stderr, got:\n{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_json_lists_the_seed_topology_from_the_moto_example_config() {
+    set_test_env();
+    let moto = Moto::start();
+    let seed = Seeder::new(&moto.url).await.seed_topology().await;
+    let config = repo_file("config/moto.example.yml");
+    let output = fleetscrape(
+        &["discover", "--config", config.to_str().unwrap(), "--output", "json"],
+        &[("AWS_ENDPOINT_URL", &moto.url)],
+    );
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    let entries: Vec<Value> = serde_json::from_str(&stdout(&output)).expect("stdout is a JSON array");
+    assert_eq!(entries.len(), 3, "{entries:#?}");
+
+    for key in [
+        "instance_id",
+        "role",
+        "asg_name",
+        "load_balancer",
+        "listener_port",
+        "target_group",
+        "target_port",
+        "private_ip",
+        "availability_zone",
+        "state",
+        "health",
+        "labels",
+        "discovered_labels",
+    ] {
+        assert!(entries.iter().all(|e| e.get(key).is_some()), "every entry has {key:?}");
+    }
+    let by_port = |port: u64| entries.iter().find(|e| e["listener_port"] == port).expect("entry for port");
+    let (a, b, asg) = (by_port(9100), by_port(9101), by_port(9102));
+    assert_eq!(
+        (a["instance_id"].as_str(), a["role"].as_str(), &a["asg_name"]),
+        (Some(seed.basic_a.as_str()), Some("basic"), &Value::Null)
+    );
+    assert_eq!((b["instance_id"].as_str(), b["role"].as_str()), (Some(seed.basic_b.as_str()), Some("basic")));
+    assert_eq!((asg["role"].as_str(), asg["asg_name"].as_str()), (Some("asg"), Some("web")));
+    for entry in [a, b, asg] {
+        assert_eq!(entry["load_balancer"], "backend");
+        assert_eq!(entry["target_port"], 9100);
+        assert_eq!(entry["state"], "running");
+        assert_eq!(entry["health"], "healthy");
+        assert_eq!(entry["availability_zone"], "ap-northeast-2a");
+        // The example config maps every address to loopback.
+        let port = entry["listener_port"].as_u64().unwrap();
+        assert_eq!(entry["labels"]["__alb_address__"], format!("127.0.0.1:{port}"));
+        assert!(entry["labels"]["__address__"].as_str().unwrap().starts_with("127."));
+        assert!(entry["discovered_labels"]["__address__"].as_str().unwrap().starts_with("10.20."));
+        assert!(entry["discovered_labels"]["__meta_ec2_instance_id"].is_string());
+        assert!(entry["labels"].as_object().unwrap().keys().all(|k| !k.starts_with("__meta_")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_table_shows_one_row_per_instance_and_listener() {
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    seeder.set_desired(&seed.asg_name, 2).await;
+    seeder.set_desired(&seed.asg_name, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("aws:\n  endpoint_url: {}\n", moto.url));
+    let output = fleetscrape(&["discover", "-c", config.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    let table = stdout(&output);
+    let lines: Vec<&str> = table.lines().collect();
+    for column in
+        ["INSTANCE", "ROLE", "ASG", "LB:PORT", "TARGET GROUP", "PRIVATE IP", "AZ", "STATE", "HEALTH", "SCRAPE"]
+    {
+        assert!(lines[0].contains(column), "header has {column}: {}", lines[0]);
+    }
+    let row = |id: &str| lines.iter().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("row for {id}:\n{table}"));
+    assert!(row(&seed.basic_a).contains("backend:9100") && row(&seed.basic_a).contains("basic-a"));
+    assert_eq!(lines.iter().filter(|l| l.contains("terminated")).count(), 1, "{table}");
+    assert!(lines.iter().any(|l| l.contains("terminated") && l.contains("no (state terminated)")), "{table}");
+    assert!(lines.last().unwrap().contains("4 instances (3 to scrape)"), "{table}");
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let output =
+        fleetscrape(&["check-config", "--config", repo_file("config/fleetscrape.example.yml").to_str().unwrap()], &[]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    let yaml = stdout(&output);
+    assert!(yaml.contains("refresh_interval: 1m"), "{yaml}");
+    assert!(yaml.contains("mode: auto"), "{yaml}");
+    let storage = repo_file("config/data/fleetscrape.db");
+    assert!(yaml.contains(storage.to_str().unwrap()), "relative storage path resolved against config/:\n{yaml}");
+}
+
+#[test]
+fn the_config_path_comes_from_the_environment_then_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "scrape: {interval: 30s}\n");
+    let output = fleetscrape(&["check-config"], &[("FLEETSCRAPE_CONFIG", config.to_str().unwrap())]);
+    assert!(stdout(&output).contains("interval: 30s"), "stderr:\n{}", stderr(&output));
+    let output = fleetscrape(&["check-config"], &[]);
+    assert_fails_with(&output, &["/etc/fleetscrape/fleetscrape.yml", "not found"]);
+}
+
+#[test]
+fn bad_configs_fail_with_one_line_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let as_dir = dir.path().join("mounted.yml");
+    std::fs::create_dir(&as_dir).unwrap();
+    assert_fails_with(&fleetscrape(&["discover", "--config", as_dir.to_str().unwrap()], &[]), &["is a directory"]);
+
+    let config = write_config(dir.path(), "scrape:\n  interval: 10s\n  timeout: 15s\n");
+    assert_fails_with(
+        &fleetscrape(&["check-config", "--config", config.to_str().unwrap()], &[]),
+        &["line 3", "scrape.timeout"],
+    );
+
+    let config = write_config(dir.path(), "discovery:\n  refresh: 1m\n");
+    assert_fails_with(&fleetscrape(&["discover", "--config", config.to_str().unwrap()], &[]), &["line 2", "refresh"]);
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let config = write_config(dir.path(), &format!("aws:\n  endpoint_url: {closed}\n  connect_timeout: 2s\n"));
+    let output = fleetscrape(&["discover", "--config", config.to_str().unwrap()], &[]);
+    assert_fails_with(&output, &["discovery against", &closed, "failed"]);
+}
+
+#[test]
+fn a_missing_region_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "aws:\n  endpoint_url: http://127.0.0.1:9\n");
+    let home = dir.path().to_str().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fleetscrape"))
+        .args(["discover", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    assert_fails_with(&output, &["no AWS region", "aws.region"]);
+}

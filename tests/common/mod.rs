@@ -1,0 +1,205 @@
+//! Test harness shared by the integration tests: a real moto server per test,
+//! an HTTP proxy in front of it that counts API calls on the wire and can
+//! simulate an outage, and a seeder that builds topologies through the AWS SDK.
+//!
+//! Everything listens on 127.0.0.1; the private IPs moto hands out are data only.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+pub mod seed;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Credentials and region every test uses; never real ones.
+pub const TEST_ENV: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "ap-northeast-2"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Puts [`TEST_ENV`] into this process's environment, once, before any SDK
+/// client exists, so the SDK's credential chain never reaches for IMDS.
+pub fn set_test_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (key, value) in TEST_ENV {
+            // SAFETY: runs exactly once, before any test in this binary creates
+            // an SDK client or spawns a thread that reads the environment;
+            // every test calls this first.
+            unsafe { std::env::set_var(key, value) };
+        }
+        // A developer's own endpoint override must not leak into tests.
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("AWS_ENDPOINT_URL") };
+    });
+}
+
+/// A free TCP port on loopback (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+/// A moto server on a free loopback port, stopped on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Moto {
+    /// Starts `moto_server` and waits until it answers.
+    pub fn start() -> Self {
+        let port = free_port();
+        let log_dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(log_dir.path().join("moto.log")).expect("moto log");
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto_server ({e}); install it with: pip install 'moto[server]'"));
+        let moto = Self { child, url: format!("http://127.0.0.1:{port}"), _log_dir: log_dir };
+        moto.wait_until_ready();
+        moto
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let address = self.url.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&address).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not start listening on {address} within 60 s");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the proxy saw and how it behaves.
+#[derive(Default)]
+struct ProxyState {
+    upstream: String,
+    client: reqwest::Client,
+    calls: Mutex<BTreeMap<String, u64>>,
+    outage: AtomicBool,
+}
+
+/// An HTTP proxy in front of moto: counts every AWS request by its `Action`
+/// (the Query protocol's operation name) and, during a simulated outage,
+/// answers 503 without forwarding.
+pub struct AwsProxy {
+    state: Arc<ProxyState>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl AwsProxy {
+    /// Starts a proxy forwarding to `upstream`.
+    pub async fn start(upstream: &str) -> Self {
+        let state = Arc::new(ProxyState { upstream: upstream.to_string(), ..ProxyState::default() });
+        let app = axum::Router::new().fallback(forward).with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("proxy server");
+        });
+        Self { state, url, server }
+    }
+
+    /// Requests seen so far by operation, and resets the count.
+    pub fn take_calls(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.state.calls.lock().expect("calls lock"))
+    }
+
+    /// Starts or ends a simulated outage (every request answered 503).
+    pub fn set_outage(&self, on: bool) {
+        self.state.outage.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for AwsProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn action_of(body: &[u8]) -> String {
+    let body = String::from_utf8_lossy(body);
+    body.split('&').find_map(|pair| pair.strip_prefix("Action=")).unwrap_or("unknown").to_string()
+}
+
+async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
+    };
+    *state.calls.lock().expect("calls lock").entry(action_of(&body)).or_default() += 1;
+    if state.outage.load(Ordering::SeqCst) {
+        let xml = "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code>\
+                   <Message>simulated outage</Message></Error><RequestId>0</RequestId></ErrorResponse>";
+        return (StatusCode::SERVICE_UNAVAILABLE, [("content-type", "text/xml")], xml).into_response();
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut upstream = state.client.request(parts.method, format!("{}{path}", state.upstream)).body(body);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    match upstream.send().await {
+        Ok(reply) => {
+            let status = reply.status();
+            let headers: Vec<(HeaderName, _)> = reply
+                .headers()
+                .iter()
+                .filter(|(n, _)| *n != "content-length" && *n != "transfer-encoding")
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            let bytes = reply.bytes().await.unwrap_or_else(|_| Bytes::new());
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            response.headers_mut().extend(headers);
+            response
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+/// Writes `yaml` to a config file in `dir` and returns its path.
+pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("fleetscrape.yml");
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// Polls `condition` every 50 ms until it holds, or panics after `limit`
+/// with `what` (a hang guard, not a timing assertion).
+pub async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
