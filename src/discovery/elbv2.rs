@@ -31,44 +31,35 @@ pub(super) async fn load_balancers_and_target_groups(
     filters: &Filters,
 ) -> Result<(Vec<LoadBalancer>, BTreeMap<String, TargetGroup>), Error> {
     let wanted = describe_load_balancers(clients, filters).await?;
-    let load_balancers: Vec<LoadBalancer> = stream::iter(wanted)
-        .map(|lb| with_listeners(clients, lb, filters))
-        .buffered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+    let load_balancers = concurrently(wanted, |lb| with_listeners(clients, lb, filters)).await?;
 
-    let forwarded: BTreeSet<String> = load_balancers
+    let forwarded: BTreeSet<&str> = load_balancers
         .iter()
-        .flat_map(|lb| lb.listeners.iter().flat_map(|l| l.forwards.iter().map(|f| f.target_group_arn.clone())))
+        .flat_map(|lb| lb.listeners.iter().flat_map(|l| l.forwards.iter().map(|f| f.target_group_arn.as_str())))
         .collect();
-    let arns: Vec<String> = load_balancers.iter().map(|lb| lb.arn.clone()).collect();
-    let groups: Vec<elb::TargetGroup> = stream::iter(arns)
-        .map(|arn| describe_target_groups(clients, arn))
-        .buffered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .filter(|g| g.target_group_arn().is_some_and(|arn| forwarded.contains(arn)))
-        .filter(is_instance_group)
-        .collect();
-    let mut unique: BTreeMap<String, elb::TargetGroup> = BTreeMap::new();
-    for group in groups {
-        unique.entry(group.target_group_arn().unwrap_or_default().to_string()).or_insert(group);
+    let lb_arns: Vec<String> = load_balancers.iter().map(|lb| lb.arn.clone()).collect();
+    let mut groups: BTreeMap<String, elb::TargetGroup> = BTreeMap::new();
+    for group in concurrently(lb_arns, |arn| describe_target_groups(clients, arn)).await? {
+        let arn = group.target_group_arn().unwrap_or_default().to_string();
+        if forwarded.contains(arn.as_str()) && is_instance_group(&group) {
+            groups.entry(arn).or_insert(group);
+        }
     }
-    let target_groups = stream::iter(unique.into_values())
-        .map(|group| with_registrations(clients, group))
-        .buffered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .map(|g| (g.arn.clone(), g))
-        .collect();
-    Ok((load_balancers, target_groups))
+    let target_groups = concurrently(groups.into_values(), |group| with_registrations(clients, group)).await?;
+    Ok((load_balancers, target_groups.into_iter().map(|g| (g.arn.clone(), g)).collect()))
+}
+
+/// Runs `call` on every item, [`CONCURRENCY`] requests at a time, keeping the
+/// items' order and flattening what each call returns (an `Option` or a `Vec`).
+async fn concurrently<I, F, Fut, C>(items: I, call: F) -> Result<Vec<C::Item>, Error>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = Result<C, Error>>,
+    C: IntoIterator,
+{
+    let results: Vec<C> = stream::iter(items).map(call).buffered(CONCURRENCY).try_collect().await?;
+    Ok(results.into_iter().flatten().collect())
 }
 
 async fn describe_load_balancers(clients: &Clients, filters: &Filters) -> Result<Vec<elb::LoadBalancer>, Error> {

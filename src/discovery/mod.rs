@@ -120,13 +120,9 @@ impl Discoverer {
         let (load_balancers, target_groups) = balancing?;
         let auto_scaling_groups = auto_scaling_groups?;
 
-        let registered = target_groups.values().flat_map(|g| g.registrations.iter().map(|r| r.instance_id.as_str()));
-        let linked_members = auto_scaling_groups
-            .iter()
-            .filter(|g| g.target_group_arns.iter().any(|arn| target_groups.contains_key(arn)))
-            .flat_map(|g| g.members.iter().map(|m| m.instance_id.as_str()));
-        let ids: BTreeSet<&str> = registered.chain(linked_members).collect();
-        let ids: Vec<String> = ids.into_iter().map(str::to_string).collect();
+        let registered: BTreeSet<&str> =
+            target_groups.values().flat_map(|g| g.registrations.iter().map(|r| r.instance_id.as_str())).collect();
+        let ids: Vec<String> = registered.into_iter().map(str::to_string).collect();
         let instances = ec2::instances(&self.clients, &ids).await?;
         Ok(Inventory { load_balancers, target_groups, auto_scaling_groups, instances })
     }

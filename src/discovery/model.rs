@@ -163,6 +163,6 @@ pub struct Inventory {
     pub target_groups: BTreeMap<String, TargetGroup>,
     /// Every Auto Scaling group of the region.
     pub auto_scaling_groups: Vec<AutoScalingGroup>,
-    /// EC2 facts of every registered instance and every member of a linked group, by id.
+    /// EC2 facts of every registered instance, by id.
     pub instances: BTreeMap<String, Instance>,
 }
