@@ -14,6 +14,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 if ! command -v moto_server >/dev/null 2>&1; then
   say "moto (the local AWS emulator) is missing: installing it with pip"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
   hash -r
 fi
 
