@@ -114,8 +114,10 @@ impl fmt::Display for PromDuration {
 
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        match Option::<String>::deserialize(deserializer)? {
+            Some(text) => text.parse().map_err(serde::de::Error::custom),
+            None => Err(serde::de::Error::custom("a duration is required here, e.g. 15s, 1m30s, 2h")),
+        }
     }
 }
 

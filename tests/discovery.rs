@@ -264,6 +264,9 @@ async fn a_refresh_during_an_outage_keeps_the_previous_topology() {
     let recovered = refresher.refresh().await.expect("refresh after the outage");
     assert_eq!(recovered.scraped_targets().count(), 4);
     assert!(stats.last_error.lock().unwrap().is_none());
+    assert_eq!((stats.refreshes.load(Ordering::Relaxed), stats.failures.load(Ordering::Relaxed)), (3, 1));
+    let counted = stats.api_calls.lock().unwrap().clone();
+    assert_eq!(counted.get("DescribeTargetHealth"), Some(&6), "two good refreshes of 3 target groups: {counted:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

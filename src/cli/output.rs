@@ -128,7 +128,7 @@ fn summary(refresh: &Refresh) -> String {
     let calls: u64 = refresh.api_calls.values().sum();
     let per_operation: Vec<String> = refresh.api_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
     format!(
-        "{} instances ({} to scrape), {} Auto Scaling groups; {} API calls ({}) in {} ms",
+        "{} instances ({} to scrape), Auto Scaling groups: {}; API calls: {} ({}) in {} ms",
         topology.targets.len(),
         topology.scraped_targets().count(),
         topology.auto_scaling_groups.len(),

@@ -23,13 +23,28 @@ fn secs(n: u64) -> Spanned<PromDuration> {
     unlocated(PromDuration::from_secs(n))
 }
 
+/// A section or list written with no value (`discovery:` with every key
+/// commented out) is YAML null; it means "defaults", as in Prometheus.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
+    #[serde(deserialize_with = "null_as_default")]
     pub aws: RawAws,
+    #[serde(deserialize_with = "null_as_default")]
     pub discovery: RawDiscovery,
+    #[serde(deserialize_with = "null_as_default")]
     pub scrape: RawScrape,
+    #[serde(deserialize_with = "null_as_default")]
     pub relabel_configs: Vec<RelabelConfig>,
+    #[serde(deserialize_with = "null_as_default")]
     pub storage: RawStorage,
 }
 
@@ -59,8 +74,11 @@ impl Default for RawAws {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawDiscovery {
     pub refresh_interval: Spanned<PromDuration>,
+    #[serde(deserialize_with = "null_as_default")]
     pub load_balancers: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub listener_ports: Vec<u16>,
+    #[serde(deserialize_with = "null_as_default")]
     pub instance_tags: BTreeMap<String, String>,
 }
 

@@ -130,3 +130,13 @@ fn effective_config_round_trips_through_yaml() {
     let again = parse(&yaml).unwrap();
     assert_eq!(again.to_yaml().unwrap(), yaml);
 }
+
+#[test]
+fn empty_sections_and_lists_mean_defaults() {
+    let config =
+        parse("aws:\ndiscovery:\n  # refresh_interval: 1m\n  load_balancers:\nrelabel_configs:\nstorage:\n").unwrap();
+    assert_eq!(config.discovery.refresh_interval.to_string(), "1m");
+    assert!(config.discovery.load_balancers.is_empty() && config.relabel_configs.is_empty());
+    // A leaf value still needs a value.
+    assert_contains(&error("scrape:\n  interval:\n"), &["line 2", "a duration is required here"]);
+}
