@@ -212,61 +212,14 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Self, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, key: &str, location: Location, message: String| {
-            if !ok {
-                problems.push(Problem { key: key.to_string(), line: line_of(location), message });
-            }
-        };
-
-        let (aws, discovery, scrape, storage) = (&raw.aws, &raw.discovery, &raw.scrape, &raw.storage);
-        if let Some(url) = &aws.endpoint_url {
-            check(
-                is_http_url(&url.value),
-                "aws.endpoint_url",
-                url.referenced,
-                format!("{:?} is not an http:// or https:// URL", url.value),
-            );
-        }
-        check(
-            aws.max_attempts.value >= 1,
-            "aws.max_attempts",
-            aws.max_attempts.referenced,
-            "must be at least 1".into(),
-        );
-        for (key, d) in [
-            ("aws.connect_timeout", &aws.connect_timeout),
-            ("aws.call_timeout", &aws.call_timeout),
-            ("discovery.refresh_interval", &discovery.refresh_interval),
-            ("scrape.interval", &scrape.interval),
-            ("scrape.timeout", &scrape.timeout),
-            ("storage.retention", &storage.retention),
-        ] {
-            check(!d.value.is_zero(), key, d.referenced, "must be greater than 0".into());
-        }
-        check(
-            scrape.timeout.value <= scrape.interval.value,
-            "scrape.timeout",
-            scrape.timeout.referenced,
-            format!("{} must not exceed scrape.interval ({})", scrape.timeout.value, scrape.interval.value),
-        );
-        check(
-            scrape.metrics_path.value.starts_with('/'),
-            "scrape.metrics_path",
-            scrape.metrics_path.referenced,
-            format!("{:?} must start with /", scrape.metrics_path.value),
-        );
-        let storage_path = base_dir.join(&storage.path.value);
-        check(!storage.path.value.is_empty(), "storage.path", storage.path.referenced, "must not be empty".into());
-        check(
-            storage.path.value.is_empty() || !storage_path.is_dir(),
-            "storage.path",
-            storage.path.referenced,
-            format!("{} is a directory; name the database file inside it", storage_path.display()),
-        );
-
-        if !problems.is_empty() {
-            return Err(problems);
+        let storage_path = base_dir.join(&raw.storage.path.value);
+        let mut problems = Problems::default();
+        problems.check_aws(&raw.aws);
+        problems.check_durations(&raw);
+        problems.check_scrape(&raw.scrape);
+        problems.check_storage(&raw.storage.path, &storage_path);
+        if !problems.0.is_empty() {
+            return Err(problems.0);
         }
         Ok(Self::from_checked_raw(raw, storage_path))
     }
@@ -304,6 +257,61 @@ impl Config {
     /// Only if serialization fails, which the types here do not cause.
     pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
         serde_saphyr::to_string(self)
+    }
+}
+
+/// Collects every problem, so one run reports them all.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, key: &str, location: Location, message: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(Problem { key: key.to_string(), line: line_of(location), message: message() });
+        }
+    }
+
+    fn check_aws(&mut self, aws: &raw::RawAws) {
+        if let Some(url) = &aws.endpoint_url {
+            let text = &url.value;
+            self.check(is_http_url(text), "aws.endpoint_url", url.referenced, || {
+                format!("{text:?} is not an http:// or https:// URL")
+            });
+        }
+        let attempts = &aws.max_attempts;
+        self.check(attempts.value >= 1, "aws.max_attempts", attempts.referenced, || "must be at least 1".into());
+    }
+
+    fn check_durations(&mut self, raw: &RawConfig) {
+        for (key, d) in [
+            ("aws.connect_timeout", &raw.aws.connect_timeout),
+            ("aws.call_timeout", &raw.aws.call_timeout),
+            ("discovery.refresh_interval", &raw.discovery.refresh_interval),
+            ("scrape.interval", &raw.scrape.interval),
+            ("scrape.timeout", &raw.scrape.timeout),
+            ("storage.retention", &raw.storage.retention),
+        ] {
+            self.check(!d.value.is_zero(), key, d.referenced, || "must be greater than 0".into());
+        }
+    }
+
+    fn check_scrape(&mut self, scrape: &raw::RawScrape) {
+        let (timeout, interval) = (scrape.timeout.value, scrape.interval.value);
+        self.check(timeout <= interval, "scrape.timeout", scrape.timeout.referenced, || {
+            format!("{timeout} must not exceed scrape.interval ({interval})")
+        });
+        let path = &scrape.metrics_path;
+        self.check(path.value.starts_with('/'), "scrape.metrics_path", path.referenced, || {
+            format!("{:?} must start with /", path.value)
+        });
+    }
+
+    fn check_storage(&mut self, path: &Spanned<String>, resolved: &Path) {
+        let empty = path.value.is_empty();
+        self.check(!empty, "storage.path", path.referenced, || "must not be empty".into());
+        self.check(empty || !resolved.is_dir(), "storage.path", path.referenced, || {
+            format!("{} is a directory; name the database file inside it", resolved.display())
+        });
     }
 }
 
