@@ -9,6 +9,8 @@
 //! - [`config`]: the YAML configuration, parsed (`RawConfig`) then validated
 //!   into [`config::Config`]; every error names its key and line.
 //! - [`duration`]: durations in Prometheus syntax (`15s`, `1m30s`, `15d`).
+//! - [`exposition`]: the Prometheus text format: a zero-copy parser with
+//!   scrape limits, and gzip decoding under a size limit.
 //! - [`labels`]: label sets and Prometheus label-name rules.
 //! - [`relabel`]: Prometheus `relabel_configs`, applied to discovered targets.
 //! - [`discovery`]: ELBv2 → Auto Scaling → EC2 discovery, joined into one
@@ -23,5 +25,6 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod duration;
+pub mod exposition;
 pub mod labels;
 pub mod relabel;

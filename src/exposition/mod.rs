@@ -1,0 +1,301 @@
+//! The Prometheus text exposition format 0.0.4: a zero-copy parser with
+//! Prometheus's scrape limits, and body decoding (gzip) under a size limit.
+//!
+//! Depends on no other module of fleetscrape. Parsing allocates one vector of
+//! samples per payload and nothing per sample: names and label blocks borrow
+//! the payload, and label values are unescaped only when read
+//! ([`Sample::labels`] yields `Cow`s that borrow unless a value has escapes).
+//!
+//! What is accepted follows Prometheus's scrape parser (`promparse`):
+//! whitespace around tokens and a trailing comma inside braces are fine;
+//! label values may contain a NUL; `\\`, `\"` and `\n` are the escapes (any
+//! other backslash pair is kept as written). Two things are rejected that
+//! promparse lets through: a missing comma between labels, and a label name
+//! given twice in one sample (Prometheus rejects the latter when appending).
+//!
+//! ```
+//! use fleetscrape::exposition::{parse, Limits, MetricType};
+//! let text = "# TYPE node_cpu_seconds_total counter\n\
+//!             node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1234.5\n";
+//! let payload = parse(text, &Limits::default()).unwrap();
+//! let sample = &payload.samples[0];
+//! assert_eq!(sample.name, "node_cpu_seconds_total");
+//! assert_eq!(sample.label("mode").as_deref(), Some("idle"));
+//! assert_eq!(sample.value, 1234.5);
+//! assert_eq!(payload.metric_type(sample.name), MetricType::Counter);
+//! ```
+
+mod body;
+mod line;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+pub use body::{BodyError, decode_body};
+use line::{LabelPairs, Line};
+
+/// A metric family's type, from its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    /// A monotonic counter.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// `_bucket{le}`, `_sum` and `_count` series.
+    Histogram,
+    /// `{quantile}`, `_sum` and `_count` series.
+    Summary,
+    /// No `# TYPE` line, or `untyped`.
+    Untyped,
+}
+
+impl MetricType {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "counter" => Self::Counter,
+            "gauge" => Self::Gauge,
+            "histogram" => Self::Histogram,
+            "summary" => Self::Summary,
+            "untyped" => Self::Untyped,
+            _ => return None,
+        })
+    }
+
+    /// The name used in `# TYPE` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+            Self::Summary => "summary",
+            Self::Untyped => "untyped",
+        }
+    }
+}
+
+/// Prometheus's per-scrape limits; 0 means no limit. A breach fails the whole
+/// scrape, as in Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most samples in one payload (`sample_limit`).
+    pub sample_limit: usize,
+    /// Most labels on one sample, its name not counted (`label_limit`).
+    pub label_limit: usize,
+    /// Longest label name, in bytes (`label_name_length_limit`).
+    pub label_name_length_limit: usize,
+    /// Longest label value, in bytes, after unescaping (`label_value_length_limit`).
+    pub label_value_length_limit: usize,
+}
+
+impl Default for Limits {
+    /// Generous defaults: a node_exporter payload on a large host has ~1,500
+    /// samples with ≤ 20 short labels each.
+    fn default() -> Self {
+        Self { sample_limit: 50_000, label_limit: 64, label_name_length_limit: 256, label_value_length_limit: 4096 }
+    }
+}
+
+/// One sample, borrowing from the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a> {
+    /// Metric name.
+    pub name: &'a str,
+    /// Raw text between the braces, already validated; empty without braces.
+    raw_labels: &'a str,
+    /// Value; NaN and ±Inf included.
+    pub value: f64,
+    /// Timestamp in milliseconds since the epoch, if the exporter gave one.
+    pub timestamp_ms: Option<i64>,
+    /// 1-based line number in the payload.
+    pub line: usize,
+}
+
+impl<'a> Sample<'a> {
+    /// The sample's labels in the order written, values unescaped.
+    pub fn labels(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
+        LabelPairs::new(self.raw_labels).map(|(name, raw)| (name, line::unescape(raw)))
+    }
+
+    /// The value of one label, unescaped.
+    pub fn label(&self, name: &str) -> Option<Cow<'a, str>> {
+        LabelPairs::new(self.raw_labels).find(|(n, _)| *n == name).map(|(_, raw)| line::unescape(raw))
+    }
+}
+
+/// A parsed payload.
+#[derive(Debug, Clone, Default)]
+pub struct Payload<'a> {
+    /// Samples in payload order.
+    pub samples: Vec<Sample<'a>>,
+    /// `# TYPE` per family name.
+    types: HashMap<&'a str, MetricType>,
+}
+
+impl Payload<'_> {
+    /// The type of the family a sample name belongs to: the name itself, or
+    /// for histograms and summaries the name without `_bucket`/`_sum`/`_count`.
+    pub fn metric_type(&self, sample_name: &str) -> MetricType {
+        if let Some(t) = self.types.get(sample_name) {
+            return *t;
+        }
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(family) = sample_name.strip_suffix(suffix) {
+                match self.types.get(family) {
+                    Some(t @ MetricType::Histogram) => return *t,
+                    Some(t @ MetricType::Summary) if suffix != "_bucket" => return *t,
+                    _ => {}
+                }
+            }
+        }
+        MetricType::Untyped
+    }
+}
+
+/// What is wrong with a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The line does not follow the format; the text says what was expected.
+    #[error("{0}")]
+    Syntax(&'static str),
+    /// A value or timestamp that is not a number.
+    #[error("invalid {what} {text:?}")]
+    Number {
+        /// `value` or `timestamp`.
+        what: &'static str,
+        /// The text found.
+        text: String,
+    },
+    /// An unknown `# TYPE`.
+    #[error("unknown metric type {0:?}")]
+    UnknownType(String),
+    /// A label name given twice in one sample.
+    #[error("label name {0:?} is not unique")]
+    DuplicateLabel(String),
+    /// `sample_limit` exceeded.
+    #[error("sample_limit exceeded ({0})")]
+    SampleLimit(usize),
+    /// `label_limit` exceeded.
+    #[error("label_limit exceeded ({count} labels, limit {limit})")]
+    LabelLimit {
+        /// Labels on the sample.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `label_name_length_limit` exceeded.
+    #[error("label_name_length_limit exceeded (name of {length} bytes, limit {limit})")]
+    LabelNameLength {
+        /// Length found.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `label_value_length_limit` exceeded.
+    #[error("label_value_length_limit exceeded (value of {length} bytes, limit {limit})")]
+    LabelValueLength {
+        /// Length found.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A parse failure, naming the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// The line's text, cut to 120 characters.
+    pub text: String,
+    /// What is wrong.
+    pub kind: ErrorKind,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: {:?}", self.line, self.kind, self.text)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl ParseError {
+    fn new(line_no: usize, line: &str, kind: ErrorKind) -> Self {
+        let text = match line.char_indices().nth(120) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        };
+        Self { line: line_no, text, kind }
+    }
+}
+
+/// Parses a whole payload, enforcing `limits`.
+///
+/// # Errors
+/// [`ParseError`] at the first malformed line or breached limit; a payload
+/// is used entirely or not at all.
+pub fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Payload<'a>, ParseError> {
+    let mut payload = Payload { samples: Vec::with_capacity(text.len() / 64), types: HashMap::new() };
+    for (index, raw_line) in text.split('\n').enumerate() {
+        let line_no = index + 1;
+        let line_text = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        let fail = |kind| ParseError::new(line_no, line_text, kind);
+        match line::parse_line(line_text).map_err(fail)? {
+            Line::Blank | Line::Comment | Line::Help => {}
+            Line::Type { name, type_text } => {
+                let kind =
+                    MetricType::parse(type_text).ok_or_else(|| fail(ErrorKind::UnknownType(type_text.into())))?;
+                payload.types.insert(name, kind);
+            }
+            Line::Sample { name, raw_labels, value, timestamp_ms } => {
+                check_labels(raw_labels, limits).map_err(fail)?;
+                if limits.sample_limit > 0 && payload.samples.len() >= limits.sample_limit {
+                    return Err(fail(ErrorKind::SampleLimit(limits.sample_limit)));
+                }
+                payload.samples.push(Sample { name, raw_labels, value, timestamp_ms, line: line_no });
+            }
+        }
+    }
+    Ok(payload)
+}
+
+/// Label limits and uniqueness; the label block's syntax is already checked.
+fn check_labels(raw_labels: &str, limits: &Limits) -> Result<(), ErrorKind> {
+    let mut seen: [&str; 16] = [""; 16];
+    let mut count = 0;
+    for (name, raw_value) in LabelPairs::new(raw_labels) {
+        if name == "__name__" {
+            return Err(ErrorKind::Syntax("the metric name must not be given as a __name__ label"));
+        }
+        // Labels are few; a linear scan of the ones seen beats hashing. Past 16
+        // (rare) fall back to scanning the block again.
+        let duplicate = if count < seen.len() {
+            seen[..count].contains(&name)
+        } else {
+            LabelPairs::new(raw_labels).take(count).any(|(n, _)| n == name)
+        };
+        if duplicate {
+            return Err(ErrorKind::DuplicateLabel(name.to_string()));
+        }
+        if count < seen.len() {
+            seen[count] = name;
+        }
+        count += 1;
+        if limits.label_name_length_limit > 0 && name.len() > limits.label_name_length_limit {
+            return Err(ErrorKind::LabelNameLength { length: name.len(), limit: limits.label_name_length_limit });
+        }
+        let length = line::unescape(raw_value).len();
+        if limits.label_value_length_limit > 0 && length > limits.label_value_length_limit {
+            return Err(ErrorKind::LabelValueLength { length, limit: limits.label_value_length_limit });
+        }
+    }
+    if limits.label_limit > 0 && count > limits.label_limit {
+        return Err(ErrorKind::LabelLimit { count, limit: limits.label_limit });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
