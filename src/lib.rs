@@ -15,6 +15,8 @@
 //! - [`relabel`]: Prometheus `relabel_configs`, applied to discovered targets.
 //! - [`discovery`]: ELBv2 → Auto Scaling → EC2 discovery, joined into one
 //!   [`discovery::Target`] per instance, refreshed periodically.
+//! - [`emulator`]: a loopback ALB stand-in (the `alb-emulator` binary) for
+//!   tests and the demo; not part of the scrape path.
 //! - [`cli`]: the command-line interface (`discover`, `check-config`); the
 //!   binary in `main.rs` only parses arguments and reports errors.
 
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod duration;
+pub mod emulator;
 pub mod exposition;
 pub mod labels;
 pub mod relabel;

@@ -1,0 +1,126 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// A member that answers its own name, on a free loopback port.
+async fn member(name: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().fallback(move || async move { ([(header::CONTENT_TYPE, "text/plain")], name) });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+async fn emulator(balancing: Balancing, members: &[String]) -> (Emulator, String) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = EmulatorConfig {
+        listeners: [(9102, (any, members.to_vec()))].into(),
+        admin: any,
+        balancing,
+        cookie_name: "AWSALB".into(),
+        member_timeout: Duration::from_secs(5),
+    };
+    let emulator = Emulator::start(config).await.unwrap();
+    let url = format!("http://{}/metrics", emulator.addresses[&9102]);
+    (emulator, url)
+}
+
+async fn three_members() -> Vec<String> {
+    vec![member("a").await, member("b").await, member("c").await]
+}
+
+async fn body(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn round_robin_reaches_n_members_in_n_requests() {
+    let (_emulator, url) = emulator(Balancing::RoundRobin, &three_members().await).await;
+    let client = reqwest::Client::new();
+    for _ in 0..4 {
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            seen.push(body(&client, &url).await);
+        }
+        seen.sort();
+        assert_eq!(seen, ["a", "b", "c"]);
+    }
+}
+
+#[tokio::test]
+async fn random_spreads_and_says_nothing_about_the_member() {
+    let (_emulator, url) = emulator(Balancing::Random, &three_members().await).await;
+    let client = reqwest::Client::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..300 {
+        let reply = client.get(&url).send().await.unwrap();
+        let names: Vec<&str> = reply.headers().keys().map(|k| k.as_str()).collect();
+        assert!(names.iter().all(|n| ["content-type", "content-length", "date"].contains(n)), "{names:?}");
+        *counts.entry(reply.text().await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // Expected 100 each; below 50 has a probability far under 1e-9.
+    assert!(counts.values().all(|&n| n >= 50), "{counts:?}");
+}
+
+#[tokio::test]
+async fn sticky_cookie_pins_a_client_to_one_member() {
+    let members = three_members().await;
+    let (emulator, url) = emulator(Balancing::Sticky, &members).await;
+    let client = reqwest::Client::new();
+    let first = client.get(&url).send().await.unwrap();
+    let set_cookie = first.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set_cookie.starts_with("AWSALB=") && set_cookie.contains("Path=/"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let pinned = first.text().await.unwrap();
+    for _ in 0..10 {
+        let reply = client.get(&url).header(header::COOKIE, format!("other=1; {cookie}")).send().await.unwrap();
+        assert!(reply.headers().get(header::SET_COOKIE).is_none());
+        assert_eq!(reply.text().await.unwrap(), pinned);
+    }
+    // Without a cookie the balancer rotates, handing out new cookies.
+    let mut fresh = Vec::new();
+    for _ in 0..3 {
+        fresh.push(body(&client, &url).await);
+    }
+    fresh.sort();
+    assert_eq!(fresh, ["a", "b", "c"]);
+    // A cookie of a member that left no longer pins.
+    let index = ["a", "b", "c"].iter().position(|n| *n == pinned).unwrap();
+    let remaining: Vec<String> =
+        members.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, m)| m.clone()).collect();
+    assert!(emulator.set_members(9102, &remaining));
+    let reply = client.get(&url).header(header::COOKIE, cookie).send().await.unwrap();
+    assert!(reply.headers().get(header::SET_COOKIE).is_some());
+    assert_ne!(reply.text().await.unwrap(), pinned);
+}
+
+#[tokio::test]
+async fn failures_look_like_an_alb() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (emulator, url) = emulator(Balancing::RoundRobin, &[closed]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), StatusCode::BAD_GATEWAY);
+    emulator.set_members(9102, &[]);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn admin_api_changes_members_at_run_time() {
+    let members = three_members().await;
+    let (emulator, url) = emulator(Balancing::RoundRobin, &members[..1]).await;
+    let client = reqwest::Client::new();
+    let admin = format!("http://{}/listeners", emulator.admin_address);
+    assert_eq!(body(&client, &url).await, "a");
+    let reply = client.put(format!("{admin}/9102")).body(members[1..].join(",")).send().await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let mut seen = vec![body(&client, &url).await, body(&client, &url).await];
+    seen.sort();
+    assert_eq!(seen, ["b", "c"]);
+    let listed: BTreeMap<String, Vec<String>> = serde_json::from_str(&body(&client, &admin).await).unwrap();
+    assert_eq!(listed["9102"], members[1..]);
+    assert_eq!(client.put(format!("{admin}/1")).body("").send().await.unwrap().status(), StatusCode::NOT_FOUND);
+}
