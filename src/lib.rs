@@ -17,6 +17,8 @@
 //!   [`discovery::Target`] per instance, refreshed periodically.
 //! - [`emulator`]: a loopback ALB stand-in (the `alb-emulator` binary) for
 //!   tests and the demo; not part of the scrape path.
+//! - [`store`]: SQLite (sqlx, `migrations/`): the write path, CPU utilization
+//!   at ingest, retention, and the SQL interface of `docs/sql.md`.
 //! - [`cli`]: the command-line interface (`discover`, `check-config`); the
 //!   binary in `main.rs` only parses arguments and reports errors.
 
@@ -31,3 +33,4 @@ pub mod emulator;
 pub mod exposition;
 pub mod labels;
 pub mod relabel;
+pub mod store;

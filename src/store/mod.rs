@@ -1,0 +1,345 @@
+//! The SQLite store: schema (`migrations/`, embedded), the write path, and
+//! retention. The SQL interface it offers is documented in `docs/sql.md`; the
+//! layout and write path are explained in `docs/storage.md`.
+//!
+//! Writes go through one connection (SQLite has one writer) in one
+//! transaction per [`Batch`]. Samples are sorted by the `samples` key
+//! (metric, time, series) and inserted 250 rows per statement, so a round
+//! appends to each metric's tail. Metric and series ids are interned in
+//! memory; a known series costs no allocation and no lookup query.
+
+mod cpu;
+mod intern;
+pub mod record;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+pub use cpu::CpuTracker;
+use intern::Interner;
+pub use record::{
+    AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, SampleRecord, ScrapeRecord, StatusRecord,
+};
+pub use writer::{WriterConfig, WriterHandle, spawn_writer};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row INSERT: 4 binds each, well under SQLite's 32,766.
+const ROWS_PER_STATEMENT: usize = 250;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database directory could not be created.
+    #[error("cannot create the database directory {}: {source}", path.display())]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Opening the database or applying the migrations failed.
+    #[error("cannot open the database {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// What one [`Store::write`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Samples inserted.
+    pub samples: usize,
+    /// New series created.
+    pub new_series: usize,
+    /// CPU utilization rows written.
+    pub cpu_rows: usize,
+}
+
+/// The database, open for writing.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+    interner: Interner,
+    cpu: CpuTracker,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` in WAL mode and
+    /// applies the migrations.
+    ///
+    /// # Errors
+    /// [`Error`] when the directory or the database cannot be created or migrated.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Directory { path: dir.to_path_buf(), source })?;
+        }
+        let open_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| Error::Open { path: path.to_path_buf(), source };
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| open_error(e.into()))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a process crash loses nothing committed; a
+            // power loss may lose the last commits, never corrupts.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(e.into()))?;
+        MIGRATOR.run(&pool).await.map_err(|e| open_error(e.into()))?;
+        let interner = Interner::load(&pool).await?;
+        Ok(Self { pool, path: path.to_path_buf(), interner, cpu: CpuTracker::default() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A pool for reads (tests, reports); writes go through [`Store::write`].
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Writes a batch in one transaction, computing CPU utilization on the way.
+    ///
+    /// # Errors
+    /// [`Error::Sql`]; the transaction is rolled back and the interner forgets
+    /// ids it created in it.
+    pub async fn write(&mut self, batch: &Batch) -> Result<WriteStats, Error> {
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = self.interner.checkpoint();
+        let result = self.write_in(&mut tx, batch).await;
+        match result {
+            Ok(stats) => {
+                tx.commit().await?;
+                Ok(stats)
+            }
+            Err(e) => {
+                self.interner.rollback(checkpoint);
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_in(&mut self, tx: &mut sqlx::SqliteConnection, batch: &Batch) -> Result<WriteStats, Error> {
+        write_instances(tx, &batch.instances).await?;
+        let mut rows = Vec::with_capacity(batch.sample_count());
+        let mut new_series = 0;
+        for scrape in &batch.scrapes {
+            for (metric, kind) in &scrape.types {
+                self.interner.metric_id(tx, metric, kind).await?;
+            }
+            for sample in &scrape.samples {
+                let metric_id = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
+                let (series_id, created) =
+                    self.interner.series_id(tx, metric_id, &scrape.instance_id, &sample.labels).await?;
+                new_series += usize::from(created);
+                rows.push((metric_id, scrape.time, series_id, sample.value));
+            }
+        }
+        rows.sort_unstable_by(|a, b| {
+            (a.0, a.1, a.2).partial_cmp(&(b.0, b.1, b.2)).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            insert_samples(tx, chunk).await?;
+        }
+        let cpu_rows = self.write_cpu(tx, &batch.scrapes).await?;
+        write_statuses(tx, &batch.statuses).await?;
+        write_rounds(tx, &batch.rounds).await?;
+        write_memberships(tx, &batch.memberships).await?;
+        write_events(tx, &batch.events, &mut self.cpu).await?;
+        Ok(WriteStats { samples: rows.len(), new_series, cpu_rows })
+    }
+
+    async fn write_cpu(&mut self, tx: &mut sqlx::SqliteConnection, scrapes: &[ScrapeRecord]) -> Result<usize, Error> {
+        let mut ordered: Vec<&ScrapeRecord> = scrapes.iter().collect();
+        ordered.sort_by(|a, b| a.time.total_cmp(&b.time));
+        let mut written = 0;
+        for scrape in ordered {
+            if let Some(busy) = self.cpu.observe(&scrape.instance_id, scrape.time, &scrape.samples) {
+                sqlx::query("INSERT OR REPLACE INTO cpu_samples (time, instance_id, value) VALUES (?, ?, ?)")
+                    .bind(scrape.time)
+                    .bind(&scrape.instance_id)
+                    .bind(busy)
+                    .execute(&mut *tx)
+                    .await?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Deletes everything older than `cutoff` (epoch seconds); returns the
+    /// samples deleted. Runs metric by metric so each delete is a key-prefix
+    /// range and no transaction holds the writer for long.
+    ///
+    /// # Errors
+    /// [`Error::Sql`].
+    pub async fn delete_before(&self, cutoff: f64) -> Result<u64, Error> {
+        let metric_ids: Vec<i64> = sqlx::query_scalar("SELECT metric_id FROM metrics").fetch_all(&self.pool).await?;
+        let mut deleted = 0;
+        for metric_id in metric_ids {
+            deleted += sqlx::query("DELETE FROM samples WHERE metric_id = ? AND time < ?")
+                .bind(metric_id)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        for statement in [
+            "DELETE FROM cpu_samples WHERE time < ?",
+            "DELETE FROM scrape_status WHERE time < ?",
+            "DELETE FROM alb_rounds WHERE time < ?",
+            "DELETE FROM asg_membership WHERE time < ?",
+            "DELETE FROM events WHERE time < ?",
+        ] {
+            sqlx::query(statement).bind(cutoff).execute(&self.pool).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Integral values are stored as INTEGER (1–8 bytes instead of 8).
+fn bind_value(builder: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, value: f64) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if value.fract() == 0.0 && value.abs() < EXACT {
+        builder.push_bind(value as i64);
+    } else {
+        builder.push_bind(value);
+    }
+}
+
+async fn insert_samples(tx: &mut sqlx::SqliteConnection, rows: &[(i64, f64, i64, f64)]) -> Result<(), Error> {
+    let mut builder: QueryBuilder<Sqlite> =
+        QueryBuilder::new("INSERT OR IGNORE INTO samples (metric_id, time, series_id, value) ");
+    builder.push_values(rows, |mut row, (metric_id, time, series_id, value)| {
+        row.push_bind(*metric_id).push_bind(*time).push_bind(*series_id);
+        bind_value(&mut row, *value);
+    });
+    builder.build().persistent(true).execute(&mut *tx).await?;
+    Ok(())
+}
+
+async fn write_instances(tx: &mut sqlx::SqliteConnection, instances: &[InstanceRecord]) -> Result<(), Error> {
+    for i in instances {
+        sqlx::query(
+            "INSERT INTO instances (instance_id, role, asg_name, availability_zone, private_ip, state, labels, first_seen, last_seen)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (instance_id) DO UPDATE SET role = excluded.role, asg_name = excluded.asg_name,
+               availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
+               state = excluded.state, labels = excluded.labels, last_seen = excluded.last_seen",
+        )
+        .bind(&i.instance_id)
+        .bind(&i.role)
+        .bind(&i.asg_name)
+        .bind(&i.availability_zone)
+        .bind(&i.private_ip)
+        .bind(&i.state)
+        .bind(&i.labels)
+        .bind(i.seen)
+        .bind(i.seen)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_statuses(tx: &mut sqlx::SqliteConnection, statuses: &[StatusRecord]) -> Result<(), Error> {
+    for s in statuses {
+        sqlx::query(
+            "INSERT OR REPLACE INTO scrape_status (time, instance_id, up, reason, error, duration_seconds, samples, path)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.time)
+        .bind(&s.instance_id)
+        .bind(i64::from(s.up))
+        .bind(&s.reason)
+        .bind(&s.error)
+        .bind(s.duration_seconds)
+        .bind(i64::from(s.samples))
+        .bind(&s.path)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_rounds(tx: &mut sqlx::SqliteConnection, rounds: &[AlbRoundRecord]) -> Result<(), Error> {
+    for r in rounds {
+        sqlx::query(
+            "INSERT OR REPLACE INTO alb_rounds (time, target_group, members, requests, reached, unattributed, errors)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.time)
+        .bind(&r.target_group)
+        .bind(i64::from(r.members))
+        .bind(i64::from(r.requests))
+        .bind(i64::from(r.reached))
+        .bind(i64::from(r.unattributed))
+        .bind(i64::from(r.errors))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_memberships(tx: &mut sqlx::SqliteConnection, rows: &[(f64, String, u32)]) -> Result<(), Error> {
+    for (time, asg_name, members) in rows {
+        sqlx::query("INSERT OR REPLACE INTO asg_membership (time, asg_name, members) VALUES (?, ?, ?)")
+            .bind(time)
+            .bind(asg_name)
+            .bind(i64::from(*members))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_events(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[EventRecord],
+    cpu: &mut CpuTracker,
+) -> Result<(), Error> {
+    for e in events {
+        if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
+            cpu.forget(&e.instance_id);
+        }
+        sqlx::query("INSERT INTO events (time, instance_id, asg_name, kind, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(e.time)
+            .bind(&e.instance_id)
+            .bind(&e.asg_name)
+            .bind(e.kind.as_str())
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! What the scraper and discovery hand to the store: plain owned records,
+//! grouped in a [`Batch`] that is written in one transaction.
+
+use serde::Serialize;
+
+/// One sample of a scrape, attributed to an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRecord {
+    /// Metric name.
+    pub metric: String,
+    /// Scraped labels (after the `exported_` rule) as a JSON object, keys sorted.
+    pub labels: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// Everything one scrape of one instance produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeRecord {
+    /// The instance the payload was attributed to.
+    pub instance_id: String,
+    /// Scrape time, epoch seconds.
+    pub time: f64,
+    /// The samples, in payload order.
+    pub samples: Vec<SampleRecord>,
+    /// Metric types by name, for the `metrics` table (`counter`, `gauge`, ...).
+    pub types: Vec<(String, &'static str)>,
+}
+
+/// Whether one instance answered in one interval, and how.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusRecord {
+    /// Epoch seconds.
+    pub time: f64,
+    /// Instance.
+    pub instance_id: String,
+    /// Whether a payload was stored.
+    pub up: bool,
+    /// Why not, e.g. `not_reached_via_alb`, `http_error`, `parse_error`.
+    pub reason: Option<String>,
+    /// The last error seen.
+    pub error: Option<String>,
+    /// Time the scrape (or the via-ALB round) took.
+    pub duration_seconds: f64,
+    /// Samples stored.
+    pub samples: u32,
+    /// How it was reached: `direct <address>` or `via_alb <lb>:<port> <target group>`.
+    pub path: String,
+}
+
+/// One via-ALB round of one target group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlbRoundRecord {
+    /// Epoch seconds.
+    pub time: f64,
+    /// Target group name.
+    pub target_group: String,
+    /// Running, healthy, kept members.
+    pub members: u32,
+    /// Requests sent.
+    pub requests: u32,
+    /// Members reached.
+    pub reached: u32,
+    /// Payloads that could not be attributed.
+    pub unattributed: u32,
+    /// Failed requests.
+    pub errors: u32,
+}
+
+/// An instance as discovery last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// Instance id.
+    pub instance_id: String,
+    /// `basic` or `asg`.
+    pub role: String,
+    /// Auto Scaling group.
+    pub asg_name: Option<String>,
+    /// Availability zone.
+    pub availability_zone: Option<String>,
+    /// Private IPv4.
+    pub private_ip: Option<String>,
+    /// EC2 state.
+    pub state: String,
+    /// Target labels kept by relabeling, as a JSON object.
+    pub labels: String,
+    /// When discovery saw it, epoch seconds.
+    pub seen: f64,
+}
+
+/// Kind of a membership event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// EC2 launched the instance (first seen, recently launched).
+    Launched,
+    /// It became a scraped member of a target group.
+    Joined,
+    /// It stopped being a scraped member.
+    Left,
+    /// EC2 reports it terminated.
+    Terminated,
+}
+
+impl EventKind {
+    /// The name stored in `events.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Launched => "launched",
+            Self::Joined => "joined",
+            Self::Left => "left",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
+/// A membership change seen by discovery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Epoch seconds.
+    pub time: f64,
+    /// Instance.
+    pub instance_id: String,
+    /// Its Auto Scaling group.
+    pub asg_name: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+    /// Free text, e.g. the target group.
+    pub detail: String,
+}
+
+/// Records written together in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Instances to insert or update.
+    pub instances: Vec<InstanceRecord>,
+    /// Scrapes.
+    pub scrapes: Vec<ScrapeRecord>,
+    /// Scrape status rows.
+    pub statuses: Vec<StatusRecord>,
+    /// Via-ALB rounds.
+    pub rounds: Vec<AlbRoundRecord>,
+    /// ASG member counts: (time, group, members).
+    pub memberships: Vec<(f64, String, u32)>,
+    /// Membership events.
+    pub events: Vec<EventRecord>,
+}
+
+impl Batch {
+    /// Samples held.
+    pub fn sample_count(&self) -> usize {
+        self.scrapes.iter().map(|s| s.samples.len()).sum()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+            && self.scrapes.is_empty()
+            && self.statuses.is_empty()
+            && self.rounds.is_empty()
+            && self.memberships.is_empty()
+            && self.events.is_empty()
+    }
+
+    /// Moves everything from `other` into this batch.
+    pub fn append(&mut self, other: Batch) {
+        self.instances.extend(other.instances);
+        self.scrapes.extend(other.scrapes);
+        self.statuses.extend(other.statuses);
+        self.rounds.extend(other.rounds);
+        self.memberships.extend(other.memberships);
+        self.events.extend(other.events);
+    }
+}
