@@ -15,8 +15,12 @@
 //! - [`relabel`]: Prometheus `relabel_configs`, applied to discovered targets.
 //! - [`discovery`]: ELBv2 → Auto Scaling → EC2 discovery, joined into one
 //!   [`discovery::Target`] per instance, refreshed periodically.
+//! - [`serve`]: the HTTP endpoint (`/metrics`, `/healthz`, `/api/targets`).
+//! - [`daemon`]: `fleetscrape run`, wiring all of the above together.
 //! - [`emulator`]: a loopback ALB stand-in (the `alb-emulator` binary) for
 //!   tests and the demo; not part of the scrape path.
+//! - [`scrape`]: scraping directly or through ALB listeners, attribution of
+//!   every payload to the instance that produced it.
 //! - [`store`]: SQLite (sqlx, `migrations/`): the write path, CPU utilization
 //!   at ingest, retention, and the SQL interface of `docs/sql.md`.
 //! - [`cli`]: the command-line interface (`discover`, `check-config`); the
@@ -27,10 +31,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod discovery;
 pub mod duration;
 pub mod emulator;
 pub mod exposition;
 pub mod labels;
 pub mod relabel;
+pub mod scrape;
+pub mod serve;
 pub mod store;

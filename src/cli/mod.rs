@@ -28,6 +28,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Discover, scrape and store until SIGINT or SIGTERM (then flush and exit 0).
+    Run {
+        /// One discovery and one scrape pass (every member reached or its
+        /// round's budget spent), then flush and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run one discovery against AWS and print every instance found, with its paths and labels.
     Discover {
         /// Output format.
@@ -52,6 +59,7 @@ impl Cli {
     /// stderr for errors, long-running ones report progress.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
+            Command::Run { .. } => "info",
             Command::Discover { .. } | Command::CheckConfig => "warn",
         }
     }
@@ -66,7 +74,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig => check_config(&config),
         Command::Discover { output } => discover(&config, output).await,
+        Command::Run { once } => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            crate::daemon::run(config, once, shutdown).await?;
+            Ok(())
+        }
     }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match terminate {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("signal received");
+    token.cancel();
 }
 
 fn check_config(config: &Config) -> anyhow::Result<()> {

@@ -8,18 +8,22 @@
 //! key it concerns and, where known, its line.
 
 mod raw;
+mod scrape;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use crate::duration::PromDuration;
+use crate::exposition::Limits;
 use crate::relabel::RelabelConfig;
 use raw::RawConfig;
+pub use scrape::{BasicAuth, ByteSize, IdentityMatch, IdentitySource, TlsConfig};
 
 /// Where `--config` points when neither the flag nor `FLEETSCRAPE_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fleetscrape/fleetscrape.yml";
@@ -35,8 +39,19 @@ pub struct Config {
     pub scrape: ScrapeConfig,
     /// Prometheus relabel rules applied to every discovered target.
     pub relabel_configs: Vec<RelabelConfig>,
+    /// Prometheus relabel rules applied to every scraped sample before storage.
+    pub metric_relabel_configs: Vec<RelabelConfig>,
     /// Where samples are stored.
     pub storage: StorageConfig,
+    /// fleetscrape's own HTTP endpoint.
+    pub http: HttpConfig,
+}
+
+/// fleetscrape's own HTTP endpoint (`/metrics`, `/healthz`, `/api/targets`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen_address: SocketAddr,
 }
 
 /// AWS API access.
@@ -67,6 +82,8 @@ pub struct DiscoveryConfig {
     pub listener_ports: Vec<u16>,
     /// Keep only instances carrying all these tags with these values.
     pub instance_tags: BTreeMap<String, String>,
+    /// Least time between two early refreshes (asked for by an unknown identity).
+    pub early_refresh_min_interval: PromDuration,
 }
 
 /// How instances are reached for scraping.
@@ -92,6 +109,43 @@ pub struct ScrapeConfig {
     pub mode: ScrapeMode,
     /// HTTP path of the metrics endpoint (`__metrics_path__`).
     pub metrics_path: String,
+    /// Largest body accepted, after decompression; 0: no limit.
+    pub body_size_limit: ByteSize,
+    /// Most samples per payload; 0: no limit.
+    pub sample_limit: usize,
+    /// Most labels per sample; 0: no limit.
+    pub label_limit: usize,
+    /// Longest label name; 0: no limit.
+    pub label_name_length_limit: usize,
+    /// Longest label value; 0: no limit.
+    pub label_value_length_limit: usize,
+    /// Connect timeout of a direct attempt in `auto` mode.
+    pub direct_connect_timeout: PromDuration,
+    /// Requests per via-ALB round; `None`: `max(3 × members, members + 2)`.
+    pub alb_request_budget: Option<u32>,
+    /// How payloads are attributed to instances, in order.
+    pub identity: Vec<IdentitySource>,
+    /// Keep scraped labels that collide with instance labels instead of
+    /// renaming them `exported_<name>`.
+    pub honor_labels: bool,
+    /// TLS for https listeners.
+    pub tls_config: TlsConfig,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuth>,
+    /// File holding a bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl ScrapeConfig {
+    /// The parser limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            sample_limit: self.sample_limit,
+            label_limit: self.label_limit,
+            label_name_length_limit: self.label_name_length_limit,
+            label_value_length_limit: self.label_value_length_limit,
+        }
+    }
 }
 
 /// SQLite storage.
@@ -101,6 +155,8 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// How long samples are kept.
     pub retention: PromDuration,
+    /// Longest time data waits in memory before it is committed (and visible).
+    pub flush_interval: PromDuration,
 }
 
 /// One problem found while validating the configuration.
@@ -218,14 +274,22 @@ impl Config {
         problems.check_durations(&raw);
         problems.check_scrape(&raw.scrape);
         problems.check_storage(&raw.storage.path, &storage_path);
-        if !problems.0.is_empty() {
-            return Err(problems.0);
+        let listen = &raw.http.listen_address;
+        let listen_address = listen.value.parse::<SocketAddr>();
+        problems.check(listen_address.is_ok(), "http.listen_address", listen.referenced, || {
+            format!("{:?} is not an IP:port address", listen.value)
+        });
+        match listen_address {
+            Ok(listen_address) if problems.0.is_empty() => {
+                Ok(Self::from_checked_raw(raw, storage_path, listen_address, base_dir))
+            }
+            _ => Err(problems.0),
         }
-        Ok(Self::from_checked_raw(raw, storage_path))
     }
 
-    fn from_checked_raw(raw: RawConfig, storage_path: PathBuf) -> Self {
+    fn from_checked_raw(raw: RawConfig, storage_path: PathBuf, listen_address: SocketAddr, base: &Path) -> Self {
         let value = |s: Spanned<PromDuration>| s.value;
+        let scrape = raw.scrape;
         Self {
             aws: AwsConfig {
                 region: raw.aws.region.filter(|r| !r.is_empty()),
@@ -239,15 +303,39 @@ impl Config {
                 load_balancers: raw.discovery.load_balancers,
                 listener_ports: raw.discovery.listener_ports,
                 instance_tags: raw.discovery.instance_tags,
+                early_refresh_min_interval: value(raw.discovery.early_refresh_min_interval),
             },
             scrape: ScrapeConfig {
-                interval: value(raw.scrape.interval),
-                timeout: value(raw.scrape.timeout),
-                mode: raw.scrape.mode,
-                metrics_path: raw.scrape.metrics_path.value,
+                interval: value(scrape.interval),
+                timeout: value(scrape.timeout),
+                mode: scrape.mode,
+                metrics_path: scrape.metrics_path.value,
+                body_size_limit: scrape.body_size_limit,
+                sample_limit: scrape.sample_limit,
+                label_limit: scrape.label_limit,
+                label_name_length_limit: scrape.label_name_length_limit,
+                label_value_length_limit: scrape.label_value_length_limit,
+                direct_connect_timeout: value(scrape.direct_connect_timeout),
+                alb_request_budget: scrape.alb_request_budget.map(|b| b.value),
+                identity: scrape.identity.value,
+                honor_labels: scrape.honor_labels,
+                tls_config: TlsConfig {
+                    ca_file: scrape.tls_config.ca_file.map(|p| base.join(p)),
+                    insecure_skip_verify: scrape.tls_config.insecure_skip_verify,
+                },
+                basic_auth: scrape
+                    .basic_auth
+                    .map(|a| BasicAuth { username: a.username, password_file: base.join(a.password_file) }),
+                bearer_token_file: scrape.bearer_token_file.map(|f| base.join(f.value)),
             },
             relabel_configs: raw.relabel_configs,
-            storage: StorageConfig { path: storage_path, retention: value(raw.storage.retention) },
+            metric_relabel_configs: raw.metric_relabel_configs,
+            storage: StorageConfig {
+                path: storage_path,
+                retention: value(raw.storage.retention),
+                flush_interval: value(raw.storage.flush_interval),
+            },
+            http: HttpConfig { listen_address },
         }
     }
 
@@ -290,6 +378,9 @@ impl Problems {
             ("scrape.interval", &raw.scrape.interval),
             ("scrape.timeout", &raw.scrape.timeout),
             ("storage.retention", &raw.storage.retention),
+            ("storage.flush_interval", &raw.storage.flush_interval),
+            ("scrape.direct_connect_timeout", &raw.scrape.direct_connect_timeout),
+            ("discovery.early_refresh_min_interval", &raw.discovery.early_refresh_min_interval),
         ] {
             self.check(!d.value.is_zero(), key, d.referenced, || "must be greater than 0".into());
         }
@@ -304,6 +395,27 @@ impl Problems {
         self.check(path.value.starts_with('/'), "scrape.metrics_path", path.referenced, || {
             format!("{:?} must start with /", path.value)
         });
+        let connect = scrape.direct_connect_timeout.value;
+        self.check(
+            connect <= timeout,
+            "scrape.direct_connect_timeout",
+            scrape.direct_connect_timeout.referenced,
+            || format!("{connect} must not exceed scrape.timeout ({timeout})"),
+        );
+        if let Some(budget) = &scrape.alb_request_budget {
+            self.check(budget.value >= 1, "scrape.alb_request_budget", budget.referenced, || {
+                "must be at least 1".into()
+            });
+        }
+        let identity = &scrape.identity;
+        self.check(!identity.value.is_empty(), "scrape.identity", identity.referenced, || {
+            "needs at least one source; payloads are never attributed by guessing".into()
+        });
+        if let Some(token) = &scrape.bearer_token_file {
+            self.check(scrape.basic_auth.is_none(), "scrape.bearer_token_file", token.referenced, || {
+                "set either basic_auth or bearer_token_file, not both".into()
+            });
+        }
     }
 
     fn check_storage(&mut self, path: &Spanned<String>, resolved: &Path) {

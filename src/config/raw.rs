@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::ScrapeMode;
+use super::scrape::{BasicAuth, ByteSize, IdentitySource, TlsConfig};
 use crate::duration::PromDuration;
 use crate::relabel::RelabelConfig;
 
@@ -18,6 +19,8 @@ use crate::relabel::RelabelConfig;
 fn unlocated<T>(value: T) -> Spanned<T> {
     Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
 }
+
+const LIMITS: crate::exposition::Limits = crate::exposition::Limits::DEFAULT;
 
 fn secs(n: u64) -> Spanned<PromDuration> {
     unlocated(PromDuration::from_secs(n))
@@ -45,7 +48,23 @@ pub(super) struct RawConfig {
     #[serde(deserialize_with = "null_as_default")]
     pub relabel_configs: Vec<RelabelConfig>,
     #[serde(deserialize_with = "null_as_default")]
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    #[serde(deserialize_with = "null_as_default")]
     pub storage: RawStorage,
+    #[serde(deserialize_with = "null_as_default")]
+    pub http: RawHttp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHttp {
+    pub listen_address: Spanned<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self { listen_address: unlocated("127.0.0.1:9900".to_string()) }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +99,7 @@ pub(super) struct RawDiscovery {
     pub listener_ports: Vec<u16>,
     #[serde(deserialize_with = "null_as_default")]
     pub instance_tags: BTreeMap<String, String>,
+    pub early_refresh_min_interval: Spanned<PromDuration>,
 }
 
 impl Default for RawDiscovery {
@@ -89,6 +109,7 @@ impl Default for RawDiscovery {
             load_balancers: Vec::new(),
             listener_ports: Vec::new(),
             instance_tags: BTreeMap::new(),
+            early_refresh_min_interval: secs(10),
         }
     }
 }
@@ -100,6 +121,30 @@ pub(super) struct RawScrape {
     pub timeout: Spanned<PromDuration>,
     pub mode: ScrapeMode,
     pub metrics_path: Spanned<String>,
+    pub body_size_limit: ByteSize,
+    pub sample_limit: usize,
+    pub label_limit: usize,
+    pub label_name_length_limit: usize,
+    pub label_value_length_limit: usize,
+    pub direct_connect_timeout: Spanned<PromDuration>,
+    pub alb_request_budget: Option<Spanned<u32>>,
+    #[serde(deserialize_with = "identity_or_default")]
+    pub identity: Spanned<Vec<IdentitySource>>,
+    pub honor_labels: bool,
+    #[serde(deserialize_with = "null_as_default")]
+    pub tls_config: TlsConfig,
+    pub basic_auth: Option<BasicAuth>,
+    pub bearer_token_file: Option<Spanned<String>>,
+}
+
+/// `identity:` with no value means the default sources.
+fn identity_or_default<'de, D>(deserializer: D) -> Result<Spanned<Vec<IdentitySource>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let spanned = Spanned::<Option<Vec<IdentitySource>>>::deserialize(deserializer)?;
+    let value = spanned.value.unwrap_or_else(IdentitySource::defaults);
+    Ok(Spanned::new(value, spanned.referenced, spanned.defined))
 }
 
 impl Default for RawScrape {
@@ -109,6 +154,18 @@ impl Default for RawScrape {
             timeout: secs(10),
             mode: ScrapeMode::Auto,
             metrics_path: unlocated("/metrics".to_string()),
+            body_size_limit: ByteSize(16 << 20),
+            sample_limit: LIMITS.sample_limit,
+            label_limit: LIMITS.label_limit,
+            label_name_length_limit: LIMITS.label_name_length_limit,
+            label_value_length_limit: LIMITS.label_value_length_limit,
+            direct_connect_timeout: secs(1),
+            alb_request_budget: None,
+            identity: unlocated(IdentitySource::defaults()),
+            honor_labels: false,
+            tls_config: TlsConfig::default(),
+            basic_auth: None,
+            bearer_token_file: None,
         }
     }
 }
@@ -118,10 +175,15 @@ impl Default for RawScrape {
 pub(super) struct RawStorage {
     pub path: Spanned<String>,
     pub retention: Spanned<PromDuration>,
+    pub flush_interval: Spanned<PromDuration>,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        Self { path: unlocated("data/fleetscrape.db".to_string()), retention: secs(15 * 24 * 3600) }
+        Self {
+            path: unlocated("data/fleetscrape.db".to_string()),
+            retention: secs(15 * 24 * 3600),
+            flush_interval: secs(2),
+        }
     }
 }

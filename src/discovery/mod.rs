@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -144,6 +144,20 @@ pub struct RefreshStats {
 /// The latest good topology, `None` until the first refresh succeeds.
 pub type TopologyReceiver = watch::Receiver<Option<Arc<Topology>>>;
 
+/// Asks the [`Refresher`] for a refresh before the next scheduled one (a
+/// payload named an instance discovery does not know: a new ASG member takes
+/// traffic before the next refresh). Honoured at most once per
+/// `early_refresh_min_interval`.
+#[derive(Debug, Clone, Default)]
+pub struct EarlyRefresh(Arc<Notify>);
+
+impl EarlyRefresh {
+    /// Requests an early refresh; cheap, and coalesced.
+    pub fn request(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// Refreshes discovery periodically and publishes each good topology.
 #[derive(Debug)]
 pub struct Refresher {
@@ -151,13 +165,33 @@ pub struct Refresher {
     interval: Duration,
     published: watch::Sender<Option<Arc<Topology>>>,
     stats: Arc<RefreshStats>,
+    early: EarlyRefresh,
+    early_min_interval: Duration,
 }
 
 impl Refresher {
     /// A refresher running `discoverer` every `interval`.
     pub fn new(discoverer: Discoverer, interval: Duration) -> Self {
         let (published, _) = watch::channel(None);
-        Self { discoverer, interval, published, stats: Arc::default() }
+        Self {
+            discoverer,
+            interval,
+            published,
+            stats: Arc::default(),
+            early: EarlyRefresh::default(),
+            early_min_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the least time between two early refreshes (default 10 s).
+    pub fn with_early_refresh_min_interval(mut self, min: Duration) -> Self {
+        self.early_min_interval = min;
+        self
+    }
+
+    /// A handle to request early refreshes.
+    pub fn early_refresh(&self) -> EarlyRefresh {
+        self.early.clone()
     }
 
     /// A receiver of the latest good topology.
@@ -222,18 +256,26 @@ impl Refresher {
         );
     }
 
-    /// Refreshes now, then every interval, until `shutdown` is cancelled.
+    /// Refreshes now, then every interval (and early when asked, rate
+    /// limited), until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {
-                    // A failure is already logged and counted; the loop goes on.
-                    let _ = self.refresh().await;
+                _ = ticks.tick() => {}
+                () = self.early.0.notified() => {
+                    if last.elapsed() < self.early_min_interval {
+                        continue;
+                    }
+                    info!("early discovery refresh: a payload named an unknown instance");
                 }
             }
+            // A failure is already logged and counted; the loop goes on.
+            let _ = self.refresh().await;
+            last = Instant::now();
         }
     }
 }

@@ -88,11 +88,16 @@ pub struct Limits {
     pub label_value_length_limit: usize,
 }
 
-impl Default for Limits {
+impl Limits {
     /// Generous defaults: a node_exporter payload on a large host has ~1,500
     /// samples with ≤ 20 short labels each.
+    pub const DEFAULT: Self =
+        Self { sample_limit: 50_000, label_limit: 64, label_name_length_limit: 256, label_value_length_limit: 4096 };
+}
+
+impl Default for Limits {
     fn default() -> Self {
-        Self { sample_limit: 50_000, label_limit: 64, label_name_length_limit: 256, label_value_length_limit: 4096 }
+        Self::DEFAULT
     }
 }
 

@@ -11,7 +11,7 @@
 mod cpu;
 mod intern;
 pub mod record;
-mod writer;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

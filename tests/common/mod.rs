@@ -6,6 +6,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod fakehost;
 pub mod seed;
 
 use std::collections::BTreeMap;
@@ -202,4 +203,32 @@ pub async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs the calling test again inside a new network namespace that has only
+/// loopback (`unshare --net`, as root), so a connection to anything else —
+/// an emulated 10.x address, real AWS — fails loudly instead of leaving the
+/// machine. Returns `true` in the parent (the child ran the test: return),
+/// `false` inside the namespace, or when isolation is unavailable (a warning
+/// is printed and the test runs in place).
+pub fn isolate_network(test_name: &str) -> bool {
+    const MARK: &str = "FLEETSCRAPE_TEST_NETNS";
+    if std::env::var_os(MARK).is_some() {
+        return false;
+    }
+    let probe = Command::new("unshare").args(["--net", "true"]).stderr(Stdio::null()).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("warning: `unshare --net` is unavailable here; {test_name} runs without network isolation");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let status = Command::new("unshare")
+        .args(["--net", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(MARK, "1")
+        .status()
+        .expect("run the test in a network namespace");
+    assert!(status.success(), "{test_name} failed inside its loopback-only network namespace (output above)");
+    true
 }

@@ -1,0 +1,238 @@
+//! `fleetscrape run`: discovery, scraping, storage and the HTTP endpoint,
+//! until shutdown (or once, with `--once`).
+//!
+//! Tasks: the [`Refresher`] publishes topologies; the topology sink turns each
+//! into `instances`, `asg_membership` and `events` rows; the [`Scraper`] runs
+//! its jobs; the store writer commits batches; the HTTP server serves
+//! `/metrics`, `/healthz` and `/api/targets`. Shutdown cancels them all, then
+//! waits for the writer's final flush.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::discovery::{self, Discoverer, Refresher, Topology};
+use crate::labels::LabelSet;
+use crate::scrape::{self, HttpClient, Scraper, Settings};
+use crate::serve;
+use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, Store, WriterConfig};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// AWS set-up or the first discovery (`--once`) failed.
+    #[error(transparent)]
+    Discovery(#[from] discovery::Error),
+    /// The scrape client could not be built.
+    #[error(transparent)]
+    Client(#[from] scrape::client::ClientError),
+    /// The HTTP endpoint could not listen.
+    #[error("cannot listen on {address} (http.listen_address): {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs until `shutdown` is cancelled, or one discovery and one scrape pass
+/// when `once`; either way the store is flushed before returning.
+///
+/// # Errors
+/// [`Error`] when a part cannot start (with `once`, also when discovery fails).
+pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Result<(), Error> {
+    let store = Store::open(&config.storage.path).await?;
+    info!(path = %store.path().display(), "database open");
+    let refresher = Refresher::new(Discoverer::from_config(&config).await?, config.discovery.refresh_interval.as_std())
+        .with_early_refresh_min_interval(config.discovery.early_refresh_min_interval.as_std());
+    let topology = refresher.subscribe();
+    let writer_config = WriterConfig {
+        flush_interval: config.storage.flush_interval.as_std(),
+        retention: config.storage.retention.as_std(),
+        ..WriterConfig::default()
+    };
+    let stop_writer = CancellationToken::new();
+    let (writer, writer_task) = store::spawn_writer(store, writer_config, stop_writer.clone());
+    let client = HttpClient::new(&config.scrape)?;
+    // Without a refresh loop (--once) nobody would answer an early refresh.
+    let early = (!once).then(|| refresher.early_refresh());
+    let scraper = Scraper::new(Settings::from_config(&config), client, topology.clone(), writer.clone(), early);
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen_address)
+        .await
+        .map_err(|source| Error::Listen { address: config.http.listen_address, source })?;
+    let http_state = serve::State {
+        scrape: scraper.state(),
+        discovery: refresher.stats(),
+        writer: Arc::clone(&writer.stats),
+        topology: topology.clone(),
+    };
+    let http_stop = shutdown.clone();
+    let http = tokio::spawn(async move { serve::serve(listener, http_state, http_stop).await });
+    info!(address = %config.http.listen_address, "serving /metrics, /healthz, /api/targets");
+
+    let mut sink = TopologySink::default();
+    let result = if once {
+        run_once(&refresher, &scraper, &writer, &mut sink).await
+    } else {
+        let tasks = [
+            tokio::spawn(refresher.run(shutdown.clone())),
+            tokio::spawn(scraper.run(shutdown.clone())),
+            tokio::spawn(sink.run(topology, writer.clone(), shutdown.clone())),
+        ];
+        shutdown.cancelled().await;
+        info!("shutting down");
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    };
+    shutdown.cancel();
+    let _ = http.await;
+    drop(writer);
+    stop_writer.cancel();
+    if let Ok(store) = writer_task.await {
+        store.close().await;
+    }
+    result
+}
+
+async fn run_once(
+    refresher: &Refresher,
+    scraper: &Scraper,
+    writer: &store::WriterHandle,
+    sink: &mut TopologySink,
+) -> Result<(), Error> {
+    let topology = refresher.refresh().await?;
+    writer.send(sink.batch_for(&topology, scrape::now_seconds())).await;
+    scraper.run_once().await;
+    Ok(())
+}
+
+/// What the sink remembers of an instance between refreshes.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    scraped: bool,
+    state: String,
+    asg_name: Option<String>,
+    group: String,
+}
+
+/// Turns topologies into `instances`, `asg_membership` and `events` rows.
+#[derive(Debug, Default)]
+pub struct TopologySink {
+    previous: Option<HashMap<String, Seen>>,
+}
+
+impl TopologySink {
+    async fn run(
+        mut self,
+        mut topology: discovery::TopologyReceiver,
+        writer: store::WriterHandle,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let current = topology.borrow_and_update().clone();
+            if let Some(current) = current
+                && !writer.send(self.batch_for(&current, scrape::now_seconds())).await
+            {
+                warn!("store writer has stopped; topology not recorded");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = topology.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Rows for one topology; events compare it with the previous one. The
+    /// first topology gives no events: it is the fleet as found.
+    pub fn batch_for(&mut self, topology: &Topology, now: f64) -> Batch {
+        let mut batch = Batch::default();
+        let mut seen = HashMap::new();
+        for target in &topology.targets {
+            let kept: LabelSet = target
+                .labels
+                .iter()
+                .flatten()
+                .filter(|(k, _)| !k.starts_with("__"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            batch.instances.push(InstanceRecord {
+                instance_id: target.instance.id.clone(),
+                role: target.role.as_str().into(),
+                asg_name: target.asg_name().map(String::from),
+                availability_zone: target.instance.availability_zone.clone(),
+                private_ip: target.instance.private_ip.clone(),
+                state: target.instance.state.clone(),
+                labels: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
+                seen: now,
+            });
+            let group = target.paths.first().map_or(String::new(), |p| p.target_group.clone());
+            seen.insert(
+                target.instance.id.clone(),
+                Seen {
+                    scraped: target.is_scraped(),
+                    state: target.instance.state.clone(),
+                    asg_name: target.asg_name().map(String::from),
+                    group,
+                },
+            );
+        }
+        for group in &topology.auto_scaling_groups {
+            let in_service = group.members.iter().filter(|m| m.lifecycle_state == "InService").count();
+            batch.memberships.push((now, group.name.clone(), u32::try_from(in_service).unwrap_or(u32::MAX)));
+        }
+        if let Some(previous) = &self.previous {
+            batch.events = events(previous, &seen, now);
+        }
+        self.previous = Some(seen);
+        batch
+    }
+}
+
+fn events(previous: &HashMap<String, Seen>, current: &HashMap<String, Seen>, now: f64) -> Vec<EventRecord> {
+    let event = |id: &str, seen: &Seen, kind| EventRecord {
+        time: now,
+        instance_id: id.into(),
+        asg_name: seen.asg_name.clone(),
+        kind,
+        detail: seen.group.clone(),
+    };
+    let mut events = Vec::new();
+    for (id, now_seen) in current {
+        match previous.get(id) {
+            None => {
+                events.push(event(id, now_seen, EventKind::Launched));
+                if now_seen.scraped {
+                    events.push(event(id, now_seen, EventKind::Joined));
+                }
+            }
+            Some(before) => {
+                if !before.scraped && now_seen.scraped {
+                    events.push(event(id, now_seen, EventKind::Joined));
+                }
+                if before.scraped && !now_seen.scraped {
+                    events.push(event(id, now_seen, EventKind::Left));
+                }
+                if before.state != "terminated" && now_seen.state == "terminated" {
+                    events.push(event(id, now_seen, EventKind::Terminated));
+                }
+            }
+        }
+    }
+    for (id, before) in previous {
+        if before.scraped && !current.contains_key(id) {
+            events.push(event(id, before, EventKind::Left));
+        }
+    }
+    events.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    events
+}

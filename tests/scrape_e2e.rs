@@ -1,0 +1,324 @@
+//! End to end with real parts: moto for AWS, one real node_exporter per
+//! emulated instance (fake hosts with known identities and CPU levels), the
+//! loopback ALB emulator, and `fleetscrape run` writing SQLite. Each test runs
+//! in a network namespace with only loopback where `unshare --net` works.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::fakehost::{FakeHost, Identity};
+use common::seed::Seeder;
+use common::{Moto, isolate_network, set_test_env, write_config};
+use fleetscrape::config::Config;
+use fleetscrape::emulator::{Balancing, Emulator, EmulatorConfig};
+use sqlx::SqlitePool;
+use tokio_util::sync::CancellationToken;
+
+async fn emulator(balancing: Balancing, members: BTreeMap<u16, Vec<String>>) -> Emulator {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let listeners = members.into_iter().map(|(port, m)| (port, (any, m))).collect();
+    let config = EmulatorConfig {
+        listeners,
+        admin: any,
+        balancing,
+        cookie_name: "AWSALB".into(),
+        member_timeout: Duration::from_secs(2),
+    };
+    Emulator::start(config).await.expect("emulator")
+}
+
+/// A config for moto at `moto`, listeners mapped onto the emulator, `extra` appended.
+fn config(dir: &Path, moto: &str, emulator: &Emulator, db: &Path, extra: &str) -> Config {
+    let mut rules = String::new();
+    for (port, address) in &emulator.addresses {
+        rules.push_str(&format!(
+            "  - {{source_labels: [__meta_elbv2_listener_port], regex: '{port}', target_label: __alb_address__, replacement: '{address}'}}\n"
+        ));
+    }
+    let yaml = format!(
+        "aws:\n  region: ap-northeast-2\n  endpoint_url: {moto}\n\
+         discovery:\n  refresh_interval: 2s\n  early_refresh_min_interval: 1s\n\
+         scrape:\n  interval: 1s\n  timeout: 1s\n  direct_connect_timeout: 500ms\n  mode: via_alb\n{extra}\
+         relabel_configs:\n{rules}\
+         storage:\n  path: {}\n  flush_interval: 300ms\n\
+         http:\n  listen_address: 127.0.0.1:0\n",
+        db.display()
+    );
+    Config::load(&write_config(dir, &yaml)).expect("valid e2e config")
+}
+
+async fn reader(db: &Path) -> SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .pragma("query_only", "1")
+        .busy_timeout(Duration::from_secs(5));
+    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.expect("reader")
+}
+
+async fn count(pool: &SqlitePool, sql: &str, id: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).bind(id).fetch_one(pool).await.unwrap_or(0)
+}
+
+/// Polls until `sql` (bound to `id`) counts at least `n`.
+async fn wait_rows(db: &Path, what: &str, sql: &str, id: &str, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !db.exists() {
+        assert!(std::time::Instant::now() < deadline, "the daemon never created {}", db.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = reader(db).await;
+    while count(&pool, sql, id).await < n {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what} of {id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const CPU_ROWS: &str = "SELECT count(*) FROM cpu_utilization WHERE instance_id = ?";
+
+/// Every stored `nice` counter of `host` must be its signature: no sample of
+/// another host was stored as this instance.
+async fn assert_no_misattribution(pool: &SqlitePool, host: &FakeHost) -> usize {
+    let values: Vec<f64> = sqlx::query_scalar(
+        "SELECT value FROM metric_samples WHERE metric = 'node_cpu_seconds_total'
+         AND json_extract(labels, '$.mode') = 'nice' AND instance_id = ?",
+    )
+    .bind(&host.instance_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(!values.is_empty(), "no samples stored for {}", host.instance_id);
+    for value in &values {
+        assert_eq!(*value, host.signature, "a sample of another host was stored as {}", host.instance_id);
+    }
+    values.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_topology_scale_out_and_in_keeps_one_correct_series_per_instance() {
+    if isolate_network("seed_topology_scale_out_and_in_keeps_one_correct_series_per_instance") {
+        return;
+    }
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    let first_member = seeder.members(&seed.asg_name).await.remove(0);
+    let busy: BTreeMap<String, f64> =
+        [(seed.basic_a.clone(), 0.9), (seed.basic_b.clone(), 0.1), (first_member.clone(), 0.6)].into();
+    let mut hosts: BTreeMap<String, FakeHost> = BTreeMap::new();
+    for (i, (id, level)) in busy.iter().enumerate() {
+        hosts.insert(id.clone(), FakeHost::start(id, *level, 1000 * (i as u32 + 1), Identity::Dmi));
+    }
+    let emulator = emulator(
+        Balancing::Random,
+        [
+            (9100, vec![hosts[&seed.basic_a].address.clone()]),
+            (9101, vec![hosts[&seed.basic_b].address.clone()]),
+            (9102, vec![hosts[&first_member].address.clone()]),
+        ]
+        .into(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("e2e.db");
+    let config = config(dir.path(), &moto.url, &emulator, &db, "");
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+
+    for id in busy.keys() {
+        wait_rows(&db, "3 CPU values", CPU_ROWS, id, 3).await;
+    }
+
+    // Scale out to 3 while running: two new members idle at known levels.
+    seeder.set_desired(&seed.asg_name, 3).await;
+    let members = seeder.members(&seed.asg_name).await;
+    let new: Vec<String> = members.iter().filter(|m| **m != first_member).cloned().collect();
+    for (i, (id, level)) in new.iter().zip([0.1, 0.3]).enumerate() {
+        hosts.insert(id.clone(), FakeHost::start(id, level, 5000 + 1000 * i as u32, Identity::Dmi));
+    }
+    let asg_addresses: Vec<String> = members.iter().map(|m| hosts[m].address.clone()).collect();
+    emulator.set_members(9102, &asg_addresses);
+    for id in &new {
+        wait_rows(&db, "3 CPU values", CPU_ROWS, id, 3).await;
+    }
+
+    // Scale in back to 1: moto terminates two members (and keeps them registered).
+    seeder.set_desired(&seed.asg_name, 1).await;
+    let remaining = seeder.members(&seed.asg_name).await;
+    let gone: Vec<String> = members.iter().filter(|m| !remaining.contains(m)).cloned().collect();
+    assert_eq!(gone.len(), 2);
+    emulator.set_members(9102, &[hosts[&remaining[0]].address.clone()]);
+    for id in &gone {
+        hosts.get_mut(id).unwrap().stop_exporter();
+        wait_rows(
+            &db,
+            "a terminated event",
+            "SELECT count(*) FROM events WHERE kind = 'terminated' AND instance_id = ?",
+            id,
+            1,
+        )
+        .await;
+    }
+    wait_rows(&db, "3 more CPU values", CPU_ROWS, &remaining[0], 8).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+
+    let pool = reader(&db).await;
+    for host in hosts.values() {
+        let n = assert_no_misattribution(&pool, host).await;
+        assert!(n >= 6, "{}: {n} samples (2 CPUs × ≥3 scrapes)", host.instance_id);
+    }
+    let expected: BTreeMap<String, f64> =
+        busy.into_iter().chain(new.iter().cloned().zip([0.1, 0.3])).map(|(id, b)| (id, b * 100.0)).collect();
+    let averages: Vec<(String, f64)> = sqlx::query_as("SELECT instance_id, avg(value) FROM cpu_utilization GROUP BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(averages.len(), 5, "{averages:?}");
+    for (id, average) in &averages {
+        let want = expected[id];
+        assert!((average - want).abs() < 8.0, "{id}: CPU {average:.1}% but its host runs at {want}%: {averages:?}");
+    }
+    for id in &gone {
+        let terminated: f64 =
+            sqlx::query_scalar("SELECT min(time) FROM events WHERE kind = 'terminated' AND instance_id = ?")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let last: f64 = sqlx::query_scalar("SELECT max(time) FROM metric_samples WHERE instance_id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(last <= terminated + 1.0, "{id} still stored samples after its termination ({last} > {terminated})");
+    }
+    let sizes: Vec<i64> =
+        sqlx::query_scalar("SELECT members FROM asg_membership ORDER BY time").fetch_all(&pool).await.unwrap();
+    assert_eq!((sizes.iter().max(), sizes.last()), (Some(&3), Some(&1)), "{sizes:?}");
+    let joined: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'joined'").fetch_one(&pool).await.unwrap();
+    assert!(joined >= 2, "the new members joined");
+    let via_alb: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM scrape_status WHERE up = 1 AND path LIKE 'via_alb backend:9102 %'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(via_alb > 10);
+}
+
+/// Runs `fleetscrape run --once` and returns a reader on its database.
+async fn run_once(dir: &Path, moto: &str, emulator: &Emulator, extra: &str) -> (SqlitePool, PathBuf) {
+    let db = dir.join(format!("once-{}.db", fastrand::u32(..)));
+    let config = config(dir, moto, emulator, &db, extra);
+    fleetscrape::daemon::run(config, true, CancellationToken::new()).await.expect("run --once");
+    (reader(&db).await, db)
+}
+
+async fn status(pool: &SqlitePool, id: &str) -> (i64, Option<String>, Option<String>) {
+    sqlx::query_as("SELECT up, reason, error FROM scrape_status WHERE instance_id = ?")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("no scrape_status for {id}: {e}"))
+}
+
+/// A stub exporter on loopback that answers `body` to everything.
+async fn stub(body: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { body }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_and_strangers_are_charged_to_the_right_place() {
+    if isolate_network("failures_and_strangers_are_charged_to_the_right_place") {
+        return;
+    }
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    seeder.set_desired(&seed.asg_name, 3).await;
+    let members = seeder.members(&seed.asg_name).await;
+    let (m1, m2, m3) = (&members[0], &members[1], &members[2]);
+    let host1 = FakeHost::start(m1, 0.5, 1000, Identity::Dmi);
+    let mut host2 = FakeHost::start(m2, 0.5, 2000, Identity::Dmi);
+    host2.stop_exporter();
+    // m3 has no DMI (a non-Nitro host): its textfile metric identifies it.
+    let host3 = FakeHost::start(m3, 0.5, 3000, Identity::Textfile);
+    // A stranger in the ASG's pool with no identity at all.
+    let nobody = FakeHost::start("i-nobody", 0.5, 4000, Identity::None);
+    // 9100 answers with basic-b's identity (a target group registered wrongly);
+    // 9101 answers garbage.
+    let impostor = FakeHost::start(&seed.basic_b, 0.5, 5000, Identity::Dmi);
+    let garbage = stub("node_load1{oops 1\n".into()).await;
+    let pool_9102 = vec![host1.address.clone(), host2.address.clone(), host3.address.clone(), nobody.address.clone()];
+    let emulator = emulator(
+        Balancing::RoundRobin,
+        [(9100, vec![impostor.address.clone()]), (9101, vec![garbage]), (9102, pool_9102)].into(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, _) = run_once(dir.path(), &moto.url, &emulator, "").await;
+
+    assert_eq!(status(&pool, m1).await.0, 1, "the others are unaffected");
+    assert_eq!(status(&pool, m3).await.0, 1, "identified by the textfile metric");
+    let (up, reason, error) = status(&pool, m2).await;
+    assert_eq!((up, reason.as_deref()), (0, Some("not_reached_via_alb")));
+    assert!(error.unwrap_or_default().contains("502"), "the round's last error is the 502 of the down exporter");
+    let (up, reason, _) = status(&pool, &seed.basic_a).await;
+    assert_eq!((up, reason.as_deref()), (0, Some("unattributed")), "basic-b's payload is not basic-a's");
+    let (up, reason, error) = status(&pool, &seed.basic_b).await;
+    assert_eq!((up, reason.as_deref()), (0, Some("parse_error")));
+    assert!(error.unwrap_or_default().contains("line 1"), "the error names the line");
+
+    let round: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT members, requests, reached, unattributed, errors FROM alb_rounds WHERE target_group = 'web-asg'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(round.0, 3);
+    assert_eq!(round.1, 9, "budget max(3N, N+2) spent: m2 is never reached");
+    assert_eq!(round.2, 2);
+    assert!(
+        round.3 >= 2 && round.4 >= 2,
+        "the stranger's payloads are unattributed, the dead member's requests errors: {round:?}"
+    );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT DISTINCT instance_id FROM metric_samples ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut expected = vec![m1.clone(), m3.clone()];
+    expected.sort();
+    assert_eq!(stored, expected, "nothing stored under a guess");
+    assert_no_misattribution(&pool, &host1).await;
+    assert_no_misattribution(&pool, &host3).await;
+
+    // A limit breach fails that scrape alone: basic-b's listener now serves a
+    // real payload of basic-b with more samples than the limit allows.
+    let mut big = String::from("node_dmi_info{board_asset_tag=\"");
+    big.push_str(&seed.basic_b);
+    big.push_str("\"} 1\n");
+    for i in 0..300 {
+        big.push_str(&format!("filler{{i=\"{i}\"}} 1\n"));
+    }
+    emulator.set_members(9101, &[stub(big).await]);
+    let host_a = FakeHost::start(&seed.basic_a, 0.5, 6000, Identity::Dmi);
+    emulator.set_members(9100, std::slice::from_ref(&host_a.address));
+    let (pool, _) = run_once(dir.path(), &moto.url, &emulator, "  sample_limit: 250\n").await;
+    let (up, reason, error) = status(&pool, &seed.basic_b).await;
+    assert_eq!((up, reason.as_deref()), (0, Some("limit_exceeded")), "{error:?}");
+    assert!(error.unwrap_or_default().contains("sample_limit exceeded"));
+    assert_eq!(status(&pool, m1).await.0, 1, "other targets are unaffected");
+}
