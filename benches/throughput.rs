@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
-use fleetscrape::store::{Batch, SampleRecord, ScrapeRecord, Store};
+use fleetscrape::store::{Batch, InstanceRecord, SampleRecord, ScrapeRecord, Store};
 use sqlx::{QueryBuilder, Sqlite};
 
 const FIXTURE: &str = include_str!("../tests/testdata/node_exporter-1.5.0-full.prom");
@@ -71,7 +71,23 @@ fn round(templates: &[Template], targets: usize, round: usize) -> Batch {
             }
         })
         .collect();
-    Batch { scrapes, ..Batch::default() }
+    let instances = if round == 0 {
+        (0..targets)
+            .map(|t| InstanceRecord {
+                instance_id: format!("i-{t:017x}"),
+                role: if t % 2 == 0 { "asg" } else { "basic" }.into(),
+                asg_name: (t % 2 == 0).then(|| "web".into()),
+                availability_zone: Some("ap-northeast-2a".into()),
+                private_ip: None,
+                state: "running".into(),
+                labels: "{}".into(),
+                seen: start,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Batch { scrapes, instances, ..Batch::default() }
 }
 
 fn disk_bytes(db: &Path) -> u64 {
@@ -146,7 +162,7 @@ async fn naive_ingest(dir: &Path, batches: &[Batch]) -> (f64, usize) {
     (total as f64 / started.elapsed().as_secs_f64(), total)
 }
 
-async fn bench_store(targets: usize, rounds: usize, hour_targets: usize) {
+async fn bench_store(targets: usize, rounds: usize, hour_targets: usize, (long_targets, long_rounds): (usize, usize)) {
     let templates = template();
     let dir = tempfile::tempdir().expect("temp dir");
     let batches: Vec<Batch> = (0..=rounds).map(|r| round(&templates, targets, r)).collect();
@@ -168,12 +184,25 @@ async fn bench_store(targets: usize, rounds: usize, hour_targets: usize) {
         first,
         steady
     );
-    let (naive, _) = naive_ingest(dir.path(), &batches[1..]).await;
-    println!(
-        "naive series-clustered layout, same rows via sqlx: {naive:.0} samples/s; ratio fleetscrape/naive {:.1}",
-        steady / naive
-    );
     store.close().await;
+
+    // The layouts differ once every series spans whole pages, i.e. after hours
+    // of data: compare them on a long run of a smaller fleet.
+    let long: Vec<Batch> = (0..long_rounds).map(|r| round(&templates, long_targets, r)).collect();
+    let long_dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(&long_dir.path().join("long.db")).await.expect("store");
+    let started = Instant::now();
+    for batch in &long {
+        store.write(batch).await.expect("long round");
+    }
+    let ours = long.iter().map(Batch::sample_count).sum::<usize>() as f64 / started.elapsed().as_secs_f64();
+    store.close().await;
+    let (naive, total) = naive_ingest(long_dir.path(), &long).await;
+    println!(
+        "long run, {long_targets} targets x {long_rounds} rounds ({total} samples): fleetscrape {ours:.0} samples/s, \
+         naive series-clustered layout (same rows via sqlx) {naive:.0} samples/s; ratio {:.1}",
+        ours / naive
+    );
 
     // A simulated hour: 240 rounds of 15 s.
     let hour_dir = tempfile::tempdir().expect("temp dir");
@@ -226,8 +255,8 @@ async fn bench_store(targets: usize, rounds: usize, hour_targets: usize) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (targets, rounds, hour_targets) = if quick { (100, 3, 10) } else { (1000, 8, 100) };
+    let (targets, rounds, hour_targets, long) = if quick { (100, 3, 10, (5, 50)) } else { (1000, 8, 100, (20, 250)) };
     bench_parser();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    runtime.block_on(bench_store(targets, rounds, hour_targets));
+    runtime.block_on(bench_store(targets, rounds, hour_targets, long));
 }

@@ -4,7 +4,8 @@
 //! Each listener is a loopback port that forwards every request to one member
 //! of its target group, chosen by [`Balancing`]: round-robin, random, or
 //! sticky (an opaque `AWSALB`-style cookie pins a client to a member, as an
-//! ALB does with `lb_cookie` stickiness). Like a real ALB, nothing in a
+//! ALB does with `lb_cookie` stickiness; a client without one gets a random
+//! member). Like a real ALB, nothing in a
 //! response says which member answered; a failed member gives 502, an empty
 //! target group 503, a member timeout 504.
 //!
@@ -34,8 +35,8 @@ pub enum Balancing {
     RoundRobin,
     /// A uniformly random member each time.
     Random,
-    /// The member named by the client's stickiness cookie; otherwise round-robin,
-    /// and the response sets the cookie.
+    /// The member named by the client's stickiness cookie; otherwise a random
+    /// member, and the response sets the cookie.
     Sticky,
 }
 
@@ -105,8 +106,8 @@ impl ListenerState {
             return Some((member.clone(), false));
         }
         let index = match self.balancing {
-            Balancing::Random => fastrand::usize(..members.len()),
-            Balancing::RoundRobin | Balancing::Sticky => self.next.fetch_add(1, Ordering::Relaxed) % members.len(),
+            Balancing::Random | Balancing::Sticky => fastrand::usize(..members.len()),
+            Balancing::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % members.len(),
         };
         Some((members[index].clone(), self.balancing == Balancing::Sticky))
     }

@@ -22,6 +22,12 @@ pub(super) struct Interner {
     /// instance → metric id → labels → series id
     series: HashMap<String, HashMap<i64, HashMap<String, i64>>>,
     log: Vec<Created>,
+    /// The next series id to hand out: the store is the only writer, so ids
+    /// are assigned here and new series inserted in multi-row statements.
+    next_series_id: i64,
+    /// Series created since the checkpoint, not yet inserted.
+    pending: Vec<(i64, i64, String, String)>,
+    checkpoint_series_id: i64,
 }
 
 impl Interner {
@@ -30,6 +36,11 @@ impl Interner {
         for row in sqlx::query("SELECT metric_id, name, type FROM metrics").fetch_all(pool).await? {
             interner.metrics.insert(row.try_get("name")?, (row.try_get("metric_id")?, row.try_get("type")?));
         }
+        interner.next_series_id = sqlx::query_scalar::<_, Option<i64>>("SELECT max(series_id) FROM series")
+            .fetch_one(pool)
+            .await?
+            .unwrap_or(0)
+            + 1;
         for row in sqlx::query("SELECT series_id, metric_id, instance_id, labels FROM series").fetch_all(pool).await? {
             let instance: String = row.try_get("instance_id")?;
             let by_metric = interner.series.entry(instance).or_default();
@@ -43,10 +54,14 @@ impl Interner {
 
     pub(super) fn checkpoint(&mut self) -> usize {
         self.log.clear();
+        self.pending.clear();
+        self.checkpoint_series_id = self.next_series_id;
         0
     }
 
     pub(super) fn rollback(&mut self, checkpoint: usize) {
+        self.pending.clear();
+        self.next_series_id = self.checkpoint_series_id;
         for created in self.log.drain(checkpoint..).rev() {
             match created {
                 Created::Metric(name) => {
@@ -88,29 +103,32 @@ impl Interner {
         Ok(id)
     }
 
-    /// The id of a series, and whether it was created now.
-    pub(super) async fn series_id(
-        &mut self,
-        tx: &mut SqliteConnection,
-        metric_id: i64,
-        instance_id: &str,
-        labels: &str,
-    ) -> Result<(i64, bool), Error> {
+    /// The id of a series, and whether it is new. A new series is queued;
+    /// [`Interner::insert_pending`] writes the queue in multi-row statements.
+    pub(super) fn series_id(&mut self, metric_id: i64, instance_id: &str, labels: &str) -> (i64, bool) {
         if let Some(id) = self.series.get(instance_id).and_then(|m| m.get(&metric_id)).and_then(|l| l.get(labels)) {
-            return Ok((*id, false));
+            return (*id, false);
         }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO series (metric_id, instance_id, labels) VALUES (?, ?, ?)
-             ON CONFLICT (metric_id, instance_id, labels) DO UPDATE SET labels = excluded.labels RETURNING series_id",
-        )
-        .bind(metric_id)
-        .bind(instance_id)
-        .bind(labels)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = self.next_series_id;
+        self.next_series_id += 1;
+        self.pending.push((id, metric_id, instance_id.to_string(), labels.to_string()));
         let by_metric = self.series.entry(instance_id.to_string()).or_default();
         by_metric.entry(metric_id).or_default().insert(labels.to_string(), id);
         self.log.push(Created::Series { instance_id: instance_id.to_string(), metric_id, labels: labels.to_string() });
-        Ok((id, true))
+        (id, true)
+    }
+
+    /// Inserts the series queued since the checkpoint, 200 per statement.
+    pub(super) async fn insert_pending(&mut self, tx: &mut SqliteConnection) -> Result<(), Error> {
+        for chunk in self.pending.chunks(200) {
+            let mut builder: sqlx::QueryBuilder<sqlx::Sqlite> =
+                sqlx::QueryBuilder::new("INSERT INTO series (series_id, metric_id, instance_id, labels) ");
+            builder.push_values(chunk, |mut row, (id, metric_id, instance_id, labels)| {
+                row.push_bind(*id).push_bind(*metric_id).push_bind(instance_id.as_str()).push_bind(labels.as_str());
+            });
+            builder.build().persistent(true).execute(&mut *tx).await?;
+        }
+        self.pending.clear();
+        Ok(())
     }
 }

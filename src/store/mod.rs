@@ -151,12 +151,12 @@ impl Store {
             }
             for sample in &scrape.samples {
                 let metric_id = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
-                let (series_id, created) =
-                    self.interner.series_id(tx, metric_id, &scrape.instance_id, &sample.labels).await?;
+                let (series_id, created) = self.interner.series_id(metric_id, &scrape.instance_id, &sample.labels);
                 new_series += usize::from(created);
                 rows.push((metric_id, scrape.time, series_id, sample.value));
             }
         }
+        self.interner.insert_pending(tx).await?;
         rows.sort_unstable_by(|a, b| {
             (a.0, a.1, a.2).partial_cmp(&(b.0, b.1, b.2)).unwrap_or(std::cmp::Ordering::Equal)
         });

@@ -1,0 +1,196 @@
+//! Via-ALB rounds against the emulator's balancing modes, with the scraper's
+//! real round logic over an in-process topology (no AWS needed):
+//! - random balancing: the fraction of rounds that reach every member, for
+//!   N = 3, 5 and 10 with the default budget max(3N, N+2);
+//! - round-robin: N members in exactly N requests;
+//! - sticky cookies: after the first round, each member in one request.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::isolate_network;
+use fleetscrape::config::Config;
+use fleetscrape::discovery::model::{Forward, Instance, Inventory, Listener, LoadBalancer, Registration, TargetGroup};
+use fleetscrape::discovery::topology::{JoinOptions, join};
+use fleetscrape::emulator::{Balancing, Emulator, EmulatorConfig};
+use fleetscrape::scrape::{HttpClient, Scraper, Settings};
+use fleetscrape::store::{Store, WriterConfig, spawn_writer};
+use tokio_util::sync::CancellationToken;
+
+/// A member that answers a one-line payload naming its instance id.
+async fn member(instance_id: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let body = format!("node_dmi_info{{board_asset_tag=\"{instance_id}\"}} 1\nnode_load1 0.5\n");
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { body }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+fn inventory(ids: &[String]) -> Inventory {
+    let group = TargetGroup {
+        name: "web-asg".into(),
+        arn: "arn:tg/web-asg".into(),
+        protocol: "HTTP".into(),
+        registrations: ids
+            .iter()
+            .map(|id| Registration {
+                instance_id: id.clone(),
+                port: 9100,
+                health: "healthy".into(),
+                health_reason: None,
+            })
+            .collect(),
+    };
+    let lb = LoadBalancer {
+        name: "backend".into(),
+        arn: "arn:lb/backend".into(),
+        dns_name: "backend.elb".into(),
+        scheme: "internal".into(),
+        listeners: vec![Listener {
+            arn: "arn:listener/9102".into(),
+            port: 9102,
+            protocol: "HTTP".into(),
+            forwards: vec![Forward { target_group_arn: group.arn.clone(), weight: None }],
+        }],
+    };
+    let instances = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let instance = Instance {
+                state: "running".into(),
+                private_ip: Some(format!("10.20.1.{}", i + 10)),
+                ..Instance::not_found(id)
+            };
+            (id.clone(), instance)
+        })
+        .collect();
+    Inventory {
+        load_balancers: vec![lb],
+        target_groups: [(group.arn.clone(), group)].into(),
+        auto_scaling_groups: vec![],
+        instances,
+    }
+}
+
+/// Runs `rounds` via-ALB rounds of `n` members under `balancing`; returns
+/// (members, requests, reached) of every round.
+async fn rounds(n: usize, balancing: Balancing, rounds: usize) -> Vec<(i64, i64, i64)> {
+    let ids: Vec<String> = (0..n).map(|i| format!("i-{i:017x}")).collect();
+    let mut members = Vec::new();
+    for id in &ids {
+        members.push(member(id.clone()).await);
+    }
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let emulator = Emulator::start(EmulatorConfig {
+        listeners: [(9102, (any, members))].into(),
+        admin: any,
+        balancing,
+        cookie_name: "AWSALB".into(),
+        member_timeout: Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "scrape:\n  mode: via_alb\n  interval: 5s\n  timeout: 2s\nrelabel_configs:\n  - {{target_label: __alb_address__, replacement: '{}'}}\nstorage:\n  path: {}\n",
+        emulator.addresses[&9102],
+        dir.path().join("b.db").display()
+    );
+    let config = Config::from_yaml(&yaml, &dir.path().join("c.yml")).unwrap();
+    let options = JoinOptions {
+        metrics_path: "/metrics".into(),
+        relabel_configs: config.relabel_configs.clone(),
+        ..JoinOptions::default()
+    };
+    let topology = join(&inventory(&ids), &options);
+    assert_eq!(topology.scraped_targets().count(), n);
+    let (_sender, receiver) = tokio::sync::watch::channel(Some(Arc::new(topology)));
+    let store = Store::open(&config.storage.path).await.unwrap();
+    let stop = CancellationToken::new();
+    let (writer, task) = spawn_writer(store, WriterConfig::default(), stop.clone());
+    let client = HttpClient::new(&config.scrape).unwrap();
+    let scraper = Scraper::new(Settings::from_config(&config), client, receiver, writer.clone(), None);
+    for _ in 0..rounds {
+        scraper.run_once().await;
+    }
+    drop(writer);
+    stop.cancel();
+    let store = task.await.unwrap();
+    sqlx::query_as("SELECT members, requests, reached FROM alb_rounds ORDER BY time")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+fn coverage(rows: &[(i64, i64, i64)]) -> f64 {
+    rows.iter().filter(|(members, _, reached)| members == reached).count() as f64 / rows.len() as f64
+}
+
+/// P(every one of n members is hit by `budget` uniform random requests).
+fn expected_coverage(n: usize, budget: usize) -> f64 {
+    // Inclusion–exclusion over the members missed.
+    (0..=n)
+        .map(|k| {
+            let choose = (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64);
+            let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+            sign * choose * ((n - k) as f64 / n as f64).powi(budget as i32)
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_balancing_coverage_for_3_5_and_10_members() {
+    if isolate_network("random_balancing_coverage_for_3_5_and_10_members") {
+        return;
+    }
+    for (n, count) in [(3usize, 2000usize), (5, 500), (10, 300)] {
+        let rows = rounds(n, Balancing::Random, count).await;
+        assert_eq!(rows.len(), count);
+        let budget = (3 * n).max(n + 2);
+        assert!(rows.iter().all(|(m, requests, _)| *m == n as i64 && *requests <= budget as i64));
+        let measured = coverage(&rows);
+        let mean_requests = rows.iter().map(|r| r.1 as f64).sum::<f64>() / rows.len() as f64;
+        eprintln!(
+            "coverage N={n}: {:.1}% of {count} rounds reached every member (theory {:.1}%), budget {budget}, {mean_requests:.1} requests per round",
+            measured * 100.0,
+            expected_coverage(n, budget) * 100.0
+        );
+        if n == 3 {
+            // Theory 92.2%; over 2000 rounds the chance of measuring < 90% is ~1e-4.
+            assert!(measured >= 0.90, "N=3 coverage {measured:.3} < 0.90");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_reaches_n_members_in_n_requests() {
+    if isolate_network("round_robin_reaches_n_members_in_n_requests") {
+        return;
+    }
+    for n in [3, 5, 10] {
+        let rows = rounds(n, Balancing::RoundRobin, 20).await;
+        assert!(rows.iter().all(|&(m, requests, reached)| m == n as i64 && requests == m && reached == m), "{rows:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sticky_cookies_reach_each_known_member_in_one_request() {
+    if isolate_network("sticky_cookies_reach_each_known_member_in_one_request") {
+        return;
+    }
+    let n = 5;
+    let rows = rounds(n, Balancing::Sticky, 20).await;
+    // The first rounds learn cookies (random picks); once every member's cookie
+    // is known, each round needs exactly n requests.
+    let settled: Vec<_> = rows.iter().skip(5).collect();
+    assert!(settled.iter().all(|&&(m, requests, reached)| requests == m && reached == m), "{rows:?}");
+    // Random picks alone would need n requests in a row only with probability n!/n^n (3.8% for 5).
+}
