@@ -205,3 +205,65 @@ fn a_missing_region_is_named() {
         .expect("run");
     assert_fails_with(&output, &["no AWS region", "aws.region"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_flushes_and_exits_zero_on_sigterm() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sigterm.db");
+    let http = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", free_port());
+    // Nothing answers on the listener: every interval records up=0. With a
+    // 30 s flush interval only the shutdown flush can write those rows.
+    let yaml = format!(
+        "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n\
+         relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{closed}'}}\n\
+         storage:\n  path: {}\n  flush_interval: 30s\nhttp:\n  listen_address: {http}\n",
+        moto.url,
+        db.display()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetscrape"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .envs(TEST_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fleetscrape run");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "fleetscrape run never reported its targets");
+        assert!(child.try_wait().unwrap().is_none(), "fleetscrape run exited early");
+        if let Ok(reply) = client.get(format!("http://{http}/api/targets")).send().await {
+            let targets: Vec<Value> = serde_json::from_str(&reply.text().await.unwrap()).unwrap_or_default();
+            if targets.len() == 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "fleetscrape run did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(exit.success(), "exit {exit:?}; log:\n{log}");
+    assert!(log.contains("final flush"), "{log}");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM scrape_status").fetch_one(&pool).await.unwrap();
+    assert!(rows >= 3, "the buffered statuses were flushed at shutdown ({rows} rows)");
+}

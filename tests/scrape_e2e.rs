@@ -322,3 +322,132 @@ async fn failures_and_strangers_are_charged_to_the_right_place() {
     assert!(error.unwrap_or_default().contains("sample_limit exceeded"));
     assert_eq!(status(&pool, m1).await.0, 1, "other targets are unaffected");
 }
+
+/// Relabel rules sending each instance's `__address__` to `addresses[id]`.
+fn address_rules(addresses: &BTreeMap<String, String>) -> String {
+    addresses
+        .iter()
+        .map(|(id, address)| {
+            format!("  - {{source_labels: [__meta_ec2_instance_id], regex: '{id}', target_label: __address__, replacement: '{address}'}}\n")
+        })
+        .collect()
+}
+
+/// A config like [`config`] but in `mode`, with `__address__` rewritten too.
+fn config_with_addresses(
+    dir: &Path,
+    moto: &str,
+    emulator: &Emulator,
+    db: &Path,
+    mode: &str,
+    addresses: &BTreeMap<String, String>,
+    http: &str,
+) -> Config {
+    let mut yaml = String::new();
+    yaml.push_str(&format!("aws:\n  region: ap-northeast-2\n  endpoint_url: {moto}\n"));
+    yaml.push_str("discovery:\n  refresh_interval: 2s\n");
+    yaml.push_str(&format!(
+        "scrape:\n  interval: 1s\n  timeout: 1s\n  direct_connect_timeout: 500ms\n  mode: {mode}\n"
+    ));
+    yaml.push_str("relabel_configs:\n");
+    for (port, address) in &emulator.addresses {
+        yaml.push_str(&format!(
+            "  - {{source_labels: [__meta_elbv2_listener_port], regex: '{port}', target_label: __alb_address__, replacement: '{address}'}}\n"
+        ));
+    }
+    yaml.push_str(&address_rules(addresses));
+    yaml.push_str(&format!(
+        "storage:\n  path: {}\n  flush_interval: 300ms\nhttp:\n  listen_address: {http}\n",
+        db.display()
+    ));
+    Config::load(&write_config(dir, &yaml)).expect("valid config")
+}
+
+async fn paths(pool: &SqlitePool) -> BTreeMap<String, (i64, String)> {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT instance_id, up, path FROM scrape_status").fetch_all(pool).await.unwrap();
+    rows.into_iter().map(|(id, up, path)| (id, (up, path))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_and_auto_modes_and_the_http_endpoint() {
+    if isolate_network("direct_and_auto_modes_and_the_http_endpoint") {
+        return;
+    }
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    let member = seeder.members(&seed.asg_name).await.remove(0);
+    let ids = [seed.basic_a.clone(), seed.basic_b.clone(), member.clone()];
+    let hosts: Vec<FakeHost> =
+        ids.iter().enumerate().map(|(i, id)| FakeHost::start(id, 0.25, 100 * (i as u32 + 1), Identity::Dmi)).collect();
+    let by_port: BTreeMap<u16, Vec<String>> =
+        [9100, 9101, 9102].into_iter().zip(&hosts).map(|(port, h)| (port, vec![h.address.clone()])).collect();
+    let emulator = emulator(Balancing::Random, by_port).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // direct: every instance at its own (relabeled) address.
+    let direct: BTreeMap<String, String> = hosts.iter().map(|h| (h.instance_id.clone(), h.address.clone())).collect();
+    let db = dir.path().join("direct.db");
+    let config = config_with_addresses(dir.path(), &moto.url, &emulator, &db, "direct", &direct, "127.0.0.1:0");
+    fleetscrape::daemon::run(config, true, CancellationToken::new()).await.expect("direct --once");
+    let pool = reader(&db).await;
+    for host in &hosts {
+        assert_eq!(paths(&pool).await[&host.instance_id], (1, format!("direct {}", host.address)));
+        assert_no_misattribution(&pool, host).await;
+    }
+
+    // auto: basic-a's direct address refuses connections; it falls back to its listener.
+    let mut auto = direct.clone();
+    auto.insert(seed.basic_a.clone(), "127.0.0.2:1".into());
+    let db = dir.path().join("auto.db");
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let config = config_with_addresses(dir.path(), &moto.url, &emulator, &db, "auto", &auto, &http);
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+    for id in &ids {
+        wait_rows(&db, "3 CPU values", CPU_ROWS, id, 3).await;
+    }
+    let pool = reader(&db).await;
+    let status = paths(&pool).await;
+    assert_eq!(status[&seed.basic_a], (1, "via_alb backend:9100 basic-a".into()), "fell back to the listener");
+    assert_eq!(status[&seed.basic_b].1, format!("direct {}", hosts[1].address));
+    for host in &hosts {
+        assert_no_misattribution(&pool, host).await;
+    }
+
+    // The HTTP endpoint of the running daemon.
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("http://{http}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok\n");
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    let parsed = fleetscrape::exposition::parse(&metrics, &Default::default()).expect("own metrics parse");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        parsed
+            .samples
+            .iter()
+            .filter(|s| s.name == name && label.is_none_or(|(k, v)| s.label(k).as_deref() == Some(v)))
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    assert!(value("fleetscrape_scrapes_total", Some(("path", "direct"))) >= 4.0, "{metrics}");
+    assert!(value("fleetscrape_scrapes_total", Some(("path", "via_alb"))) >= 2.0, "{metrics}");
+    assert!(value("fleetscrape_aws_api_calls_total", Some(("operation", "DescribeTargetHealth"))) >= 3.0);
+    assert!(value("fleetscrape_discovery_refreshes_total", None) >= 1.0);
+    assert!(value("fleetscrape_store_samples_total", None) > 100.0);
+    assert_eq!(value("fleetscrape_targets", Some(("state", "scraped"))), 3.0);
+    let targets: Vec<serde_json::Value> =
+        serde_json::from_str(&get("/api/targets").await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(targets.len(), 3);
+    for target in &targets {
+        assert_eq!(target["up"], true, "{target}");
+        assert!(target["last_scrape"].as_f64().is_some());
+    }
+    let basic_a = targets.iter().find(|t| t["instance_id"] == seed.basic_a.as_str()).unwrap();
+    assert_eq!(basic_a["path"], "via_alb backend:9100 basic-a");
+    assert_eq!(basic_a["role"], "basic");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+}
