@@ -91,7 +91,12 @@ def summary(ec2, elb, asg):
     lb = existing_lb(elb)
     listeners = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
     group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"][0]
+    basic = {}
+    for name in ("basic-a", "basic-b"):
+        reservations = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]
+        basic[name] = [i["InstanceId"] for r in reservations for i in r["Instances"]][0]
     return {
+        "basic": basic,
         "load_balancer": lb["LoadBalancerName"],
         "dns_name": lb["DNSName"],
         "listeners": sorted(l["Port"] for l in listeners),
