@@ -15,7 +15,6 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::discovery::{self, Discoverer, Refresher, Topology};
-use crate::labels::LabelSet;
 use crate::scrape::{self, HttpClient, Scraper, Settings};
 use crate::serve;
 use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, Store, WriterConfig};
@@ -158,13 +157,7 @@ impl TopologySink {
         let mut batch = Batch::default();
         let mut seen = HashMap::new();
         for target in &topology.targets {
-            let kept: LabelSet = target
-                .labels
-                .iter()
-                .flatten()
-                .filter(|(k, _)| !k.starts_with("__"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let kept = target.kept_labels();
             batch.instances.push(InstanceRecord {
                 instance_id: target.instance.id.clone(),
                 role: target.role.as_str().into(),

@@ -146,6 +146,17 @@ impl Target {
     pub fn asg_name(&self) -> Option<&str> {
         self.asg.as_ref().map(|a| a.name.as_str())
     }
+
+    /// The labels relabeling kept for the instance itself: those not starting
+    /// with `__` (empty when a rule dropped the target).
+    pub fn kept_labels(&self) -> LabelSet {
+        self.labels
+            .iter()
+            .flatten()
+            .filter(|(name, _)| !name.starts_with("__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// The result of one discovery refresh.

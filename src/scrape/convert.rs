@@ -26,13 +26,7 @@ pub struct ConvertOptions {
 /// The instance labels of a target: the four above plus what relabeling kept
 /// (labels not starting with `__`).
 pub fn instance_labels(target: &Target) -> LabelSet {
-    let mut labels: LabelSet = target
-        .labels
-        .iter()
-        .flatten()
-        .filter(|(name, _)| !name.starts_with("__"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut labels = target.kept_labels();
     labels.insert("instance_id".into(), target.instance.id.clone());
     labels.insert("role".into(), target.role.as_str().into());
     if let Some(asg) = target.asg_name() {

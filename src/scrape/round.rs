@@ -62,6 +62,16 @@ struct RoundTally {
     asked_refresh: bool,
 }
 
+impl RoundTally {
+    /// Counts a failed request. Through a single-member listener the failure
+    /// is that member's: it is handed back to be charged, and the round ends.
+    fn failed(&mut self, failure: Failure, single: bool) -> Option<Failure> {
+        self.errors += 1;
+        self.last_error = Some(failure.error.clone());
+        single.then_some(failure)
+    }
+}
+
 impl Scraper {
     fn status(
         &self,
@@ -241,16 +251,8 @@ impl Scraper {
             {
                 Ok(fetched) => fetched,
                 Err(e) => {
-                    tally.errors += 1;
-                    tally.last_error = Some(e.to_string());
-                    if single {
-                        self.status(
-                            batch,
-                            &first,
-                            time,
-                            &path,
-                            Err(Failure { reason: e.reason(), error: e.to_string() }),
-                        );
+                    if let Some(failure) = tally.failed(Failure { reason: e.reason(), error: e.to_string() }, single) {
+                        self.status(batch, &first, time, &path, Err(failure));
                         charged = true;
                         break;
                     }
@@ -260,16 +262,9 @@ impl Scraper {
             let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
                 Ok(payload) => payload,
                 Err(e) => {
-                    tally.errors += 1;
-                    tally.last_error = Some(e.to_string());
-                    if single {
-                        self.status(
-                            batch,
-                            &first,
-                            time,
-                            &path,
-                            Err(Failure { reason: parse_reason(&e.kind), error: e.to_string() }),
-                        );
+                    let failure = Failure { reason: parse_reason(&e.kind), error: e.to_string() };
+                    if let Some(failure) = tally.failed(failure, single) {
+                        self.status(batch, &first, time, &path, Err(failure));
                         charged = true;
                         break;
                     }
