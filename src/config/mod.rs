@@ -321,6 +321,7 @@ impl Config {
                 honor_labels: scrape.honor_labels,
                 tls_config: TlsConfig {
                     ca_file: scrape.tls_config.ca_file.map(|p| base.join(p)),
+                    server_name: scrape.tls_config.server_name.filter(|n| !n.is_empty()),
                     insecure_skip_verify: scrape.tls_config.insecure_skip_verify,
                 },
                 basic_auth: scrape

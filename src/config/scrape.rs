@@ -169,6 +169,9 @@ impl Serialize for IdentitySource {
 pub struct TlsConfig {
     /// PEM file of CA certificates to trust, besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// Name to verify the server's certificate against (and send as SNI)
+    /// instead of the host in the URL, e.g. the name an ALB's certificate has.
+    pub server_name: Option<String>,
     /// Accept any certificate (encrypts, but authenticates nothing).
     pub insecure_skip_verify: bool,
 }

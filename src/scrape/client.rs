@@ -82,6 +82,32 @@ pub struct HttpClient {
     body_size_limit: usize,
     basic_auth: Option<(String, std::path::PathBuf)>,
     bearer_token_file: Option<std::path::PathBuf>,
+    tls: TlsSettings,
+    /// With `tls_config.server_name`: one client per address, pinning the
+    /// server name to that address (the URL then carries the server name).
+    pinned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>>,
+}
+
+/// What every client is built with.
+#[derive(Debug, Clone)]
+struct TlsSettings {
+    timeout: Duration,
+    insecure: bool,
+    roots: Vec<reqwest::Certificate>,
+    server_name: Option<String>,
+}
+
+impl TlsSettings {
+    fn builder(&self, connect_timeout: Duration) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .danger_accept_invalid_certs(self.insecure);
+        for root in &self.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        builder
+    }
 }
 
 /// Why the clients could not be built.
@@ -106,27 +132,64 @@ impl HttpClient {
     /// # Errors
     /// [`ClientError`] when the CA file cannot be used.
     pub fn new(config: &ScrapeConfig) -> Result<Self, ClientError> {
-        let build = |connect_timeout: Duration| -> Result<reqwest::Client, ClientError> {
-            let mut builder = reqwest::Client::builder()
-                .connect_timeout(connect_timeout)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .danger_accept_invalid_certs(config.tls_config.insecure_skip_verify);
-            if let Some(file) = &config.tls_config.ca_file {
-                let ca_error = |message: String| ClientError::CaFile { file: file.display().to_string(), message };
-                let pem = std::fs::read(file).map_err(|e| ca_error(e.to_string()))?;
-                for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))? {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            builder.build().map_err(|e| ClientError::Build(e.to_string()))
+        let mut roots = Vec::new();
+        if let Some(file) = &config.tls_config.ca_file {
+            let ca_error = |message: String| ClientError::CaFile { file: file.display().to_string(), message };
+            let pem = std::fs::read(file).map_err(|e| ca_error(e.to_string()))?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+        }
+        let tls = TlsSettings {
+            timeout: config.timeout.as_std(),
+            insecure: config.tls_config.insecure_skip_verify,
+            roots,
+            server_name: config.tls_config.server_name.clone(),
         };
+        let build = |timeout| tls.builder(timeout).build().map_err(|e| ClientError::Build(e.to_string()));
         Ok(Self {
             shared: build(config.timeout.as_std())?,
             direct: build(config.direct_connect_timeout.as_std())?,
             body_size_limit: config.body_size_limit.0,
             basic_auth: config.basic_auth.as_ref().map(|a| (a.username.clone(), a.password_file.clone())),
             bearer_token_file: config.bearer_token_file.clone(),
+            tls,
+            pinned: std::sync::Arc::default(),
         })
+    }
+
+    /// With `tls_config.server_name` and an https URL: the URL rewritten to the
+    /// server name, and a client that connects that name to the URL's address.
+    async fn pin_server_name(&self, url: &str) -> Result<Option<(reqwest::Client, String)>, FetchError> {
+        let Some(name) = &self.tls.server_name else { return Ok(None) };
+        let Ok(mut parsed) = reqwest::Url::parse(url) else { return Ok(None) };
+        if parsed.scheme() != "https" {
+            return Ok(None);
+        }
+        let (Some(host), Some(port)) = (parsed.host_str().map(str::to_string), parsed.port_or_known_default()) else {
+            return Ok(None);
+        };
+        let key = format!("{host}:{port}");
+        let cached = self.pinned.lock().ok().and_then(|clients| clients.get(&key).cloned());
+        let client = match cached {
+            Some(client) => client,
+            None => {
+                let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|e| FetchError::Connect(format!("cannot resolve {host}: {e}")))?
+                    .collect();
+                let client = self
+                    .tls
+                    .builder(self.tls.timeout)
+                    .resolve_to_addrs(name, &addresses)
+                    .build()
+                    .map_err(|e| FetchError::Http(e.to_string()))?;
+                if let Ok(mut clients) = self.pinned.lock() {
+                    clients.insert(key, client.clone());
+                }
+                client
+            }
+        };
+        parsed.set_host(Some(name)).map_err(|e| FetchError::Http(format!("tls_config.server_name {name:?}: {e}")))?;
+        Ok(Some((client, parsed.to_string())))
     }
 
     /// GETs `url` within `timeout`. `quick_connect` uses the short connect
@@ -142,7 +205,11 @@ impl HttpClient {
         cookie: Option<&str>,
     ) -> Result<Fetched, FetchError> {
         let started = Instant::now();
-        let client = if quick_connect { &self.direct } else { &self.shared };
+        let pinned = self.pin_server_name(url).await?;
+        let (client, url) = match &pinned {
+            Some((client, rewritten)) => (client, rewritten.as_str()),
+            None => (if quick_connect { &self.direct } else { &self.shared }, url),
+        };
         let mut request = client
             .get(url)
             .timeout(timeout)
@@ -210,4 +277,167 @@ fn sticky_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .filter_map(|v| v.split(';').next())
         .find(|pair| pair.split_once('=').is_some_and(|(name, _)| STICKY_COOKIES.contains(&name.trim())))
         .map(|pair| pair.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::config::Config;
+
+    fn client(dir: &Path, scrape_yaml: &str) -> HttpClient {
+        let config = Config::from_yaml(&format!("scrape:\n{scrape_yaml}"), &dir.join("c.yml")).expect("config");
+        HttpClient::new(&config.scrape).expect("client")
+    }
+
+    struct Server(Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A real TLS server (OpenSSL's `s_server -HTTP`) on loopback whose
+    /// certificate, signed by a test CA (`ca.pem`), names only `backend.internal`.
+    fn tls_server(dir: &Path) -> (Server, u16) {
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl").args(args).current_dir(dir).stderr(Stdio::null()).status();
+            assert!(status.is_ok_and(|s| s.success()), "openssl {args:?} failed (is openssl installed?)");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fleetscrape test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=backend.internal",
+        ]);
+        std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:backend.internal\nbasicConstraints=CA:FALSE\n")
+            .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        std::fs::write(dir.join("metrics"), "HTTP/1.0 200 ok\r\nContent-Type: text/plain\r\n\r\nnode_load1 0.5\n")
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-cert",
+                "cert.pem",
+                "-key",
+                "key.pem",
+                "-HTTP",
+                "-quiet",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let server = Server(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (server, port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("openssl s_server did not listen");
+    }
+
+    #[tokio::test]
+    async fn https_verifies_against_the_configured_server_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, port) = tls_server(dir.path());
+        let url = format!("https://127.0.0.1:{port}/metrics");
+        let timeout = Duration::from_secs(5);
+
+        let pinned = client(dir.path(), "  tls_config: {ca_file: ca.pem, server_name: backend.internal}\n");
+        let fetched = pinned.get(&url, timeout, false, None).await.expect("verified against backend.internal");
+        assert_eq!(fetched.text, "node_load1 0.5\n");
+        // Twice: the pinned client is reused.
+        assert!(pinned.get(&url, timeout, false, None).await.is_ok());
+
+        let unpinned = client(dir.path(), "  tls_config: {ca_file: ca.pem}\n");
+        let err = unpinned.get(&url, timeout, false, None).await.expect_err("the certificate does not name 127.0.0.1");
+        assert!(matches!(err, FetchError::Connect(_) | FetchError::Http(_)), "{err}");
+
+        let insecure = client(dir.path(), "  tls_config: {insecure_skip_verify: true}\n");
+        assert!(insecure.get(&url, timeout, false, None).await.is_ok());
+    }
+
+    async fn auth_stub(expected: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| async move {
+            let given = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if given == expected {
+                (axum::http::StatusCode::OK, "up 1\n")
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, "")
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{address}/metrics")
+    }
+
+    #[tokio::test]
+    async fn credentials_are_read_from_files_at_each_scrape() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_secs(5);
+        std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
+        let url = auth_stub("Basic bW9uaXRvcjpzM2NyZXQ=").await; // monitor:s3cret
+        let basic = client(dir.path(), "  basic_auth: {username: monitor, password_file: password}\n");
+        assert!(basic.get(&url, timeout, false, None).await.is_ok());
+
+        std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+        let url = auth_stub("Bearer t0ken").await;
+        let bearer = client(dir.path(), "  bearer_token_file: token\n");
+        assert!(bearer.get(&url, timeout, false, None).await.is_ok());
+        std::fs::write(dir.path().join("token"), "rotated\n").unwrap();
+        let err = bearer.get(&url, timeout, false, None).await.expect_err("the rotated token is read");
+        assert!(matches!(err, FetchError::Status(401)), "{err}");
+        std::fs::remove_file(dir.path().join("token")).unwrap();
+        let err = bearer.get(&url, timeout, false, None).await.expect_err("a missing token file");
+        assert_eq!(err.reason(), "credentials_error");
+    }
 }
