@@ -451,3 +451,43 @@ async fn direct_and_auto_modes_and_the_http_endpoint() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_identity_triggers_an_early_refresh() {
+    if isolate_network("an_unknown_identity_triggers_an_early_refresh") {
+        return;
+    }
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    let first = seeder.members(&seed.asg_name).await.remove(0);
+    let host = FakeHost::start(&first, 0.2, 1000, Identity::Dmi);
+    let emulator = emulator(Balancing::Random, [(9102, vec![host.address.clone()])].into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("early.db");
+    let mut config = config(dir.path(), &moto.url, &emulator, &db, "");
+    // Scheduled refreshes are an hour apart: only an early refresh can reveal new members.
+    config.discovery.refresh_interval = "1h".parse().unwrap();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+    wait_rows(&db, "3 CPU values", CPU_ROWS, &first, 3).await;
+
+    seeder.set_desired(&seed.asg_name, 2).await;
+    let new = seeder.members(&seed.asg_name).await.into_iter().find(|m| *m != first).unwrap();
+    let new_host = FakeHost::start(&new, 0.7, 2000, Identity::Dmi);
+    emulator.set_members(9102, &[host.address.clone(), new_host.address.clone()]);
+    wait_rows(&db, "CPU values after an early refresh", CPU_ROWS, &new, 2).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+
+    let pool = reader(&db).await;
+    assert_no_misattribution(&pool, &host).await;
+    assert_no_misattribution(&pool, &new_host).await;
+    let joined: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'joined' AND instance_id = ?")
+        .bind(&new)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(joined, 1, "the early refresh recorded the new member");
+}
