@@ -6,6 +6,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod e2e;
 pub mod fakehost;
 pub mod seed;
 
