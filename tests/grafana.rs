@@ -286,4 +286,100 @@ async fn every_dashboard_query_runs_bounded_on_a_live_database() {
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         assert!((mean - want).abs() < 10.0, "{legend}: {mean:.1}% but its host runs at {want}%");
     }
+
+    // The worked examples of docs/grafana.md run too, bounded by the range.
+    let docs = repo("docs/grafana.md");
+    let examples: Vec<&str> = docs.split("```sql").skip(1).map(|block| block.split("```").next().unwrap()).collect();
+    assert_eq!(examples.len(), 3);
+    for (i, example) in examples.iter().enumerate() {
+        let sql = expand(example, &vars, from_ms, to_ms);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_all(&plugin)
+            .await
+            .unwrap_or_else(|e| panic!("example {}: {e}\n{sql}", i + 1));
+        assert!(!rows.is_empty(), "docs/grafana.md example {} returned no rows", i + 1);
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(&plugin)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(plan.iter().any(|l| l.contains("time>? AND time<?")), "example {}: {plan:#?}", i + 1);
+    }
+}
+
+#[test]
+fn the_compose_stack_wires_fleetscrape_and_grafana_together() {
+    let compose: Value = serde_saphyr::from_str(&repo("infra/docker-compose.yml")).unwrap();
+    let (fleetscrape, grafana) = (&compose["services"]["fleetscrape"], &compose["services"]["grafana"]);
+    let mounts = |service: &Value| -> Vec<String> {
+        service["volumes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    assert!(mounts(fleetscrape).contains(&"./fleetscrape.yml:/etc/fleetscrape/fleetscrape.yml:ro".to_string()));
+    assert!(mounts(fleetscrape).contains(&"fleetscrape-data:/var/lib/fleetscrape".to_string()));
+    assert!(
+        mounts(grafana).contains(&"fleetscrape-data:/var/lib/fleetscrape".to_string()),
+        "the database volume is shared"
+    );
+    assert_eq!(grafana["depends_on"]["fleetscrape"]["condition"], "service_healthy");
+    let plugin = grafana["environment"]["GF_PLUGINS_PREINSTALL_SYNC"].as_str().unwrap();
+    assert!(plugin.starts_with("frser-sqlite-datasource@4."), "pinned: {plugin}");
+    assert_eq!(grafana["environment"]["GF_PLUGINS_PREINSTALL_AUTO_UPDATE"], "false");
+    assert_eq!(grafana["ports"][0], "3000:3000");
+    assert!(grafana["image"].as_str().unwrap().starts_with("grafana/grafana:1"), "a pinned Grafana version");
+    for service in [fleetscrape, grafana] {
+        assert_eq!(service["restart"], "unless-stopped");
+    }
+    assert_eq!(fleetscrape["user"], "10001:0", "Grafana's group, for the WAL's -shm");
+
+    // The config the compose file mounts is valid and writes where the datasource reads.
+    let config = fleetscrape::config::Config::from_yaml(
+        &repo("infra/fleetscrape.yml"),
+        Path::new("/etc/fleetscrape/fleetscrape.yml"),
+    )
+    .unwrap();
+    let datasources: Value =
+        serde_saphyr::from_str(&repo("infra/grafana/provisioning/datasources/fleetscrape.yml")).unwrap();
+    assert_eq!(
+        config.storage.path.to_str().unwrap(),
+        datasources["datasources"][0]["jsonData"]["path"].as_str().unwrap()
+    );
+    assert_eq!(config.scrape.mode, fleetscrape::config::ScrapeMode::ViaAlb);
+
+    let dockerfile = repo("infra/Dockerfile");
+    for needed in [
+        "USER 10001:0",
+        "HEALTHCHECK",
+        "/healthz",
+        "ENV FLEETSCRAPE_CONFIG=/etc/fleetscrape/fleetscrape.yml",
+        "ca-certificates",
+        "--locked",
+    ] {
+        assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
+    }
+}
+
+#[test]
+fn the_compose_file_is_valid_for_compose_itself() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/docker-compose.yml");
+    let v2 =
+        std::process::Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
+    let mut command = if v2 {
+        let mut c = std::process::Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        std::process::Command::new("docker-compose")
+    };
+    let output = match command.arg("-f").arg(&file).args(["config", "-q"]).output() {
+        Ok(output) => output,
+        Err(_) => {
+            eprintln!(
+                "skipped: neither `docker compose` nor `docker-compose` is installed (.ci/run installs docker-compose)"
+            );
+            return;
+        }
+    };
+    assert!(output.status.success(), "compose rejects the file:\n{}", String::from_utf8_lossy(&output.stderr));
 }

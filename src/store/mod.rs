@@ -106,6 +106,7 @@ impl Store {
             .await
             .map_err(|e| open_error(e.into()))?;
         MIGRATOR.run(&pool).await.map_err(|e| open_error(e.into()))?;
+        share_with_group(path);
         let interner = Interner::load(&pool).await?;
         Ok(Self { pool, path: path.to_path_buf(), interner, cpu: CpuTracker::default() })
     }
@@ -221,6 +222,23 @@ impl Store {
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// Makes the database group-writable: a WAL reader (Grafana, another user in
+/// the same group) must write the `-shm` file, and SQLite creates `-wal` and
+/// `-shm` with the database file's mode. Best effort: a file owned by someone
+/// else keeps its mode.
+fn share_with_group(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o060 != 0o060 {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o060));
+            }
+        }
     }
 }
 

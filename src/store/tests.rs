@@ -201,3 +201,13 @@ async fn the_writer_flushes_on_shutdown() {
     assert_eq!(count, 3);
     assert_eq!(handle.stats.samples.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_is_group_writable_for_wal_readers() {
+    use std::os::unix::fs::PermissionsExt;
+    let (store, dir) = open().await;
+    let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o060, 0o060, "mode {mode:o}");
+    drop(dir);
+}
