@@ -84,7 +84,7 @@ fn provisioning_has_the_keys_the_plugin_and_grafana_read() {
         dashboard["panels"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
     for wanted in [
         "CPU busy % per instance",
-        "ASG average CPU vs target-tracking target",
+        "ASG average CPU (≈ CloudWatch ASGAverageCPUUtilization) vs target",
         "ASG members",
         "Memory available",
         "Load average (1 min)",
