@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -363,4 +364,44 @@ async fn instance_tags_filter_and_stopped_or_terminated_basic_instances() {
     let topology = discover(&moto.url, "").await;
     assert!(topology.target(&seed.basic_b).is_none());
     assert_eq!(topology.targets.len(), 2);
+}
+
+/// The IAM policy grants exactly the operations a run sends: recorded on the
+/// wire by the proxy during `fleetscrape run --once` (discovery and a scrape
+/// pass) and `fleetscrape discover`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_iam_policy_grants_exactly_what_a_run_calls() {
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    seeder.seed_topology().await;
+    let proxy = AwsProxy::start(&moto.url).await;
+    set_test_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    let yaml = format!(
+        "aws:\n  region: ap-northeast-2\n  endpoint_url: {}\nscrape:\n  mode: via_alb\n  interval: 2s\n  timeout: 1s\n\
+         relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{closed}'}}\n\
+         storage:\n  path: {}\nhttp:\n  listen_address: 127.0.0.1:0\n",
+        proxy.url,
+        dir.path().join("iam.db").display()
+    );
+    let config = Config::load(&write_config(dir.path(), &yaml)).expect("config");
+    fleetscrape::daemon::run(config.clone(), true, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("run --once");
+    Discoverer::from_config(&config).await.unwrap().discover().await.expect("discover");
+
+    let called = proxy.operations();
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam-policy.json")).unwrap(),
+    )
+    .unwrap();
+    let granted: std::collections::BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(called, granted, "infra/iam-policy.json must grant exactly the operations fleetscrape calls");
+    assert!(granted.iter().all(|a| a.split(':').nth(1).is_some_and(|op| op.starts_with("Describe"))), "read-only");
 }

@@ -104,6 +104,8 @@ struct ProxyState {
     upstream: String,
     client: reqwest::Client,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// `service:Action`, the service read from the SigV4 credential scope (the IAM prefix).
+    operations: Mutex<std::collections::BTreeSet<String>>,
     outage: AtomicBool,
 }
 
@@ -135,6 +137,11 @@ impl AwsProxy {
         std::mem::take(&mut *self.state.calls.lock().expect("calls lock"))
     }
 
+    /// Every `service:Action` seen so far (IAM action names).
+    pub fn operations(&self) -> std::collections::BTreeSet<String> {
+        self.state.operations.lock().expect("operations lock").clone()
+    }
+
     /// Starts or ends a simulated outage (every request answered 503).
     pub fn set_outage(&self, on: bool) {
         self.state.outage.store(on, Ordering::SeqCst);
@@ -158,6 +165,16 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
     };
     *state.calls.lock().expect("calls lock").entry(action_of(&body)).or_default() += 1;
+    // Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request, ...
+    let service = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or("unsigned")
+        .to_string();
+    state.operations.lock().expect("operations lock").insert(format!("{service}:{}", action_of(&body)));
     if state.outage.load(Ordering::SeqCst) {
         let xml = "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code>\
                    <Message>simulated outage</Message></Error><RequestId>0</RequestId></ErrorResponse>";
