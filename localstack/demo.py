@@ -9,7 +9,8 @@ into data/demo.db. Then it plays the seed's load test: the ASG member goes to
 100% CPU and the group scales out to 3 (moto never evaluates scaling
 policies, so the demo sets the desired capacity itself), the new members idle
 at known levels. It ends with each instance's CPU from SQLite, one row per
-ASG member. Everything it starts is stopped at the end or on Ctrl-C.
+ASG member, and a chart of it in docs/demo.png (`fleetscrape report`).
+Everything it starts is stopped at the end or on Ctrl-C.
 Nothing connects anywhere but 127.0.0.1. Run it through localstack/demo.sh.
 """
 
@@ -18,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -102,17 +102,6 @@ def seed(*args):
     return json.loads(out.stdout)
 
 
-def cpu_table():
-    db = sqlite3.connect(f"file:{DB}?mode=ro", uri=True)
-    rows = db.execute(
-        "SELECT c.instance_id, c.role, coalesce(c.asg_name, '-'), count(*), round(avg(c.value), 1), "
-        "round((SELECT value FROM cpu_utilization l WHERE l.instance_id = c.instance_id ORDER BY time DESC LIMIT 1), 1) "
-        "FROM cpu_utilization c GROUP BY 1, 2, 3 ORDER BY 2 DESC, 1").fetchall()
-    print(f"{'INSTANCE':<21} {'ROLE':<6} {'ASG':<4} {'POINTS':>6} {'AVG CPU %':>9} {'LAST %':>7}")
-    for row in rows:
-        print(f"{row[0]:<21} {row[1]:<6} {row[2]:<4} {row[3]:>6} {row[4]:>9} {row[5]:>7}")
-
-
 def main():
     workdir = tempfile.mkdtemp(prefix="fleetscrape-demo-")
     hosts = {}
@@ -188,8 +177,9 @@ def main():
 
         run.send_signal(signal.SIGTERM)
         run.wait(timeout=30)
-        say("CPU per instance from SQLite (SELECT ... FROM cpu_utilization): every ASG member on its own row")
-        cpu_table()
+        say("CPU per instance from SQLite (fleetscrape report): every ASG member on its own row")
+        png = os.path.join(ROOT, "docs", "demo.png")
+        subprocess.run([FLEETSCRAPE, "report", "--db", DB, "--png", png], check=True)
         print(f"\nThe database stays at {os.path.relpath(DB, ROOT)}; its tables are documented in docs/sql.md.")
     finally:
         stop.set()

@@ -16,6 +16,7 @@
 //! - [`discovery`]: ELBv2 → Auto Scaling → EC2 discovery, joined into one
 //!   [`discovery::Target`] per instance, refreshed periodically.
 //! - [`serve`]: the HTTP endpoint (`/metrics`, `/healthz`, `/api/targets`).
+//! - [`report`]: CPU per instance from a database, as a table and a PNG chart.
 //! - [`daemon`]: `fleetscrape run`, wiring all of the above together.
 //! - [`emulator`]: a loopback ALB stand-in (the `alb-emulator` binary) for
 //!   tests and the demo; not part of the scrape path.
@@ -38,6 +39,7 @@ pub mod emulator;
 pub mod exposition;
 pub mod labels;
 pub mod relabel;
+pub mod report;
 pub mod scrape;
 pub mod serve;
 pub mod store;

@@ -267,3 +267,64 @@ async fn run_flushes_and_exits_zero_on_sigterm() {
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM scrape_status").fetch_one(&pool).await.unwrap();
     assert!(rows >= 3, "the buffered statuses were flushed at shutdown ({rows} rows)");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_prints_cpu_per_instance_and_draws_a_png() {
+    use fleetscrape::store::{Batch, EventKind, EventRecord, InstanceRecord, SampleRecord, ScrapeRecord, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("report.db");
+    let mut store = Store::open(&db).await.unwrap();
+    let instance = |id: &str, role: &str| InstanceRecord {
+        instance_id: id.into(),
+        role: role.into(),
+        asg_name: (role == "asg").then(|| "web".into()),
+        availability_zone: None,
+        private_ip: None,
+        state: "running".into(),
+        labels: "{}".into(),
+        seen: 0.0,
+    };
+    let idle = |v: f64| SampleRecord {
+        metric: "node_cpu_seconds_total".into(),
+        labels: r#"{"cpu":"0","mode":"idle"}"#.into(),
+        value: v,
+    };
+    let mut batch =
+        Batch { instances: vec![instance("i-basic", "basic"), instance("i-asg", "asg")], ..Batch::default() };
+    for step in 0..10 {
+        let t = 1000.0 + 10.0 * f64::from(step);
+        for (id, busy) in [("i-basic", 0.9), ("i-asg", 0.3)] {
+            let samples = vec![idle(10.0 * f64::from(step) * (1.0 - busy))];
+            batch.scrapes.push(ScrapeRecord { instance_id: id.into(), time: t, samples, types: vec![] });
+        }
+    }
+    batch.events.push(EventRecord {
+        time: 1050.0,
+        instance_id: "i-asg".into(),
+        asg_name: Some("web".into()),
+        kind: EventKind::Joined,
+        detail: String::new(),
+    });
+    store.write(&batch).await.unwrap();
+    store.close().await;
+
+    let png = dir.path().join("cpu.png");
+    let output = fleetscrape(&["report", "--db", db.to_str().unwrap(), "--png", png.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    let table = stdout(&output);
+    let row =
+        |id: &str| table.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} in\n{table}")).to_string();
+    assert!(row("i-basic").contains("90.0"), "{table}");
+    assert!(row("i-asg").contains("30.0"), "{table}");
+    let bytes = std::fs::read(&png).expect("a PNG was written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(bytes.len() > 10_000, "a real chart, not an empty image ({} bytes)", bytes.len());
+
+    assert_fails_with(
+        &fleetscrape(&["report", "--db", dir.path().join("nope.db").to_str().unwrap()], &[]),
+        &["not found"],
+    );
+    let empty = dir.path().join("empty.db");
+    Store::open(&empty).await.unwrap().close().await;
+    assert_fails_with(&fleetscrape(&["report", "--db", empty.to_str().unwrap()], &[]), &["no CPU values yet"]);
+}

@@ -43,6 +43,15 @@ pub enum Command {
     },
     /// Validate the configuration and print the effective values (defaults filled in, paths resolved).
     CheckConfig,
+    /// Print CPU per instance from a fleetscrape database and draw it as a PNG chart (no config needed).
+    Report {
+        /// The database, e.g. data/demo.db.
+        #[arg(long)]
+        db: PathBuf,
+        /// Where to write the chart.
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
 }
 
 /// How `discover` prints its result.
@@ -60,7 +69,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Run { .. } => "info",
-            Command::Discover { .. } | Command::CheckConfig => "warn",
+            Command::Discover { .. } | Command::CheckConfig | Command::Report { .. } => "warn",
         }
     }
 }
@@ -70,10 +79,14 @@ impl Cli {
 /// # Errors
 /// Any failure, with context, for `main` to print on one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Report { db, png } = &cli.command {
+        return report(db, png.as_deref()).await;
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => check_config(&config),
         Command::Discover { output } => discover(&config, output).await,
+        Command::Report { .. } => Ok(()),
         Command::Run { once } => {
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -105,6 +118,19 @@ async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
     let _ = interrupt.await;
     tracing::info!("signal received");
     token.cancel();
+}
+
+async fn report(db: &std::path::Path, png: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if !db.is_file() {
+        anyhow::bail!("database {}: not found", db.display());
+    }
+    let history = crate::report::read(db).await?;
+    print!("{}", crate::report::table(&history));
+    if let Some(png) = png {
+        crate::report::draw(&history, png)?;
+        println!("chart written to {}", png.display());
+    }
+    Ok(())
 }
 
 fn check_config(config: &Config) -> anyhow::Result<()> {
