@@ -189,6 +189,17 @@ async fn assert_consistent(pool: &SqlitePool) {
     assert_eq!(mismatches, 0, "a reader saw half a transaction");
 }
 
+/// The `EXPLAIN QUERY PLAN` lines of `sql`.
+async fn plan(pool: &SqlitePool, sql: &str) -> Vec<String> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect()
+}
+
 fn time_of(row: &sqlx::sqlite::SqliteRow) -> f64 {
     row.try_get::<f64, _>("time")
         .or_else(|_| row.try_get::<i64, _>("time").map(|t| t as f64))
@@ -245,13 +256,7 @@ async fn every_dashboard_query_runs_bounded_on_a_live_database() {
         if target["queryType"] == "time series" {
             assert!(times.windows(2).all(|w| w[0] <= w[1]), "{place}: rows must be ordered by time");
         }
-        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-            .fetch_all(&plugin)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+        let plan = plan(&plugin, &sql).await;
         for line in &plan {
             let scanned = line.strip_prefix("SCAN ").map(|rest| rest.split_whitespace().next().unwrap_or(""));
             assert!(!scanned.is_some_and(|t| busy_tables.contains(&t)), "{place}: a full scan in its plan: {plan:#?}");
@@ -298,13 +303,7 @@ async fn every_dashboard_query_runs_bounded_on_a_live_database() {
             .await
             .unwrap_or_else(|e| panic!("example {}: {e}\n{sql}", i + 1));
         assert!(!rows.is_empty(), "docs/grafana.md example {} returned no rows", i + 1);
-        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-            .fetch_all(&plugin)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+        let plan = plan(&plugin, &sql).await;
         assert!(plan.iter().any(|l| l.contains("time>? AND time<?")), "example {}: {plan:#?}", i + 1);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::e2e::{CPU_ROWS, assert_no_misattribution, config, emulator, reader, wait_rows};
+use common::e2e::{CPU_ROWS, assert_no_misattribution, config, emulator, listener_rules, reader, wait_rows};
 use common::fakehost::{FakeHost, Identity};
 use common::seed::Seeder;
 use common::{Moto, isolate_network, set_test_env, write_config};
@@ -271,11 +271,7 @@ fn config_with_addresses(
         "scrape:\n  interval: 1s\n  timeout: 1s\n  direct_connect_timeout: 500ms\n  mode: {mode}\n"
     ));
     yaml.push_str("relabel_configs:\n");
-    for (port, address) in &emulator.addresses {
-        yaml.push_str(&format!(
-            "  - {{source_labels: [__meta_elbv2_listener_port], regex: '{port}', target_label: __alb_address__, replacement: '{address}'}}\n"
-        ));
-    }
+    yaml.push_str(&listener_rules(emulator));
     yaml.push_str(&address_rules(addresses));
     yaml.push_str(&format!(
         "storage:\n  path: {}\n  flush_interval: 300ms\nhttp:\n  listen_address: {http}\n",

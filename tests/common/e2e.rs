@@ -26,14 +26,20 @@ pub async fn emulator(balancing: Balancing, members: BTreeMap<u16, Vec<String>>)
     Emulator::start(config).await.expect("emulator")
 }
 
+/// Relabel rules sending each listener's `__alb_address__` to the emulator.
+pub fn listener_rules(emulator: &Emulator) -> String {
+    emulator
+        .addresses
+        .iter()
+        .map(|(port, address)| {
+            format!("  - {{source_labels: [__meta_elbv2_listener_port], regex: '{port}', target_label: __alb_address__, replacement: '{address}'}}\n")
+        })
+        .collect()
+}
+
 /// A config for moto at `moto`, listeners mapped onto the emulator, `extra` appended.
 pub fn config(dir: &Path, moto: &str, emulator: &Emulator, db: &Path, extra: &str) -> Config {
-    let mut rules = String::new();
-    for (port, address) in &emulator.addresses {
-        rules.push_str(&format!(
-            "  - {{source_labels: [__meta_elbv2_listener_port], regex: '{port}', target_label: __alb_address__, replacement: '{address}'}}\n"
-        ));
-    }
+    let rules = listener_rules(emulator);
     let yaml = format!(
         "aws:\n  region: ap-northeast-2\n  endpoint_url: {moto}\n\
          discovery:\n  refresh_interval: 2s\n  early_refresh_min_interval: 1s\n\
