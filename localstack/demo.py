@@ -7,8 +7,8 @@ instance's id (DMI) and CPU counters driven at a known level, starts the ALB
 emulator (listeners 9100/9101/9102 on loopback), and runs `fleetscrape run`
 into data/demo.db. Then it plays the seed's load test: the ASG member goes to
 100% CPU and the group scales out to 3 (moto never evaluates scaling
-policies, so the demo sets the desired capacity itself), the new members idle
-at known levels. It ends with each instance's CPU from SQLite, one row per
+policies, so the demo sets the desired capacity itself: to 2, then 3), the new
+members idle at known levels. It ends with each instance's CPU from SQLite, one row per
 ASG member, and a chart of it in docs/demo.png (`fleetscrape report`).
 Everything it starts is stopped at the end or on Ctrl-C.
 Nothing connects anywhere but 127.0.0.1. Run it through localstack/demo.sh.
@@ -164,16 +164,18 @@ def main():
         say(f"load test: {first} goes to 100% CPU; the 50% target-tracking policy would scale out")
         hosts[first].busy = 1.0
         progress(10, "load")
-        say("moto never evaluates scaling policies: the demo sets the ASG's desired capacity to 3 itself")
-        members = seed("--desired", "3")["asg_members"]
-        new = [m for m in members if m != first]
-        for instance, busy in zip(new, (0.1, 0.3)):
-            hosts[instance] = FakeHost(workdir, instance, busy)
-        say(f"new members {new[0]} (10%) and {new[1]} (30%) take traffic through listener 9102")
         admin = f"http://{bound['admin']}/listeners/9102"
-        body = ",".join(f"127.0.0.1:{hosts[m].port}" for m in members).encode()
-        urllib.request.urlopen(urllib.request.Request(admin, data=body, method="PUT")).read()
-        progress(30, "scaled out")
+        members = [first]
+        for desired, busy in ((2, 0.1), (3, 0.3)):
+            say(f"moto never evaluates scaling policies: the demo sets the ASG's desired capacity to {desired} itself")
+            members_now = seed("--desired", str(desired))["asg_members"]
+            for instance in [m for m in members_now if m not in members]:
+                hosts[instance] = FakeHost(workdir, instance, busy)
+                say(f"new member {instance} idles at {busy:.0%} and takes traffic through listener 9102")
+            members = members_now
+            body = ",".join(f"127.0.0.1:{hosts[m].port}" for m in members).encode()
+            urllib.request.urlopen(urllib.request.Request(admin, data=body, method="PUT")).read()
+            progress(15 if desired == 2 else 25, f"scaled out to {desired}")
 
         run.send_signal(signal.SIGTERM)
         run.wait(timeout=30)

@@ -135,3 +135,26 @@ fn the_stack_grants_exactly_the_iam_policy_and_keeps_the_network_closed() {
     assert!(!template.contains("FromPort: 9100, ToPort: 9100, CidrIp: 0.0.0.0/0"));
     assert!(!template.contains("CidrIpv6"), "no IPv6 openings");
 }
+
+/// The image builds from this checkout's Cargo.lock where a container engine
+/// runs, and the binary it packages passes `check-config` on the example config.
+#[test]
+fn the_image_builds_where_a_container_engine_runs() {
+    let engine = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    if !engine {
+        eprintln!("skipped: no container engine (docker info failed); the image is built where one runs");
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let tag = "fleetscrape:test";
+    let build =
+        Command::new("docker").args(["build", "-f", "infra/Dockerfile", "-t", tag, "."]).current_dir(root).status();
+    assert!(build.is_ok_and(|s| s.success()), "docker build failed");
+    let check = Command::new("docker")
+        .args(["run", "--rm", tag, "check-config", "--config", "/usr/share/fleetscrape/fleetscrape.example.yml"])
+        .output()
+        .expect("docker run");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let version = Command::new("docker").args(["run", "--rm", tag, "--version"]).output().expect("docker run");
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
