@@ -52,17 +52,18 @@ impl Interner {
         Ok(interner)
     }
 
-    pub(super) fn checkpoint(&mut self) -> usize {
+    /// Starts a transaction: what is created from now on can be undone.
+    pub(super) fn begin(&mut self) {
         self.log.clear();
         self.pending.clear();
         self.checkpoint_series_id = self.next_series_id;
-        0
     }
 
-    pub(super) fn rollback(&mut self, checkpoint: usize) {
+    /// Forgets what was created since [`Interner::begin`]: its transaction failed.
+    pub(super) fn rollback(&mut self) {
         self.pending.clear();
         self.next_series_id = self.checkpoint_series_id;
-        for created in self.log.drain(checkpoint..).rev() {
+        for created in self.log.drain(..).rev() {
             match created {
                 Created::Metric(name) => {
                     self.metrics.remove(&name);

@@ -128,18 +128,18 @@ impl Store {
     /// ids it created in it.
     pub async fn write(&mut self, batch: &Batch) -> Result<WriteStats, Error> {
         let mut tx = self.pool.begin().await?;
-        let checkpoint = self.interner.checkpoint();
-        let result = self.write_in(&mut tx, batch).await;
-        match result {
-            Ok(stats) => {
-                tx.commit().await?;
-                Ok(stats)
-            }
-            Err(e) => {
-                self.interner.rollback(checkpoint);
-                Err(e)
-            }
+        self.interner.begin();
+        let result = match self.write_in(&mut tx, batch).await {
+            Ok(stats) => tx.commit().await.map(|()| stats).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        // A failed commit leaves nothing behind either: the ids created in the
+        // transaction must not outlive it, or later samples would point at
+        // series that were never stored.
+        if result.is_err() {
+            self.interner.rollback();
         }
+        result
     }
 
     async fn write_in(&mut self, tx: &mut sqlx::SqliteConnection, batch: &Batch) -> Result<WriteStats, Error> {
