@@ -12,7 +12,13 @@ use super::Error;
 #[derive(Debug)]
 enum Created {
     Metric(String),
-    Series { instance_id: String, metric_id: i64, labels: String },
+    /// A metric known as `untyped` got its real type.
+    Typed(String),
+    Series {
+        instance_id: String,
+        metric_id: i64,
+        labels: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +74,11 @@ impl Interner {
                 Created::Metric(name) => {
                     self.metrics.remove(&name);
                 }
+                Created::Typed(name) => {
+                    if let Some((_, kind)) = self.metrics.get_mut(&name) {
+                        *kind = "untyped".to_string();
+                    }
+                }
                 Created::Series { instance_id, metric_id, labels } => {
                     if let Some(by_labels) = self.series.get_mut(&instance_id).and_then(|m| m.get_mut(&metric_id)) {
                         by_labels.remove(&labels);
@@ -88,6 +99,7 @@ impl Interner {
                     .execute(&mut *tx)
                     .await?;
                 *known = kind.to_string();
+                self.log.push(Created::Typed(name.to_string()));
             }
             return Ok(*id);
         }

@@ -211,3 +211,34 @@ async fn the_database_is_group_writable_for_wal_readers() {
     assert_eq!(mode & 0o060, 0o060, "mode {mode:o}");
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_no_ids_or_types_behind() {
+    let (mut store, _dir) = open().await;
+    let typed = |kind: &'static str| ScrapeRecord {
+        instance_id: "i-a".into(),
+        time: 1.0,
+        samples: vec![sample("m", "{}", 1.0)],
+        types: vec![("m".into(), kind)],
+    };
+    store
+        .write(&Batch { scrapes: vec![ScrapeRecord { samples: vec![], ..typed("untyped") }], ..Batch::default() })
+        .await
+        .unwrap();
+    // A row the store does not know about takes the series id it will assign next: the insert fails.
+    sqlx::query("INSERT INTO series (series_id, metric_id, instance_id, labels) VALUES (1, 1, 'other', '{}')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(store.write(&Batch { scrapes: vec![typed("counter")], ..Batch::default() }).await.is_err());
+    sqlx::query("DELETE FROM series WHERE instance_id = 'other'").execute(store.pool()).await.unwrap();
+
+    let stats = store.write(&Batch { scrapes: vec![typed("counter")], ..Batch::default() }).await.unwrap();
+    assert_eq!(stats.new_series, 1, "the series of the failed transaction is created again");
+    let stored: Vec<(String, f64)> =
+        sqlx::query_as("SELECT instance_id, value FROM metric_samples").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(stored, [("i-a".to_string(), 1.0)]);
+    let kind: String =
+        sqlx::query_scalar("SELECT type FROM metrics WHERE name = 'm'").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(kind, "counter", "the type upgrade of the failed transaction is retried");
+}
