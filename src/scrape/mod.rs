@@ -196,7 +196,7 @@ impl Scraper {
     /// Runs the jobs of each new topology until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut receiver = self.topology.clone();
-        let mut running: BTreeMap<JobKey, (Vec<String>, JoinHandle<()>)> = BTreeMap::new();
+        let mut running: BTreeMap<JobKey, JoinHandle<()>> = BTreeMap::new();
         loop {
             let topology = receiver.borrow_and_update().clone();
             if let Some(topology) = topology {
@@ -207,7 +207,7 @@ impl Scraper {
                 changed = receiver.changed() => if changed.is_err() { break },
             }
         }
-        for (_, (_, task)) in running {
+        for task in running.into_values() {
             task.abort();
         }
     }
@@ -215,7 +215,7 @@ impl Scraper {
     fn reconcile(
         &self,
         topology: &Topology,
-        running: &mut BTreeMap<JobKey, (Vec<String>, JoinHandle<()>)>,
+        running: &mut BTreeMap<JobKey, JoinHandle<()>>,
         shutdown: &CancellationToken,
     ) {
         let jobs = plan(topology, self.settings.mode);
@@ -226,21 +226,23 @@ impl Scraper {
             Ok(mut shared) => *shared = owners,
             Err(poisoned) => *poisoned.into_inner() = owners,
         }
-        running.retain(|key, (owned, task)| {
-            let keep = jobs.get(key) == Some(owned);
+        // A job reads the current topology each time it runs, so a change of
+        // its members needs no restart (which could cut a round short); only
+        // jobs whose key is gone stop.
+        running.retain(|key, task| {
+            let keep = jobs.contains_key(key);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (key, owned) in jobs {
+        for key in jobs.into_keys() {
             if running.contains_key(&key) {
                 continue;
             }
             let scraper = self.clone();
             let (job_key, stop) = (key.clone(), shutdown.clone());
-            let task = tokio::spawn(async move { scraper.job_loop(job_key, stop).await });
-            running.insert(key, (owned, task));
+            running.insert(key, tokio::spawn(async move { scraper.job_loop(job_key, stop).await }));
         }
         self.state.retain_targets(|id| topology.target(id).is_some_and(Target::is_scraped));
     }
