@@ -79,15 +79,14 @@ impl Cli {
 /// # Errors
 /// Any failure, with context, for `main` to print on one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Report { db, png } = &cli.command {
-        return report(db, png.as_deref()).await;
-    }
-    let config = Config::load(&cli.config)?;
+    // `report` reads a database and needs no configuration; the others do.
+    let config = || Config::load(&cli.config);
     match cli.command {
-        Command::CheckConfig => check_config(&config),
-        Command::Discover { output } => discover(&config, output).await,
-        Command::Report { .. } => Ok(()),
+        Command::Report { db, png } => report(&db, png.as_deref()).await,
+        Command::CheckConfig => check_config(&config()?),
+        Command::Discover { output } => discover(&config()?, output).await,
         Command::Run { once } => {
+            let config = config()?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             crate::daemon::run(config, once, shutdown).await?;
