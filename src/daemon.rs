@@ -4,8 +4,14 @@
 //! Tasks: the [`Refresher`] publishes topologies; the topology sink turns each
 //! into `instances`, `asg_membership` and `events` rows; the [`Scraper`] runs
 //! its jobs; the store writer commits batches; the HTTP server serves
-//! `/metrics`, `/healthz` and `/api/targets`. Shutdown cancels them all, then
-//! waits for the writer's final flush.
+//! `/metrics`, `/healthz` and `/api/targets`.
+//!
+//! **One shutdown budget** (`shutdown_timeout`, 8 s by default, under
+//! Docker's 10 s before SIGKILL): on SIGTERM/SIGINT no new round starts and a
+//! discovery refresh in progress is abandoned; rounds in flight get the first
+//! half of the budget to finish, then are cut (requests still out are
+//! abandoned and counted; what the rounds have is stored); the writer's final
+//! flush and the database close get the rest. `run --once` honours it too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +37,9 @@ pub enum Error {
     /// The scrape client could not be built.
     #[error(transparent)]
     Client(#[from] scrape::client::ClientError),
+    /// The final flush did not finish within `shutdown_timeout`.
+    #[error("the shutdown budget ({0:?}) ran out before the final flush finished; the last batch may be lost")]
+    ShutdownBudget(std::time::Duration),
     /// The HTTP endpoint could not listen.
     #[error("cannot listen on {address} (http.listen_address): {source}")]
     Listen {
@@ -77,17 +86,19 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let http = tokio::spawn(async move { serve::serve(listener, http_state, http_stop).await });
     info!(address = %config.http.listen_address, "serving /metrics, /healthz, /api/targets");
 
+    let budget = config.shutdown_timeout.as_std();
+    let shutdown_started = spawn_cutter(shutdown.clone(), scraper.cutter(), budget / 2);
     let mut sink = TopologySink::default();
     let result = if once {
-        run_once(&refresher, &scraper, &writer, &mut sink).await
+        run_once(&refresher, &scraper, &writer, &mut sink, &shutdown).await
     } else {
         let tasks = [
             tokio::spawn(refresher.run(shutdown.clone())),
-            tokio::spawn(scraper.run(shutdown.clone())),
+            tokio::spawn(scraper.clone().run(shutdown.clone())),
             tokio::spawn(sink.run(topology, writer.clone(), shutdown.clone())),
         ];
         shutdown.cancelled().await;
-        info!("shutting down");
+        info!(budget_seconds = budget.as_secs_f64(), "shutting down");
         for task in tasks {
             let _ = task.await;
         }
@@ -96,11 +107,39 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     shutdown.cancel();
     let _ = http.await;
     drop(writer);
+    drop(scraper);
     stop_writer.cancel();
-    if let Ok(store) = writer_task.await {
-        store.close().await;
+    let started = shutdown_started.await.unwrap_or_else(|_| tokio::time::Instant::now());
+    let flush = async {
+        if let Ok(store) = writer_task.await {
+            store.close().await;
+        }
+    };
+    if tokio::time::timeout_at(started + budget, flush).await.is_err() {
+        tracing::error!(budget_seconds = budget.as_secs_f64(), "shutdown budget spent before the final flush finished");
+        return Err(Error::ShutdownBudget(budget));
     }
     result
+}
+
+/// Waits for shutdown, then cuts the rounds in flight after `rounds_share`;
+/// returns when shutdown started.
+fn spawn_cutter(
+    shutdown: CancellationToken,
+    cut: CancellationToken,
+    rounds_share: std::time::Duration,
+) -> tokio::task::JoinHandle<tokio::time::Instant> {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(rounds_share).await;
+            if !cut.is_cancelled() {
+                cut.cancel();
+            }
+        });
+        started
+    })
 }
 
 async fn run_once(
@@ -108,8 +147,14 @@ async fn run_once(
     scraper: &Scraper,
     writer: &store::WriterHandle,
     sink: &mut TopologySink,
+    shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let topology = refresher.refresh().await?;
+    // A signal during discovery ends the pass at once (no AWS retries to sit
+    // out); once scraping, the shutdown budget cuts the rounds.
+    let topology = tokio::select! {
+        topology = refresher.refresh() => topology?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     writer.send(sink.batch_for(&topology, scrape::now_seconds())).await;
     scraper.run_once().await;
     Ok(())

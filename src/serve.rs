@@ -52,13 +52,35 @@ struct TargetView {
     role: String,
     asg_name: Option<String>,
     path: String,
+    /// Epoch seconds of the last interval that tried it, stored or not.
     last_scrape: Option<f64>,
+    /// Epoch seconds of the last stored payload.
+    last_success: Option<f64>,
     up: bool,
-    reason: Option<String>,
+    reason: Option<crate::scrape::failure::FailureReason>,
+    /// The last interval's error; `null` once an interval succeeds.
     last_error: Option<String>,
+    /// Its target group's via-ALB rounds, when reached through a listener.
+    target_group: Option<GroupView>,
+}
+
+/// A target group's recent via-ALB coverage and its price.
+#[derive(Serialize)]
+struct GroupView {
+    name: String,
+    /// Members reached / members wanted, recent rounds (decayed over ~20).
+    coverage: f64,
+    /// Requests per member per interval, recent rounds.
+    requests_per_member: f64,
+    /// Rounds so far, and those that reached every member.
+    rounds: u64,
+    complete_rounds: u64,
+    /// The last round's budget.
+    budget: u32,
 }
 
 async fn targets(axum::extract::State(state): axum::extract::State<State>) -> impl IntoResponse {
+    let groups = state.scrape.groups();
     let views: Vec<TargetView> = state
         .scrape
         .targets()
@@ -69,9 +91,21 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
             asg_name: s.asg_name,
             path: s.path,
             last_scrape: s.last_scrape,
+            last_success: s.last_success,
             up: s.up,
             reason: s.reason,
             last_error: s.last_error,
+            target_group: s.target_group.and_then(|name| {
+                let g = groups.get(&name)?;
+                Some(GroupView {
+                    coverage: g.recent_coverage,
+                    requests_per_member: g.recent_requests_per_member,
+                    rounds: g.rounds,
+                    complete_rounds: g.complete_rounds,
+                    budget: g.last_budget,
+                    name,
+                })
+            }),
         })
         .collect();
     let body = serde_json::to_string(&views).unwrap_or_else(|_| "[]".into());
@@ -96,6 +130,52 @@ impl Exposition {
     }
 }
 
+/// Via-ALB rounds per target group: coverage (members reached / wanted) and
+/// price (requests / wanted), as counters to rate() and recent gauges.
+fn group_metrics(out: &mut Exposition, groups: &std::collections::BTreeMap<String, crate::scrape::state::GroupStats>) {
+    type Field = fn(&crate::scrape::state::GroupStats) -> f64;
+    let families: [(&str, &str, &str, Field); 8] = [
+        ("fleetscrape_alb_rounds_total", "counter", "Via-ALB rounds.", |g| g.rounds as f64),
+        (
+            "fleetscrape_alb_rounds_complete_total",
+            "counter",
+            "Via-ALB rounds that reached every member they wanted.",
+            |g| g.complete_rounds as f64,
+        ),
+        ("fleetscrape_alb_member_intervals_total", "counter", "Members wanted, summed over rounds.", |g| {
+            g.member_intervals as f64
+        }),
+        ("fleetscrape_alb_members_reached_total", "counter", "Wanted members reached, summed over rounds.", |g| {
+            g.members_reached as f64
+        }),
+        ("fleetscrape_alb_round_requests_total", "counter", "Requests sent by rounds.", |g| g.requests as f64),
+        (
+            "fleetscrape_alb_abandoned_requests_total",
+            "counter",
+            "Requests still in flight at a round's deadline.",
+            |g| g.abandoned as f64,
+        ),
+        (
+            "fleetscrape_alb_coverage_ratio",
+            "gauge",
+            "Members reached / wanted over recent rounds (decayed over about 20).",
+            |g| g.recent_coverage,
+        ),
+        (
+            "fleetscrape_alb_requests_per_member",
+            "gauge",
+            "Requests per wanted member per interval over recent rounds.",
+            |g| g.recent_requests_per_member,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        out.family(name, kind, help);
+        for (group, stats) in groups {
+            out.sample(name, &[("target_group", group)], field(stats));
+        }
+    }
+}
+
 async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> impl IntoResponse {
     let mut out = Exposition(String::new());
     let counters = state.scrape.counters();
@@ -105,8 +185,15 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
     }
     out.family("fleetscrape_scrape_failures_total", "counter", "Intervals in which an instance got up=0, by reason.");
     for (reason, n) in &counters.scrape_failures {
-        out.sample("fleetscrape_scrape_failures_total", &[("reason", reason)], *n as f64);
+        out.sample("fleetscrape_scrape_failures_total", &[("reason", reason.as_str())], *n as f64);
     }
+    out.family(
+        "fleetscrape_duplicate_payloads_total",
+        "counter",
+        "Payloads of an instance whose interval was already stored (dropped).",
+    );
+    out.sample("fleetscrape_duplicate_payloads_total", &[], counters.duplicates_dropped as f64);
+    group_metrics(&mut out, &state.scrape.groups());
     out.family("fleetscrape_alb_requests_total", "counter", "Requests sent to load balancer listeners.");
     out.sample("fleetscrape_alb_requests_total", &[], counters.alb_requests as f64);
     out.family(

@@ -45,6 +45,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// fleetscrape's own HTTP endpoint.
     pub http: HttpConfig,
+    /// From SIGTERM/SIGINT to exit: rounds in flight finish or are cut, the
+    /// store flushes. Under Docker's 10 s before SIGKILL by default (8 s).
+    pub shutdown_timeout: PromDuration,
 }
 
 /// fleetscrape's own HTTP endpoint (`/metrics`, `/healthz`, `/api/targets`).
@@ -121,8 +124,11 @@ pub struct ScrapeConfig {
     pub label_value_length_limit: usize,
     /// Connect timeout of a direct attempt in `auto` mode.
     pub direct_connect_timeout: PromDuration,
-    /// Requests per via-ALB round; `None`: `max(3 × members, members + 2)`.
+    /// A fixed number of requests per via-ALB round; `None`: learned from
+    /// each target group's balancing, up to `alb_max_requests_per_member × N`.
     pub alb_request_budget: Option<u32>,
+    /// The cap of a learned round budget, per member behind the listener.
+    pub alb_max_requests_per_member: u32,
     /// How payloads are attributed to instances, in order.
     pub identity: Vec<IdentitySource>,
     /// Keep scraped labels that collide with instance labels instead of
@@ -317,6 +323,7 @@ impl Config {
                 label_value_length_limit: scrape.label_value_length_limit,
                 direct_connect_timeout: value(scrape.direct_connect_timeout),
                 alb_request_budget: scrape.alb_request_budget.map(|b| b.value),
+                alb_max_requests_per_member: scrape.alb_max_requests_per_member.value,
                 identity: scrape.identity.value,
                 honor_labels: scrape.honor_labels,
                 tls_config: TlsConfig {
@@ -337,6 +344,7 @@ impl Config {
                 flush_interval: value(raw.storage.flush_interval),
             },
             http: HttpConfig { listen_address },
+            shutdown_timeout: raw.shutdown_timeout.value,
         }
     }
 
@@ -382,6 +390,7 @@ impl Problems {
             ("storage.flush_interval", &raw.storage.flush_interval),
             ("scrape.direct_connect_timeout", &raw.scrape.direct_connect_timeout),
             ("discovery.early_refresh_min_interval", &raw.discovery.early_refresh_min_interval),
+            ("shutdown_timeout", &raw.shutdown_timeout),
         ] {
             self.check(!d.value.is_zero(), key, d.referenced, || "must be greater than 0".into());
         }
@@ -403,6 +412,10 @@ impl Problems {
             scrape.direct_connect_timeout.referenced,
             || format!("{connect} must not exceed scrape.timeout ({timeout})"),
         );
+        let cap = &scrape.alb_max_requests_per_member;
+        self.check(cap.value >= 1, "scrape.alb_max_requests_per_member", cap.referenced, || {
+            "must be at least 1".into()
+        });
         if let Some(budget) = &scrape.alb_request_budget {
             self.check(budget.value >= 1, "scrape.alb_request_budget", budget.referenced, || {
                 "must be at least 1".into()

@@ -36,7 +36,7 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
     #[serde(deserialize_with = "null_as_default")]
@@ -53,6 +53,22 @@ pub(super) struct RawConfig {
     pub storage: RawStorage,
     #[serde(deserialize_with = "null_as_default")]
     pub http: RawHttp,
+    pub shutdown_timeout: Spanned<PromDuration>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            aws: RawAws::default(),
+            discovery: RawDiscovery::default(),
+            scrape: RawScrape::default(),
+            relabel_configs: Vec::new(),
+            metric_relabel_configs: Vec::new(),
+            storage: RawStorage::default(),
+            http: RawHttp::default(),
+            shutdown_timeout: secs(8),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +144,7 @@ pub(super) struct RawScrape {
     pub label_value_length_limit: usize,
     pub direct_connect_timeout: Spanned<PromDuration>,
     pub alb_request_budget: Option<Spanned<u32>>,
+    pub alb_max_requests_per_member: Spanned<u32>,
     #[serde(deserialize_with = "identity_or_default")]
     pub identity: Spanned<Vec<IdentitySource>>,
     pub honor_labels: bool,
@@ -161,6 +178,7 @@ impl Default for RawScrape {
             label_value_length_limit: LIMITS.label_value_length_limit,
             direct_connect_timeout: secs(1),
             alb_request_budget: None,
+            alb_max_requests_per_member: unlocated(crate::scrape::DEFAULT_MAX_REQUESTS_PER_MEMBER),
             identity: unlocated(IdentitySource::defaults()),
             honor_labels: false,
             tls_config: TlsConfig::default(),

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -128,6 +129,27 @@ impl Discoverer {
     }
 }
 
+/// What the [`Refresher`] runs: [`Discoverer`] against AWS, or a fake in
+/// the scheduler's deterministic-time tests (the AWS SDK reads the system
+/// clock, which paused tokio time does not move).
+pub trait Discover: Send + Sync + std::fmt::Debug {
+    /// Runs one discovery.
+    fn discover(&self) -> BoxFuture<'_, Result<Refresh, Error>>;
+
+    /// Where API calls go, for messages.
+    fn endpoint(&self) -> &str;
+}
+
+impl Discover for Discoverer {
+    fn discover(&self) -> BoxFuture<'_, Result<Refresh, Error>> {
+        Box::pin(Discoverer::discover(self))
+    }
+
+    fn endpoint(&self) -> &str {
+        Discoverer::endpoint(self)
+    }
+}
+
 /// Counters about refreshes, for logs and fleetscrape's own metrics.
 #[derive(Debug, Default)]
 pub struct RefreshStats {
@@ -146,46 +168,74 @@ pub type TopologyReceiver = watch::Receiver<Option<Arc<Topology>>>;
 
 /// Asks the [`Refresher`] for a refresh before the next scheduled one (a
 /// payload named an instance discovery does not know: a new ASG member takes
-/// traffic before the next refresh). Honoured at most once per
-/// `early_refresh_min_interval`.
-#[derive(Debug, Clone, Default)]
-pub struct EarlyRefresh(Arc<Notify>);
+/// traffic before the next refresh). Taken at most once per
+/// `early_refresh_min_interval` since the last refresh of any kind.
+#[derive(Debug, Clone)]
+pub struct EarlyRefresh {
+    notify: Arc<Notify>,
+    last_refresh: Arc<Mutex<Option<tokio::time::Instant>>>,
+    min_interval: Duration,
+}
 
 impl EarlyRefresh {
-    /// Requests an early refresh; cheap, and coalesced.
-    pub fn request(&self) {
-        self.0.notify_one();
+    /// A handle allowing one early refresh per `min_interval`.
+    pub fn new(min_interval: Duration) -> Self {
+        Self { notify: Arc::default(), last_refresh: Arc::default(), min_interval }
+    }
+
+    /// Requests an early refresh; `false` when the rate limit holds (the
+    /// caller should not wait for one).
+    pub fn try_request(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let Ok(mut last) = self.last_refresh.lock() else { return false };
+        if last.is_some_and(|at| now.saturating_duration_since(at) < self.min_interval) {
+            return false;
+        }
+        *last = Some(now);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Records that a refresh just ran (the rate limit counts from it).
+    fn refreshed(&self) {
+        if let Ok(mut last) = self.last_refresh.lock() {
+            *last = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// Waits for a request.
+    async fn requested(&self) {
+        self.notify.notified().await;
     }
 }
 
 /// Refreshes discovery periodically and publishes each good topology.
 #[derive(Debug)]
 pub struct Refresher {
-    discoverer: Discoverer,
+    discoverer: Box<dyn Discover>,
     interval: Duration,
     published: watch::Sender<Option<Arc<Topology>>>,
     stats: Arc<RefreshStats>,
     early: EarlyRefresh,
-    early_min_interval: Duration,
 }
 
 impl Refresher {
     /// A refresher running `discoverer` every `interval`.
-    pub fn new(discoverer: Discoverer, interval: Duration) -> Self {
+    pub fn new(discoverer: impl Discover + 'static, interval: Duration) -> Self {
         let (published, _) = watch::channel(None);
         Self {
-            discoverer,
+            discoverer: Box::new(discoverer),
             interval,
             published,
             stats: Arc::default(),
-            early: EarlyRefresh::default(),
-            early_min_interval: Duration::from_secs(10),
+            early: EarlyRefresh::new(Duration::from_secs(10)),
         }
     }
 
-    /// Sets the least time between two early refreshes (default 10 s).
+    /// Sets the least time between two early refreshes (default 10 s);
+    /// handles taken before keep the old limit.
     pub fn with_early_refresh_min_interval(mut self, min: Duration) -> Self {
-        self.early_min_interval = min;
+        self.early = EarlyRefresh::new(min);
         self
     }
 
@@ -257,25 +307,28 @@ impl Refresher {
     }
 
     /// Refreshes now, then every interval (and early when asked, rate
-    /// limited), until `shutdown` is cancelled.
+    /// limited), until `shutdown` is cancelled — also in the middle of a
+    /// refresh, so that AWS retries never hold up a shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
-                () = self.early.0.notified() => {
-                    if last.elapsed() < self.early_min_interval {
-                        continue;
-                    }
+                () = self.early.requested() => {
                     info!("early discovery refresh: a payload named an unknown instance");
                 }
             }
-            // A failure is already logged and counted; the loop goes on.
-            let _ = self.refresh().await;
-            last = Instant::now();
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    info!("shutdown: discovery refresh abandoned");
+                    return;
+                }
+                // A failure is already logged and counted; the loop goes on.
+                _ = self.refresh() => {}
+            }
+            self.early.refreshed();
         }
     }
 }

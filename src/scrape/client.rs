@@ -7,13 +7,19 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, COOKIE, SET_COOKIE, USER_AGENT};
 
+use futures_util::future::BoxFuture;
+
+use super::failure::FailureReason;
 use crate::config::ScrapeConfig;
 use crate::exposition::{BodyError, decode_body};
 
 /// node_exporter answers protobuf when offered it; ask for text 0.0.4 only.
 const ACCEPT_TEXT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
-/// Cookies an ALB sets for stickiness (`lb_cookie`, weighted target groups).
-const STICKY_COOKIES: [&str; 2] = ["AWSALB", "AWSALBTG"];
+/// The cookie an ALB sets with `lb_cookie` stickiness: it pins a member.
+const MEMBER_COOKIE: &str = "AWSALB";
+/// The cookie of target-group stickiness on a weighted forward: it pins a
+/// target group, not a member.
+const GROUP_COOKIE: &str = "AWSALBTG";
 
 /// Why a request produced no payload text.
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +51,14 @@ pub enum FetchError {
 
 impl FetchError {
     /// The `scrape_status.reason` for this error.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            Self::Timeout(_) => "timeout",
-            Self::Connect(_) => "connect_error",
-            Self::Status(_) => "http_error",
-            Self::Body(BodyError::TooLarge { .. }) => "limit_exceeded",
-            Self::Body(_) => "body_error",
-            Self::Http(_) => "http_error",
-            Self::Credentials { .. } => "credentials_error",
+            Self::Timeout(_) => FailureReason::Timeout,
+            Self::Connect(_) => FailureReason::ConnectError,
+            Self::Status(_) | Self::Http(_) => FailureReason::HttpError,
+            Self::Body(BodyError::TooLarge { .. }) => FailureReason::LimitExceeded,
+            Self::Body(_) => FailureReason::BodyError,
+            Self::Credentials { .. } => FailureReason::CredentialsError,
         }
     }
 
@@ -63,15 +68,82 @@ impl FetchError {
     }
 }
 
+/// The stickiness cookies a response set, each as `name=value`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stickiness {
+    /// `AWSALB`: pins the member that answered.
+    pub member: Option<String>,
+    /// `AWSALBTG`: pins that member's target group.
+    pub group: Option<String>,
+}
+
+impl Stickiness {
+    /// Keeps the newer of each cookie (an ALB refreshes them on every answer).
+    pub fn merge(&mut self, newer: Self) {
+        if newer.member.is_some() {
+            self.member = newer.member;
+        }
+        if newer.group.is_some() {
+            self.group = newer.group;
+        }
+    }
+
+    /// The `Cookie` header that reaches this member: `None` without a member
+    /// cookie, since a group cookie alone lets the balancer pick any member.
+    pub fn header(&self) -> Option<String> {
+        let member = self.member.as_ref()?;
+        Some(match &self.group {
+            Some(group) => format!("{member}; {group}"),
+            None => member.clone(),
+        })
+    }
+}
+
 /// A successful response.
 #[derive(Debug)]
 pub struct Fetched {
     /// The decoded payload text.
     pub text: String,
-    /// A stickiness cookie the response set, as `name=value`.
-    pub sticky_cookie: Option<String>,
+    /// The stickiness cookies the response set.
+    pub stickiness: Stickiness,
     /// Time from sending the request to the end of the body.
     pub duration: Duration,
+}
+
+/// One scrape request.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchRequest<'a> {
+    /// The URL.
+    pub url: &'a str,
+    /// Limit for the whole request.
+    pub timeout: Duration,
+    /// Use `auto` mode's short connect timeout.
+    pub quick_connect: bool,
+    /// A `Cookie` header to send as is.
+    pub cookie: Option<&'a str>,
+}
+
+/// What performs scrape requests: [`HttpClient`], or a fake in the
+/// scheduler's deterministic-time tests.
+pub trait Fetch: Send + Sync + std::fmt::Debug {
+    /// Performs one request.
+    fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>>;
+
+    /// Discovery refreshed: drop what was resolved from names (ALB node
+    /// addresses rotate), so the next requests resolve again.
+    fn topology_changed(&self) {}
+}
+
+impl Fetch for HttpClient {
+    fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        Box::pin(self.get(request.url, request.timeout, request.quick_connect, request.cookie))
+    }
+
+    fn topology_changed(&self) {
+        if let Ok(mut clients) = self.pinned.lock() {
+            clients.clear();
+        }
+    }
 }
 
 /// The scrape clients, shared by every job.
@@ -84,8 +156,11 @@ pub struct HttpClient {
     bearer_token_file: Option<std::path::PathBuf>,
     tls: TlsSettings,
     /// With `tls_config.server_name`: one client per address, pinning the
-    /// server name to that address (the URL then carries the server name).
+    /// server name to the addresses it resolved to (the URL then carries the
+    /// server name). Cleared at each discovery refresh.
     pinned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>>,
+    /// Name resolutions made for pinned clients (tests watch re-resolution).
+    resolutions: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What every client is built with.
@@ -153,6 +228,7 @@ impl HttpClient {
             bearer_token_file: config.bearer_token_file.clone(),
             tls,
             pinned: std::sync::Arc::default(),
+            resolutions: std::sync::Arc::default(),
         })
     }
 
@@ -172,6 +248,7 @@ impl HttpClient {
         let client = match cached {
             Some(client) => client,
             None => {
+                self.resolutions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
                     .await
                     .map_err(|e| FetchError::Connect(format!("cannot resolve {host}: {e}")))?
@@ -224,7 +301,7 @@ impl HttpClient {
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status().as_u16()));
         }
-        let sticky_cookie = sticky_cookie(response.headers());
+        let stickiness = stickiness(response.headers());
         let encoding = response.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut raw = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
@@ -234,7 +311,7 @@ impl HttpClient {
             }
         }
         let text = decode_body(raw, encoding.as_deref(), self.body_size_limit)?;
-        Ok(Fetched { text, sticky_cookie, duration: started.elapsed() })
+        Ok(Fetched { text, stickiness, duration: started.elapsed() })
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, FetchError> {
@@ -269,19 +346,38 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-fn sticky_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|pair| pair.split_once('=').is_some_and(|(name, _)| STICKY_COOKIES.contains(&name.trim())))
-        .map(|pair| pair.trim().to_string())
+fn stickiness(headers: &reqwest::header::HeaderMap) -> Stickiness {
+    let mut found = Stickiness::default();
+    let pairs = headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(|v| v.split(';').next());
+    for pair in pairs {
+        let pair = pair.trim();
+        match pair.split_once('=').map(|(name, _)| name.trim()) {
+            Some(MEMBER_COOKIE) => found.member = Some(pair.to_string()),
+            Some(GROUP_COOKIE) => found.group = Some(pair.to_string()),
+            _ => {}
+        }
+    }
+    found
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn only_the_member_cookie_pins_a_member() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.append(SET_COOKIE, "AWSALBTG=tg1; Expires=x; Path=/".parse().unwrap());
+        let group_only = stickiness(&headers);
+        assert_eq!(group_only, Stickiness { member: None, group: Some("AWSALBTG=tg1".into()) });
+        assert_eq!(group_only.header(), None, "a group cookie does not reach a member");
+        headers.append(SET_COOKIE, "AWSALB=m1; Path=/".parse().unwrap());
+        let both = stickiness(&headers);
+        assert_eq!(both.header().as_deref(), Some("AWSALB=m1; AWSALBTG=tg1"));
+        let mut jar = group_only;
+        jar.merge(Stickiness { member: Some("AWSALB=m2".into()), group: None });
+        assert_eq!(jar.header().as_deref(), Some("AWSALB=m2; AWSALBTG=tg1"));
+    }
     use std::process::{Child, Command, Stdio};
 
     use super::*;
@@ -397,6 +493,13 @@ mod tests {
         // Twice: the pinned client is reused.
         assert!(pinned.get(&url, timeout, false, None).await.is_ok());
 
+        // ALB node addresses rotate: a discovery refresh makes the next request resolve again.
+        let resolutions = || pinned.resolutions.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(resolutions(), 1);
+        pinned.topology_changed();
+        assert!(pinned.get(&url, timeout, false, None).await.is_ok());
+        assert_eq!(resolutions(), 2, "re-resolved after the topology changed");
+
         let unpinned = client(dir.path(), "  tls_config: {ca_file: ca.pem}\n");
         let err = unpinned.get(&url, timeout, false, None).await.expect_err("the certificate does not name 127.0.0.1");
         assert!(matches!(err, FetchError::Connect(_) | FetchError::Http(_)), "{err}");
@@ -438,6 +541,6 @@ mod tests {
         assert!(matches!(err, FetchError::Status(401)), "{err}");
         std::fs::remove_file(dir.path().join("token")).unwrap();
         let err = bearer.get(&url, timeout, false, None).await.expect_err("a missing token file");
-        assert_eq!(err.reason(), "credentials_error");
+        assert_eq!(err.reason(), FailureReason::CredentialsError);
     }
 }

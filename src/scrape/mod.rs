@@ -1,43 +1,62 @@
 //! Scraping: one payload per instance per interval, reached directly or
 //! through its ALB listener, and attributed to the instance that produced it.
 //!
-//! - [`client`]: HTTP (keep-alive, gzip, limits, auth, stickiness cookies).
+//! - [`client`]: HTTP (keep-alive, gzip, limits, auth, stickiness cookies),
+//!   behind the [`Fetch`] trait.
 //! - [`identity`]: attribution from identity labels inside payloads.
 //! - [`convert`]: payload → store records (`exported_` rule, metric relabeling).
-//! - `round`: one direct scrape, or one via-ALB round of a listener.
-//! - `state`: slots, cookies, fallbacks, statuses and counters.
+//! - [`schedule`]: numbered intervals ([`schedule::Tick`]) and the clock.
+//! - [`round_core`]: the via-ALB round as a pure state machine;
+//!   [`balancing`]: each target group's learned balancing and round budget.
+//! - `round`: the async shells of a direct scrape and of a via-ALB round.
+//! - [`state`]: stored intervals, cookies, fallbacks, statuses, coverage, counters.
+//! - [`failure`]: why an interval stored nothing.
 //!
 //! **Jobs.** In `direct` and `auto` mode every instance is a job; in
 //! `via_alb` mode every listener is (its members are the instances whose first
-//! path is that listener). Jobs run once per interval at an offset hashed from
-//! their key, like Prometheus spreads targets.
+//! path is that listener). Each job has a [`schedule::Schedule`] at a phase
+//! hashed from its key, like Prometheus spreads targets.
 //!
-//! **Slots.** Each instance's interval is numbered from its owning job's
-//! offset (centred, so jitter cannot split or merge intervals). A payload is
-//! stored only if its instance's slot is still empty, whichever job or round
-//! reached it: exactly one scrape and one series set per instance per interval.
+//! **Intervals.** A round serves one tick of its job, fixed when it starts:
+//! every payload it stores for its own instances is stored in that tick's
+//! interval, and the round ends by the tick's deadline, before the next tick
+//! starts, so rounds of a job never overlap. A payload of an instance owned
+//! by another job (an instance behind two listeners, `auto` mode's fallback)
+//! is stored in the interval its owner's schedule puts the request in. An
+//! instance's interval is stored at most once, whichever round reached it.
 
+pub mod balancing;
 pub mod client;
 pub mod convert;
+pub mod failure;
 pub mod identity;
 mod round;
+pub mod round_core;
+pub mod schedule;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, IdentitySource, ScrapeMode};
 use crate::discovery::{EarlyRefresh, Target, Topology, TopologyReceiver};
 use crate::exposition::Limits;
 use crate::store::{Batch, WriterHandle};
-pub use client::HttpClient;
+pub use client::{Fetch, FetchRequest, HttpClient};
 pub use convert::ConvertOptions;
+use schedule::{Clock, Schedule, Tick};
 pub use state::{ScrapeState, TargetStatus};
+
+/// Default of `scrape.alb_max_requests_per_member`: the cap of a learned
+/// round budget is this many requests per member behind the listener.
+pub const DEFAULT_MAX_REQUESTS_PER_MEMBER: u32 = 8;
 
 /// The scrape settings every job reads.
 #[derive(Debug, Clone)]
@@ -52,8 +71,10 @@ pub struct Settings {
     pub identity: Vec<IdentitySource>,
     /// Parser limits.
     pub limits: Limits,
-    /// Requests per via-ALB round; `None`: `max(3N, N+2)`.
+    /// A fixed number of requests per via-ALB round; `None`: learned.
     pub alb_request_budget: Option<u32>,
+    /// The cap of a learned budget, per member.
+    pub alb_max_requests_per_member: u32,
     /// Payload conversion.
     pub convert: ConvertOptions,
 }
@@ -68,6 +89,7 @@ impl Settings {
             identity: config.scrape.identity.clone(),
             limits: config.scrape.limits(),
             alb_request_budget: config.scrape.alb_request_budget,
+            alb_max_requests_per_member: config.scrape.alb_max_requests_per_member,
             convert: ConvertOptions {
                 honor_labels: config.scrape.honor_labels,
                 metric_relabel_configs: config.metric_relabel_configs.clone(),
@@ -75,10 +97,10 @@ impl Settings {
         }
     }
 
-    /// Requests allowed for a round of `members` members.
-    pub fn budget(&self, members: usize) -> u32 {
-        let n = u32::try_from(members).unwrap_or(u32::MAX);
-        self.alb_request_budget.unwrap_or_else(|| (3 * n).max(n + 2))
+    /// The most requests a round through a listener of `members` members may send.
+    pub fn request_cap(&self, members: usize) -> u32 {
+        let n = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
+        self.alb_request_budget.unwrap_or_else(|| self.alb_max_requests_per_member.saturating_mul(n))
     }
 }
 
@@ -109,65 +131,83 @@ pub fn plan(topology: &Topology, mode: ScrapeMode) -> BTreeMap<JobKey, Vec<Strin
     jobs
 }
 
-fn offset(key: &JobKey, interval: Duration) -> Duration {
+/// The job's phase within the interval, hashed from its key.
+fn phase(key: &JobKey, interval: Duration) -> Duration {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
     Duration::from_millis(hasher.finish() % millis)
 }
 
-/// Epoch seconds now, millisecond precision.
+/// Epoch seconds now, millisecond precision, from the system clock.
 pub fn now_seconds() -> f64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    (now.as_millis() as f64) / 1000.0
+    Clock::system().timestamp()
 }
 
-/// How slots are numbered.
+/// The job that owns an instance, and its schedule.
+#[derive(Debug, Clone)]
+struct Owner {
+    job: JobKey,
+    schedule: Schedule,
+}
+
+/// The interval a round serves: a tick of its job's schedule, or a pass of
+/// [`Scraper::run_once`] (every instance's interval is then the pass).
 #[derive(Debug, Clone, Copy)]
-enum Slots {
-    /// Intervals since the epoch, from each instance's owning-job offset.
-    Periodic,
-    /// One [`Scraper::run_once`] pass: every instance's slot is the pass number.
-    Pass(i64),
+pub(crate) struct RoundTime {
+    tick: Tick,
+    once: bool,
 }
 
 /// Scrapes the current topology until shut down, or once.
 #[derive(Debug, Clone)]
 pub struct Scraper {
     settings: Arc<Settings>,
-    client: HttpClient,
+    fetcher: Arc<dyn Fetch>,
     topology: TopologyReceiver,
     writer: WriterHandle,
     /// `None` where no refresh loop runs (`--once`): an unknown identity is
     /// then dropped at once instead of waiting for a refresh that never comes.
     early: Option<EarlyRefresh>,
     state: Arc<ScrapeState>,
-    /// Instance → offset of the job that owns it, shared by every job.
-    owners: Arc<RwLock<HashMap<String, Duration>>>,
+    clock: Clock,
+    /// Instance → the job that owns it, shared by every job.
+    owners: Arc<RwLock<HashMap<String, Owner>>>,
     /// Passes of [`Scraper::run_once`] so far.
-    passes: Arc<std::sync::atomic::AtomicI64>,
+    passes: Arc<AtomicI64>,
+    /// Cancelled to cut the rounds in flight (the shutdown budget ran out).
+    cut: CancellationToken,
 }
 
 impl Scraper {
-    /// A scraper over the topologies `topology` publishes, writing to `writer`;
-    /// `early` asks discovery for early refreshes (`None` without a refresh loop).
+    /// A scraper over the topologies `topology` publishes, requesting through
+    /// `fetcher` and writing to `writer`; `early` asks discovery for early
+    /// refreshes (`None` without a refresh loop).
     pub fn new(
         settings: Settings,
-        client: HttpClient,
+        fetcher: impl Fetch + 'static,
         topology: TopologyReceiver,
         writer: WriterHandle,
         early: Option<EarlyRefresh>,
     ) -> Self {
         Self {
             settings: Arc::new(settings),
-            client,
+            fetcher: Arc::new(fetcher),
             topology,
             writer,
             early,
             state: Arc::default(),
+            clock: Clock::system(),
             owners: Arc::default(),
             passes: Arc::default(),
+            cut: CancellationToken::new(),
         }
+    }
+
+    /// Uses `clock` for schedules and timestamps (deterministic tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The shared state (for `/api/targets` and `/metrics`).
@@ -175,31 +215,44 @@ impl Scraper {
         Arc::clone(&self.state)
     }
 
+    /// Cancel it to cut every round in flight: requests still out are
+    /// abandoned and counted, and what the rounds have is still stored.
+    pub fn cutter(&self) -> CancellationToken {
+        self.cut.clone()
+    }
+
     /// Scrapes every job once, all at the same time, and waits for them.
-    /// Rounds run until every member is reached or the budget is spent. Each
-    /// call is a new pass: every instance may be stored again.
+    /// Rounds run until every member is reached, the budget is spent, an
+    /// interval has passed, or they are cut. Each call is a new pass: every
+    /// instance may be stored again.
     pub async fn run_once(&self) {
         let Some(topology) = self.topology.borrow().clone() else { return };
-        let jobs = plan(&topology, self.settings.mode);
-        // Passes count from a large base so they never meet a periodic slot.
-        let pass = (1 << 40) + self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.learn_owners(&topology);
+        // Passes count from a large base so they never meet a periodic interval.
+        let index = (1 << 40) + self.passes.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let deadline = start + self.settings.interval - schedule::margin(self.settings.interval);
+        let time = RoundTime { tick: Tick { index, start, deadline }, once: true };
         let mut tasks = Vec::new();
-        for key in jobs.into_keys() {
+        for key in plan(&topology, self.settings.mode).into_keys() {
             let scraper = self.clone();
-            tasks.push(tokio::spawn(async move { scraper.run_job(&key, Slots::Pass(pass)).await }));
+            tasks.push(tokio::spawn(async move { scraper.run_job(&key, time).await }));
         }
         for task in tasks {
             let _ = task.await;
         }
     }
 
-    /// Runs the jobs of each new topology until `shutdown`.
+    /// Runs the jobs of each new topology until `shutdown`; then lets the
+    /// rounds in flight finish (or be cut through [`Scraper::cutter`]) and
+    /// returns once every job has handed its last batch to the writer.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut receiver = self.topology.clone();
-        let mut running: BTreeMap<JobKey, JoinHandle<()>> = BTreeMap::new();
+        let mut running: BTreeMap<JobKey, (JoinHandle<()>, CancellationToken)> = BTreeMap::new();
         loop {
             let topology = receiver.borrow_and_update().clone();
             if let Some(topology) = topology {
+                self.fetcher.topology_changed();
                 self.reconcile(&topology, &mut running, &shutdown);
             }
             tokio::select! {
@@ -207,32 +260,41 @@ impl Scraper {
                 changed = receiver.changed() => if changed.is_err() { break },
             }
         }
-        for task in running.into_values() {
-            task.abort();
+        for (task, _) in running.into_values() {
+            let _ = task.await;
+        }
+    }
+
+    fn learn_owners(&self, topology: &Topology) {
+        let interval = self.settings.interval;
+        let owners: HashMap<String, Owner> = plan(topology, self.settings.mode)
+            .into_iter()
+            .flat_map(|(job, ids)| {
+                let schedule = Schedule::new(interval, phase(&job, interval));
+                ids.into_iter().map(move |id| (id, Owner { job: job.clone(), schedule }))
+            })
+            .collect();
+        match self.owners.write() {
+            Ok(mut shared) => *shared = owners,
+            Err(poisoned) => *poisoned.into_inner() = owners,
         }
     }
 
     fn reconcile(
         &self,
         topology: &Topology,
-        running: &mut BTreeMap<JobKey, JoinHandle<()>>,
+        running: &mut BTreeMap<JobKey, (JoinHandle<()>, CancellationToken)>,
         shutdown: &CancellationToken,
     ) {
+        self.learn_owners(topology);
         let jobs = plan(topology, self.settings.mode);
-        let interval = self.settings.interval;
-        let owners: HashMap<String, Duration> =
-            jobs.iter().flat_map(|(key, ids)| ids.iter().map(move |id| (id.clone(), offset(key, interval)))).collect();
-        match self.owners.write() {
-            Ok(mut shared) => *shared = owners,
-            Err(poisoned) => *poisoned.into_inner() = owners,
-        }
         // A job reads the current topology each time it runs, so a change of
-        // its members needs no restart (which could cut a round short); only
-        // jobs whose key is gone stop.
-        running.retain(|key, task| {
+        // its members needs no restart (which could cut a round short); a job
+        // whose key is gone ends after its current round.
+        running.retain(|key, (_, stop)| {
             let keep = jobs.contains_key(key);
             if !keep {
-                task.abort();
+                stop.cancel();
             }
             keep
         });
@@ -241,41 +303,49 @@ impl Scraper {
                 continue;
             }
             let scraper = self.clone();
-            let (job_key, stop) = (key.clone(), shutdown.clone());
-            running.insert(key, tokio::spawn(async move { scraper.job_loop(job_key, stop).await }));
+            let (job_key, stop) = (key.clone(), shutdown.child_token());
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { scraper.job_loop(job_key, stop).await }
+            });
+            running.insert(key, (task, stop));
         }
-        self.state.retain_targets(|id| topology.target(id).is_some_and(Target::is_scraped));
+        let groups: std::collections::BTreeSet<String> =
+            topology.scraped_targets().flat_map(|t| t.paths.iter().map(|p| p.target_group.clone())).collect();
+        self.state.retain_targets(
+            |id| topology.target(id).is_some_and(Target::is_scraped),
+            |group| group.split('+').all(|g| groups.contains(g)),
+        );
     }
 
     async fn job_loop(self, key: JobKey, shutdown: CancellationToken) {
-        let interval = self.settings.interval;
-        let phase = offset(&key, interval);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let since_phase = now.saturating_sub(phase).as_nanos() % interval.as_nanos().max(1);
-        let mut next = tokio::time::Instant::now() + interval.saturating_sub(Duration::from_nanos(since_phase as u64));
+        let schedule = Schedule::new(self.settings.interval, phase(&key, self.settings.interval));
+        let mut tick = schedule.first_tick_from(&self.clock, Instant::now());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep_until(next) => {}
+                () = tokio::time::sleep_until(tick.start) => {}
             }
-            self.run_job(&key, Slots::Periodic).await;
-            next += interval;
-            let now = tokio::time::Instant::now();
-            while next <= now {
-                next += interval;
+            self.run_job(&key, RoundTime { tick, once: false }).await;
+            if shutdown.is_cancelled() {
+                return;
             }
+            // Rounds end before the next tick; should one not (a stalled
+            // writer), the intervals it overran are skipped, never doubled.
+            let next = schedule.tick(&self.clock, tick.index + 1);
+            tick =
+                if next.start >= Instant::now() { next } else { schedule.first_tick_from(&self.clock, Instant::now()) };
         }
     }
 
-    async fn run_job(&self, key: &JobKey, slots: Slots) {
+    async fn run_job(&self, key: &JobKey, time: RoundTime) {
         let Some(topology) = self.topology.borrow().clone() else { return };
-        let deadline = tokio::time::Instant::now() + self.settings.interval;
         let mut batch = Batch::default();
         match key {
-            JobKey::Instance(id) => self.scrape_instance(&topology, id, slots, deadline, &mut batch).await,
+            JobKey::Instance(id) => self.scrape_instance(&topology, key, id, time, &mut batch).await,
             JobKey::Listener(dns, port) => {
                 let owned: Vec<String> = plan(&topology, self.settings.mode).remove(key).unwrap_or_default();
-                self.alb_round(&topology, (dns, *port), &owned, slots, deadline, &mut batch).await;
+                self.alb_round(&topology, key, (dns, *port), &owned, time, &mut batch).await;
             }
         }
         if !batch.is_empty() && !self.writer.send(batch).await {
@@ -283,19 +353,16 @@ impl Scraper {
         }
     }
 
-    fn slot(&self, slots: Slots, instance: &str, time: f64) -> i64 {
-        match slots {
-            Slots::Pass(pass) => pass,
-            Slots::Periodic => {
-                let interval = self.settings.interval.as_secs_f64();
-                let phase = self
-                    .owners
-                    .read()
-                    .ok()
-                    .and_then(|owners| owners.get(instance).copied())
-                    .map_or(0.0, |d| d.as_secs_f64());
-                ((time - phase + interval / 2.0) / interval).floor() as i64
-            }
+    /// The interval a payload of `instance` requested at `at` belongs to, in
+    /// a round of `key` serving `time`.
+    fn interval_of(&self, key: &JobKey, time: RoundTime, instance: &str, at: Instant) -> i64 {
+        if time.once {
+            return time.tick.index;
+        }
+        let owner = self.owners.read().ok().and_then(|owners| owners.get(instance).cloned());
+        match owner {
+            Some(owner) if owner.job != *key => owner.schedule.index_at(&self.clock, at),
+            _ => time.tick.index,
         }
     }
 }

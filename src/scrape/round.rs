@@ -1,17 +1,24 @@
-//! One direct scrape of an instance, and one via-ALB round of a listener.
+//! The async shells: one direct scrape of an instance, and one via-ALB round
+//! of a listener driven by [`RoundCore`]. They perform requests, parse and
+//! attribute payloads, and record what the core decided.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use super::client::Fetched;
+use super::balancing::TARGET_COVERAGE;
+use super::client::{FetchError, FetchRequest, Fetched};
+use super::failure::{Failure, FailureReason};
 use super::identity::{self, Unattributed};
-use super::{Scraper, Slots, convert, now_seconds, primary_listener};
+use super::round_core::{Aim, Answer, Reaction, RoundCore, RoundOutcome, RoundPlan, Step};
+use super::{JobKey, RoundTime, Scraper, convert, primary_listener};
 use crate::config::ScrapeMode;
 use crate::discovery::{Target, Topology};
-use crate::exposition::{self, ErrorKind, Payload};
+use crate::exposition::{self, Payload};
 use crate::store::{AlbRoundRecord, Batch, StatusRecord};
 
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
@@ -27,170 +34,191 @@ fn url(target: &Target, address: &str) -> String {
     format!("{scheme}://{address}{path}")
 }
 
-fn parse_reason(kind: &ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::SampleLimit(_)
-        | ErrorKind::LabelLimit { .. }
-        | ErrorKind::LabelNameLength { .. }
-        | ErrorKind::LabelValueLength { .. } => "limit_exceeded",
-        _ => "parse_error",
-    }
-}
-
-/// When, through what, and how fast a payload was fetched.
-struct Fetch<'a> {
+/// When a request was sent, and how long its answer took.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Monotonic send time (numbers the interval).
+    at: Instant,
+    /// Epoch timestamp of the request: the stored scrape time.
     time: f64,
-    slots: Slots,
+}
+
+/// How an instance was reached, for its status.
+struct Route<'a> {
     path: &'a str,
-    duration: Duration,
+    target_group: Option<&'a str>,
 }
 
-/// A failure charged to one instance.
-struct Failure {
-    reason: &'static str,
-    error: String,
-}
-
-/// The running totals of one via-ALB round.
-#[derive(Default)]
-struct RoundTally {
-    requests: u32,
-    errors: u32,
-    unattributed: u32,
-    reached: BTreeSet<String>,
-    last_error: Option<String>,
-    asked_refresh: bool,
-}
-
-impl RoundTally {
-    /// Counts a failed request. Through a single-member listener the failure
-    /// is that member's: it is handed back to be charged, and the round ends.
-    fn failed(&mut self, failure: Failure, single: bool) -> Option<Failure> {
-        self.errors += 1;
-        self.last_error = Some(failure.error.clone());
-        single.then_some(failure)
-    }
+/// A listener's view in one round.
+struct Listener {
+    dns: String,
+    port: u16,
+    /// `dns:port`, the cookie jar's key.
+    key: String,
+    url: String,
+    group: String,
+    path: String,
+    members: Vec<String>,
+    healthy: Vec<String>,
 }
 
 impl Scraper {
+    /// Records one instance's outcome for an interval: its status row,
+    /// `/api/targets`, the counters, and a log line when its state changes.
     fn status(
         &self,
         batch: &mut Batch,
         target: &Target,
-        time: f64,
-        path: &str,
-        outcome: Result<(Duration, u32), Failure>,
+        sent: Sent,
+        route: &Route<'_>,
+        result: Result<(u32, Duration), (Failure, Duration)>,
     ) {
-        let (up, reason, error, duration, samples) = match outcome {
-            Ok((duration, samples)) => (true, None, None, duration, samples),
-            Err(f) => (false, Some(f.reason.to_string()), Some(f.error), Duration::ZERO, 0),
+        let id = &target.instance.id;
+        let (up, failure, duration, samples) = match result {
+            Ok((samples, duration)) => (true, None, duration, samples),
+            Err((failure, duration)) => (false, Some(failure), duration, 0),
         };
-        self.state.set_status(&target.instance.id, |s| {
+        let reason = failure.as_ref().map(|f| f.reason);
+        let mut changed = false;
+        self.state.set_status(id, |s| {
+            changed = s.last_scrape.is_none() || s.up != up || s.reason != reason;
             s.role = target.role.as_str().into();
             s.asg_name = target.asg_name().map(String::from);
-            s.path = path.into();
+            s.path = route.path.into();
+            s.target_group = route.target_group.map(String::from);
+            s.last_scrape = Some(sent.time);
             s.up = up;
-            s.reason.clone_from(&reason);
+            s.reason = reason;
+            s.last_error = failure.as_ref().map(|f| f.error.clone());
             if up {
-                s.last_scrape = Some(time);
-            }
-            if error.is_some() {
-                s.last_error.clone_from(&error);
+                s.last_success = Some(sent.time);
             }
         });
-        self.state.count(|c| match &reason {
-            None => {
-                *c.scrapes_stored.entry(if path.starts_with("direct") { "direct" } else { "via_alb" }).or_default() += 1
+        match (&failure, changed) {
+            (Some(failure), true) => {
+                tracing::warn!(instance = %id, path = route.path, reason = %failure.reason, error = %failure.error, "scrape failing")
             }
-            Some(reason) => *c.scrape_failures.entry(reason.clone()).or_default() += 1,
+            (None, true) => tracing::info!(instance = %id, path = route.path, "scrape ok"),
+            _ => {}
+        }
+        self.state.count(|c| match reason {
+            None => {
+                let kind = if route.path.starts_with("direct") { "direct" } else { "via_alb" };
+                *c.scrapes_stored.entry(kind).or_default() += 1;
+            }
+            Some(reason) => *c.scrape_failures.entry(reason).or_default() += 1,
         });
         batch.statuses.push(StatusRecord {
-            time,
-            instance_id: target.instance.id.clone(),
+            time: sent.time,
+            instance_id: id.clone(),
             up,
             reason,
-            error,
+            error: failure.map(|f| f.error),
             duration_seconds: duration.as_secs_f64(),
             samples,
-            path: path.into(),
+            path: route.path.into(),
         });
     }
 
-    /// Stores a payload for `target` unless its slot is already filled;
+    /// Stores a payload for `target` unless its interval is already stored;
     /// returns whether it was stored.
-    fn store(&self, batch: &mut Batch, payload: &Payload<'_>, target: &Target, fetch: &Fetch<'_>) -> bool {
-        if !self.state.claim_slot(&target.instance.id, self.slot(fetch.slots, &target.instance.id, fetch.time)) {
+    #[expect(clippy::too_many_arguments, reason = "one payload's whole context")]
+    fn store(
+        &self,
+        batch: &mut Batch,
+        payload: &Payload<'_>,
+        target: &Target,
+        key: &JobKey,
+        time: RoundTime,
+        sent: Sent,
+        duration: Duration,
+        route: &Route<'_>,
+    ) -> bool {
+        let index = self.interval_of(key, time, &target.instance.id, sent.at);
+        if !self.state.claim_slot(&target.instance.id, index) {
+            self.state.count(|c| c.duplicates_dropped += 1);
             return false;
         }
-        let record = convert::to_record(payload, target, fetch.time, &self.settings.convert);
+        let record = convert::to_record(payload, target, sent.time, &self.settings.convert);
         let samples = u32::try_from(record.samples.len()).unwrap_or(u32::MAX);
         batch.scrapes.push(record);
-        self.status(batch, target, fetch.time, fetch.path, Ok((fetch.duration, samples)));
+        self.status(batch, target, sent, route, Ok((samples, duration)));
         true
+    }
+
+    fn send_time(&self) -> Sent {
+        Sent { at: Instant::now(), time: self.clock.timestamp() }
     }
 
     /// Scrapes one instance at its own address (`direct`, `auto` modes).
     pub(super) async fn scrape_instance(
         &self,
         topology: &Arc<Topology>,
+        key: &JobKey,
         id: &str,
-        slots: Slots,
-        deadline: Instant,
+        time: RoundTime,
         batch: &mut Batch,
     ) {
         let Some(target) = topology.target(id).filter(|t| t.is_scraped()) else { return };
-        let time = now_seconds();
-        if self.state.slot_filled(id, self.slot(slots, id, time)) {
+        if self.state.slot_filled(id, self.interval_of(key, time, id, Instant::now())) {
             return;
         }
         let auto = self.settings.mode == ScrapeMode::Auto;
         let listener = primary_listener(target);
         if auto && self.state.use_fallback(id) {
             if let Some((dns, port)) = listener {
-                self.alb_round(topology, (&dns, port), &[id.to_string()], slots, deadline, batch).await;
+                self.alb_round(topology, key, (&dns, port), &[id.to_string()], time, batch).await;
             }
             return;
         }
+        let sent = self.send_time();
         let Some(address) = label(target, "__address__") else {
-            let failure = Failure { reason: "no_address", error: "the target has no __address__".into() };
-            self.status(batch, target, time, "direct", Err(failure));
-            return;
+            let failure = Failure::new(FailureReason::NoAddress, "the target has no __address__");
+            let route = Route { path: "direct", target_group: None };
+            return self.status(batch, target, sent, &route, Err((failure, Duration::ZERO)));
         };
         let path = format!("direct {address}");
-        match self.client.get(&url(target, address), self.settings.timeout, auto, None).await {
-            Ok(fetched) => self.accept_direct(batch, target, time, slots, &path, &fetched),
+        let route = Route { path: &path, target_group: None };
+        let request_url = url(target, address);
+        let timeout = self.settings.timeout.min(time.tick.deadline.saturating_duration_since(sent.at));
+        let request = FetchRequest { url: &request_url, timeout, quick_connect: auto, cookie: None };
+        let result = tokio::select! {
+            result = self.fetcher.fetch(request) => result,
+            () = self.cut.cancelled() => Err(FetchError::Timeout(sent.at.elapsed())),
+        };
+        match result {
+            Ok(fetched) => self.accept_direct(batch, target, key, time, sent, &route, &fetched),
             Err(e) if auto && e.is_connect() && listener.is_some() => {
                 tracing::info!(instance = id, error = %e, "direct address unreachable; falling back to the listener");
                 self.state.set_fallback(id, FALLBACK_INTERVALS);
                 if let Some((dns, port)) = listener {
-                    self.alb_round(topology, (&dns, port), &[id.to_string()], slots, deadline, batch).await;
+                    self.alb_round(topology, key, (&dns, port), &[id.to_string()], time, batch).await;
                 }
             }
             Err(e) => {
-                self.status(batch, target, time, &path, Err(Failure { reason: e.reason(), error: e.to_string() }))
+                let failure = Failure::new(e.reason(), e.to_string());
+                self.status(batch, target, sent, &route, Err((failure, sent.at.elapsed())));
             }
         }
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one answer's whole context")]
     fn accept_direct(
         &self,
         batch: &mut Batch,
         target: &Target,
-        time: f64,
-        slots: Slots,
-        path: &str,
+        key: &JobKey,
+        time: RoundTime,
+        sent: Sent,
+        route: &Route<'_>,
         fetched: &Fetched,
     ) {
+        let failed = |failure: Failure| Err((failure, fetched.duration));
         let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
             Ok(payload) => payload,
             Err(e) => {
-                return self.status(
-                    batch,
-                    target,
-                    time,
-                    path,
-                    Err(Failure { reason: parse_reason(&e.kind), error: e.to_string() }),
-                );
+                let failure = Failure::new(FailureReason::of_parse_error(&e.kind), e.to_string());
+                return self.status(batch, target, sent, route, failed(failure));
             }
         };
         // The address is the instance's own, but an identity that names
@@ -200,169 +228,247 @@ impl Scraper {
             let group = target.paths.first().map_or(String::new(), |p| p.target_group.clone());
             self.state.count(|c| *c.unattributed.entry((group, "not_a_member")).or_default() += 1);
             let failure =
-                Failure { reason: "unattributed", error: format!("the payload identifies as {}", claim.value) };
-            return self.status(batch, target, time, path, Err(failure));
+                Failure::new(FailureReason::Unattributed, format!("the payload identifies as {}", claim.value));
+            return self.status(batch, target, sent, route, failed(failure));
         }
-        self.store(batch, &payload, target, &Fetch { time, slots, path, duration: fetched.duration });
+        self.store(batch, &payload, target, key, time, sent, fetched.duration, route);
     }
 
-    /// One round through a listener: requests until every wanted instance has
-    /// a payload in its slot, the budget is spent or the interval is over.
+    fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[String]) -> Option<Listener> {
+        let members = listener_members(topology, dns, port);
+        let first = members.first()?;
+        let connect_to = wanted.iter().filter_map(|id| topology.target(id)).find_map(|t| label(t, "__alb_address__"));
+        let address = connect_to.or_else(|| label(first, "__alb_address__"))?;
+        let (group, path) = describe(&members, dns, port);
+        let healthy = members
+            .iter()
+            .filter(|t| via(t, dns, port).is_some_and(|p| p.health == "healthy"))
+            .map(|t| t.instance.id.clone())
+            .collect();
+        Some(Listener {
+            dns: dns.to_string(),
+            port,
+            key: format!("{dns}:{port}"),
+            url: url(first, address),
+            group,
+            path,
+            members: members.iter().map(|t| t.instance.id.clone()).collect(),
+            healthy,
+        })
+    }
+
+    /// The round's plan: who is wanted, who can be aimed at, and the budget.
+    fn round_plan(&self, listener: &Listener, wanted: &[String]) -> RoundPlan {
+        let pinned: BTreeSet<String> =
+            wanted.iter().filter(|id| self.state.pinning_cookie(&listener.key, id).is_some()).cloned().collect();
+        let cap = self.settings.request_cap(listener.members.len());
+        let budget = match self.settings.alb_request_budget {
+            Some(fixed) => fixed,
+            None => {
+                // Unhealthy members get no traffic while any member is healthy:
+                // the budget is sized for the healthy ones.
+                let sized_for: Vec<String> = wanted
+                    .iter()
+                    .filter(|id| !pinned.contains(*id))
+                    .filter(|id| listener.healthy.is_empty() || listener.healthy.contains(id))
+                    .cloned()
+                    .collect();
+                let pool = if listener.healthy.is_empty() { &listener.members } else { &listener.healthy };
+                let untargeted = self.state.budget(&listener.group, pool, &sized_for, TARGET_COVERAGE, cap);
+                (u32::try_from(pinned.len()).unwrap_or(u32::MAX) + untargeted).clamp(1, cap.max(1))
+            }
+        };
+        RoundPlan { wanted: wanted.to_vec(), pinned, members: listener.members.len(), budget }
+    }
+
+    /// One round through a listener for the `wanted` instances.
     pub(super) async fn alb_round(
         &self,
         topology: &Arc<Topology>,
+        key: &JobKey,
         (dns, port): (&str, u16),
         wanted: &[String],
-        slots: Slots,
-        deadline: Instant,
+        time: RoundTime,
         batch: &mut Batch,
     ) {
         let mut topology = Arc::clone(topology);
-        let members = listener_members(&topology, dns, port);
-        let Some(first) = members.first().map(|t| (*t).clone()) else { return };
-        let connect_to = wanted.iter().filter_map(|id| topology.target(id)).find_map(|t| label(t, "__alb_address__"));
-        let Some(address) = connect_to.or_else(|| label(&first, "__alb_address__")).map(String::from) else { return };
-        let request_url = url(&first, &address);
-        let (group, path) = describe(&members, dns, port);
-        let healthy = members.iter().filter(|t| via(t, dns, port).is_some_and(|p| p.health == "healthy")).count();
-        let member_count = members.len();
-        drop(members);
-        let budget = self.settings.budget(if healthy > 0 { healthy } else { member_count });
-        let single = member_count == 1;
-        let listener_key = format!("{dns}:{port}");
-        let started = now_seconds();
-        let mut tally = RoundTally::default();
-        let mut charged = false;
+        let Some(listener) = self.listener(&topology, dns, port, wanted) else { return };
+        let wanted: Vec<String> = wanted
+            .iter()
+            .filter(|id| !self.state.slot_filled(id, self.interval_of(key, time, id, Instant::now())))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let route = Route { path: &listener.path, target_group: Some(&listener.group) };
+        let mut core = RoundCore::new(self.round_plan(&listener, &wanted));
+        let started = self.send_time();
+        let deadline = time.tick.deadline;
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            let pending: Vec<&String> =
-                wanted.iter().filter(|id| !self.state.slot_filled(id, self.slot(slots, id, now_seconds()))).collect();
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if pending.is_empty() || tally.requests >= budget || remaining.is_zero() {
-                break;
-            }
-            let cookie = pending.iter().find_map(|id| self.state.cookie(&listener_key, id));
-            tally.requests += 1;
-            self.state.count(|c| c.alb_requests += 1);
-            let time = now_seconds();
-            let fetched = match self
-                .client
-                .get(&request_url, self.settings.timeout.min(remaining), false, cookie.as_deref())
-                .await
-            {
-                Ok(fetched) => fetched,
-                Err(e) => {
-                    if let Some(failure) = tally.failed(Failure { reason: e.reason(), error: e.to_string() }, single) {
-                        self.status(batch, &first, time, &path, Err(failure));
-                        charged = true;
-                        break;
+            match core.step() {
+                Step::Done => break,
+                Step::Send(aims) => {
+                    self.state.count(|c| c.alb_requests += aims.len() as u64);
+                    for aim in aims {
+                        in_flight.push(self.aimed_request(&listener, aim, deadline));
                     }
                     continue;
                 }
-            };
-            let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
-                Ok(payload) => payload,
-                Err(e) => {
-                    let failure = Failure { reason: parse_reason(&e.kind), error: e.to_string() };
-                    if let Some(failure) = tally.failed(failure, single) {
-                        self.status(batch, &first, time, &path, Err(failure));
-                        charged = true;
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let mut attributed =
-                identity::attribute(&payload, &self.settings.identity, &listener_members(&topology, dns, port))
-                    .map(|t| t.instance.id.clone());
-            if let Err(Unattributed::NotAMember(_)) = &attributed
-                && !is_known(&topology, &payload, &self.settings.identity)
-                && !tally.asked_refresh
-            {
-                tally.asked_refresh = true;
-                if let Some(refreshed) = self.await_refresh(deadline).await {
-                    topology = refreshed;
-                    let members = listener_members(&topology, dns, port);
-                    attributed =
-                        identity::attribute(&payload, &self.settings.identity, &members).map(|t| t.instance.id.clone());
-                }
+                Step::Wait => {}
             }
-            match attributed {
-                Ok(id) => {
-                    let Some(target) = topology.target(&id) else { continue };
-                    if let Some(cookie) = fetched.sticky_cookie.clone() {
-                        self.state.set_cookie(&listener_key, &id, cookie);
-                    }
-                    tally.reached.insert(id);
-                    self.store(
-                        batch,
-                        &payload,
-                        target,
-                        &Fetch { time, slots, path: &path, duration: fetched.duration },
-                    );
-                }
-                Err(reason) => {
-                    tally.unattributed += 1;
-                    self.state.count(|c| *c.unattributed.entry((group.clone(), reason.reason())).or_default() += 1);
-                    tracing::debug!(target_group = %group, reason = reason.reason(), "payload not attributed");
-                    if single {
-                        let failure = Failure {
-                            reason: "unattributed",
-                            error: format!("payload not attributed: {}", reason.reason()),
-                        };
-                        self.status(batch, &first, time, &path, Err(failure));
-                        charged = true;
-                        break;
+            tokio::select! {
+                biased;
+                () = self.cut.cancelled() => { core.cut(); break }
+                () = tokio::time::sleep_until(deadline) => { core.cut(); break }
+                Some((aim, sent, result)) = in_flight.next() => {
+                    let (answer, unknown) = self.answer(&topology, &listener, key, time, &aim, sent, result, &route, batch);
+                    if let (Reaction::RefreshAndRetry, Some(fetched)) = (core.answered(&aim, answer), unknown) {
+                        if let Some(refreshed) = self.await_refresh(deadline).await {
+                            topology = refreshed;
+                        }
+                        let (retried, _) =
+                            self.answer(&topology, &listener, key, time, &aim, sent, Ok(fetched), &route, batch);
+                        core.answered(&aim, retried);
                     }
                 }
             }
         }
-        self.report_unreached(&topology, wanted, slots, &tally, charged, &path, batch);
-        batch.rounds.push(AlbRoundRecord {
-            time: started,
-            target_group: group,
-            members: u32::try_from(member_count).unwrap_or(u32::MAX),
-            requests: tally.requests,
-            reached: u32::try_from(tally.reached.len()).unwrap_or(u32::MAX),
-            unattributed: tally.unattributed,
-            errors: tally.errors,
-        });
+        drop(in_flight);
+        let outcome = core.finish();
+        self.record_round(&topology, &listener, key, time, started, &route, &wanted, &outcome, batch);
+    }
+
+    /// Sends one request of a round, aimed at a member through its cookie or not.
+    async fn aimed_request(
+        &self,
+        listener: &Listener,
+        aim: Aim,
+        deadline: Instant,
+    ) -> (Aim, Sent, Result<Fetched, FetchError>) {
+        let cookie = match &aim {
+            Aim::Member(id) => self.state.pinning_cookie(&listener.key, id),
+            Aim::Any => None,
+        };
+        let sent = self.send_time();
+        let timeout = self.settings.timeout.min(deadline.saturating_duration_since(sent.at));
+        let request = FetchRequest { url: &listener.url, timeout, quick_connect: false, cookie: cookie.as_deref() };
+        let result = self.fetcher.fetch(request).await;
+        (aim, sent, result)
+    }
+
+    /// What one answer means for the round; the fetched payload is handed
+    /// back when its identity is unknown (a refresh may make it known).
+    #[expect(clippy::too_many_arguments, reason = "one answer's whole context")]
+    fn answer(
+        &self,
+        topology: &Topology,
+        listener: &Listener,
+        key: &JobKey,
+        time: RoundTime,
+        aim: &Aim,
+        sent: Sent,
+        result: Result<Fetched, FetchError>,
+        route: &Route<'_>,
+        batch: &mut Batch,
+    ) -> (Answer, Option<Fetched>) {
+        let fetched = match result {
+            Ok(fetched) => fetched,
+            Err(e) => return (Answer::Failed(Failure::new(e.reason(), e.to_string())), None),
+        };
+        let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
+            Ok(payload) => payload,
+            Err(e) => {
+                let failure = Failure::new(FailureReason::of_parse_error(&e.kind), e.to_string());
+                return (Answer::Failed(failure), None);
+            }
+        };
+        let members = listener_members(topology, &listener.dns, listener.port);
+        match identity::attribute(&payload, &self.settings.identity, &members) {
+            Ok(target) => {
+                let id = target.instance.id.clone();
+                if let Aim::Member(aimed) = aim
+                    && *aimed != id
+                {
+                    // The cookie no longer pins its member (stickiness off, or the member left).
+                    self.state.forget_cookie(&listener.key, aimed);
+                }
+                self.state.set_cookies(&listener.key, &id, fetched.stickiness.clone());
+                let stored = self.store(batch, &payload, target, key, time, sent, fetched.duration, route);
+                (Answer::Attributed { id, stored }, None)
+            }
+            Err(reason) => {
+                self.state
+                    .count(|c| *c.unattributed.entry((listener.group.clone(), reason.reason())).or_default() += 1);
+                tracing::debug!(target_group = %listener.group, reason = reason.reason(), "payload not attributed");
+                let failure =
+                    Failure::new(FailureReason::Unattributed, format!("payload not attributed: {}", reason.reason()));
+                let unknown = matches!(reason, Unattributed::NotAMember(_))
+                    && !is_known(topology, &payload, &self.settings.identity);
+                drop(payload);
+                if unknown {
+                    (Answer::UnknownIdentity(failure), Some(fetched))
+                } else {
+                    (Answer::Unattributed(failure), None)
+                }
+            }
+        }
     }
 
     #[expect(clippy::too_many_arguments, reason = "the round's whole context, used once")]
-    fn report_unreached(
+    fn record_round(
         &self,
         topology: &Topology,
+        listener: &Listener,
+        key: &JobKey,
+        time: RoundTime,
+        started: Sent,
+        route: &Route<'_>,
         wanted: &[String],
-        slots: Slots,
-        tally: &RoundTally,
-        charged: bool,
-        path: &str,
+        outcome: &RoundOutcome,
         batch: &mut Batch,
     ) {
-        if charged {
-            return;
-        }
-        let now = now_seconds();
-        for id in wanted {
-            if tally.reached.contains(id) || self.state.slot_filled(id, self.slot(slots, id, now)) {
+        let elapsed = started.at.elapsed();
+        for (id, failure) in &outcome.missed {
+            // Another round (another listener) may have stored it meanwhile.
+            if self.state.slot_filled(id, self.interval_of(key, time, id, started.at)) {
                 continue;
             }
             if let Some(target) = topology.target(id) {
-                let error =
-                    tally.last_error.clone().unwrap_or_else(|| format!("not reached in {} requests", tally.requests));
-                self.status(batch, target, now, path, Err(Failure { reason: "not_reached_via_alb", error }));
+                self.status(batch, target, started, route, Err((failure.clone(), elapsed)));
             }
         }
+        let missed_wanted = outcome.missed.len();
+        self.state.record_round(&listener.group, &listener.members, wanted.len(), outcome);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        batch.rounds.push(AlbRoundRecord {
+            time: started.time,
+            target_group: listener.group.clone(),
+            members: count(listener.members.len()),
+            wanted: count(wanted.len()),
+            requests: outcome.requests,
+            reached: count(outcome.reached.len()),
+            reached_wanted: count(wanted.len() - missed_wanted.min(wanted.len())),
+            unattributed: outcome.unattributed,
+            errors: outcome.errors,
+            abandoned: outcome.abandoned,
+            budget: outcome.budget,
+            duration_seconds: elapsed.as_secs_f64(),
+        });
     }
 
     /// Asks discovery for an early refresh and waits (within the round) for
-    /// the next topology.
+    /// the next topology. Returns at once when the refresh is not taken
+    /// (no refresh loop, or the rate limit holds).
     async fn await_refresh(&self, deadline: Instant) -> Option<Arc<Topology>> {
         let early = self.early.as_ref()?;
-        self.state.count(|c| c.early_refreshes += 1);
         let mut receiver = self.topology.clone();
         receiver.borrow_and_update();
-        early.request();
+        if !early.try_request() {
+            return None;
+        }
+        self.state.count(|c| c.early_refreshes += 1);
         let wait = deadline.saturating_duration_since(Instant::now()).min(self.settings.timeout);
         tokio::time::timeout(wait, receiver.changed()).await.ok()?.ok()?;
         receiver.borrow().clone()

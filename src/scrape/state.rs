@@ -1,11 +1,17 @@
-//! What the scraper remembers between intervals: which slot each instance was
-//! last stored in, stickiness cookies, `auto` mode's fallbacks, per-instance
-//! status for `/api/targets`, and counters for `/metrics`.
+//! What the scraper remembers between intervals: which interval each
+//! instance was last stored in, stickiness cookies, `auto` mode's fallbacks,
+//! each target group's learned balancing and coverage, per-instance status
+//! for `/api/targets`, and counters for `/metrics`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde::Serialize;
+
+use super::balancing::BalancingModel;
+use super::client::Stickiness;
+use super::failure::FailureReason;
+use super::round_core::RoundOutcome;
 
 /// How an instance was last reached, for `/api/targets`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -16,14 +22,67 @@ pub struct TargetStatus {
     pub asg_name: Option<String>,
     /// `direct <address>` or `via_alb <listener> <target group>`.
     pub path: String,
-    /// Epoch seconds of the last stored scrape.
+    /// The target group(s) of its path, when reached through a listener.
+    pub target_group: Option<String>,
+    /// Epoch seconds of the last interval that tried it, stored or not.
     pub last_scrape: Option<f64>,
+    /// Epoch seconds of the last stored payload.
+    pub last_success: Option<f64>,
     /// Whether the last interval stored a payload.
     pub up: bool,
     /// Why not.
-    pub reason: Option<String>,
-    /// The last error seen.
+    pub reason: Option<FailureReason>,
+    /// The error of the last interval, if it failed (cleared when one succeeds).
     pub last_error: Option<String>,
+}
+
+/// Via-ALB rounds of one target group (or `a+b` for a weighted listener).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupStats {
+    /// Rounds run.
+    pub rounds: u64,
+    /// Rounds that reached every member they wanted.
+    pub complete_rounds: u64,
+    /// Σ over rounds of members wanted.
+    pub member_intervals: u64,
+    /// Σ over rounds of wanted members reached.
+    pub members_reached: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests abandoned at a round's deadline.
+    pub abandoned: u64,
+    /// Coverage of recent rounds (members reached / wanted, decayed over ~20 rounds).
+    pub recent_coverage: f64,
+    /// Requests per wanted member per interval, recent rounds.
+    pub recent_requests_per_member: f64,
+    /// The budget of the last round.
+    pub last_budget: u32,
+    #[serde(skip)]
+    model: BalancingModel,
+}
+
+impl GroupStats {
+    fn record(&mut self, wanted: usize, outcome: &RoundOutcome) {
+        const WEIGHT: f64 = 0.05;
+        let reached_wanted = wanted - outcome.missed.len().min(wanted);
+        self.rounds += 1;
+        self.complete_rounds += u64::from(outcome.missed.is_empty());
+        self.member_intervals += wanted as u64;
+        self.members_reached += reached_wanted as u64;
+        self.requests += u64::from(outcome.requests);
+        self.abandoned += u64::from(outcome.abandoned);
+        self.last_budget = outcome.budget;
+        if wanted > 0 {
+            let coverage = reached_wanted as f64 / wanted as f64;
+            let price = f64::from(outcome.requests) / wanted as f64;
+            if self.rounds == 1 {
+                (self.recent_coverage, self.recent_requests_per_member) = (coverage, price);
+            } else {
+                self.recent_coverage += WEIGHT * (coverage - self.recent_coverage);
+                self.recent_requests_per_member += WEIGHT * (price - self.recent_requests_per_member);
+            }
+        }
+    }
 }
 
 /// Counters exported on `/metrics`.
@@ -32,21 +91,26 @@ pub struct Counters {
     /// Payloads stored, by path kind (`direct`, `via_alb`).
     pub scrapes_stored: BTreeMap<&'static str, u64>,
     /// Failed scrapes, by reason.
-    pub scrape_failures: BTreeMap<String, u64>,
+    pub scrape_failures: BTreeMap<FailureReason, u64>,
     /// Requests sent to listeners.
     pub alb_requests: u64,
     /// Payloads not attributed, by (target group, reason).
     pub unattributed: BTreeMap<(String, &'static str), u64>,
     /// Early discovery refreshes asked for.
     pub early_refreshes: u64,
+    /// Payloads of an instance whose interval was already stored (another
+    /// round, or a second answer in the same round): dropped.
+    pub duplicates_dropped: u64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Instance → the last interval index stored.
     slots: HashMap<String, i64>,
-    cookies: HashMap<(String, String), String>,
+    cookies: HashMap<(String, String), Stickiness>,
     fallback: HashMap<String, u32>,
     targets: BTreeMap<String, TargetStatus>,
+    groups: BTreeMap<String, GroupStats>,
     counters: Counters,
 }
 
@@ -63,30 +127,38 @@ impl ScrapeState {
         f(&mut guard)
     }
 
-    /// Claims `slot` for `instance`; `false` if a payload is already stored in it.
-    pub fn claim_slot(&self, instance: &str, slot: i64) -> bool {
+    /// Claims interval `index` for `instance`; `false` if a payload is
+    /// already stored for it (or a later interval).
+    pub fn claim_slot(&self, instance: &str, index: i64) -> bool {
         self.with(|s| match s.slots.get(instance) {
-            Some(&last) if last >= slot => false,
+            Some(&last) if last >= index => false,
             _ => {
-                s.slots.insert(instance.to_string(), slot);
+                s.slots.insert(instance.to_string(), index);
                 true
             }
         })
     }
 
-    /// Whether `slot` is already filled for `instance`.
-    pub fn slot_filled(&self, instance: &str, slot: i64) -> bool {
-        self.with(|s| s.slots.get(instance).is_some_and(|&last| last >= slot))
+    /// Whether interval `index` is already stored for `instance`.
+    pub fn slot_filled(&self, instance: &str, index: i64) -> bool {
+        self.with(|s| s.slots.get(instance).is_some_and(|&last| last >= index))
     }
 
-    /// The stickiness cookie that reaches `instance` through `listener`.
-    pub fn cookie(&self, listener: &str, instance: &str) -> Option<String> {
-        self.with(|s| s.cookies.get(&(listener.to_string(), instance.to_string())).cloned())
+    /// The cookie header that pins `instance` behind `listener`: only with
+    /// its member cookie (`AWSALB`); its target group's cookie (`AWSALBTG`)
+    /// goes along, since the group is chosen before the member.
+    pub fn pinning_cookie(&self, listener: &str, instance: &str) -> Option<String> {
+        self.with(|s| s.cookies.get(&(listener.to_string(), instance.to_string())).and_then(Stickiness::header))
     }
 
-    /// Remembers a stickiness cookie.
-    pub fn set_cookie(&self, listener: &str, instance: &str, cookie: String) {
-        self.with(|s| s.cookies.insert((listener.to_string(), instance.to_string()), cookie));
+    /// Remembers the stickiness cookies a response of `instance` set.
+    pub fn set_cookies(&self, listener: &str, instance: &str, cookies: Stickiness) {
+        self.with(|s| s.cookies.entry((listener.to_string(), instance.to_string())).or_default().merge(cookies));
+    }
+
+    /// Forgets a cookie that did not reach its member.
+    pub fn forget_cookie(&self, listener: &str, instance: &str) {
+        self.with(|s| s.cookies.remove(&(listener.to_string(), instance.to_string())));
     }
 
     /// `auto` mode: go through the listener for the next `intervals` intervals.
@@ -110,18 +182,40 @@ impl ScrapeState {
         self.with(|s| update(s.targets.entry(instance.to_string()).or_default()));
     }
 
-    /// Forgets instances no longer scraped.
-    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool) {
+    /// Forgets instances no longer scraped, and target groups no longer used.
+    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool, keep_group: impl Fn(&str) -> bool) {
         self.with(|s| {
             s.targets.retain(|id, _| keep(id));
             s.fallback.retain(|id, _| keep(id));
             s.cookies.retain(|(_, id), _| keep(id));
+            s.slots.retain(|id, _| keep(id));
+            s.groups.retain(|group, _| keep_group(group));
         });
     }
 
     /// A copy of every instance's status.
     pub fn targets(&self) -> BTreeMap<String, TargetStatus> {
         self.with(|s| s.targets.clone())
+    }
+
+    /// The round budget for `unpinned` of `members` of `group`, from its learned balancing.
+    pub fn budget(&self, group: &str, members: &[String], unpinned: &[String], target: f64, cap: u32) -> u32 {
+        self.with(|s| s.groups.get(group).map(|g| &g.model).cloned().unwrap_or_default())
+            .requests_for(members, unpinned, target, cap)
+    }
+
+    /// Records a finished round of `group`: coverage, price, and what the balancer did.
+    pub fn record_round(&self, group: &str, members: &[String], wanted: usize, outcome: &RoundOutcome) {
+        self.with(|s| {
+            let stats = s.groups.entry(group.to_string()).or_default();
+            stats.record(wanted, outcome);
+            stats.model.observe(members, &outcome.untargeted_answers);
+        });
+    }
+
+    /// A copy of every target group's round statistics.
+    pub fn groups(&self) -> BTreeMap<String, GroupStats> {
+        self.with(|s| s.groups.clone())
     }
 
     /// Updates the counters.

@@ -1,7 +1,17 @@
-//! CPU busy % per instance, computed at ingest from consecutive scrapes of
-//! `node_cpu_seconds_total{mode="idle"}`, as dashboard 1860's "CPU Busy":
-//! `100 × (1 − mean over CPUs of Δidle / Δt)`, with Δt the exact time between
-//! the two scrapes. Never clamped: a value far outside 0–100 exposes a bug.
+//! CPU busy % per instance, computed at ingest from consecutive stored scrapes
+//! of `node_cpu_seconds_total` as a ratio of counters:
+//! `100 × Δ(Σ non-idle modes) / Δ(Σ all modes)`, summed over every CPU present
+//! in both scrapes.
+//!
+//! This departs on purpose from dashboard 1860's `100 × (1 − avg(rate(idle)))`:
+//! that form divides by wall-clock time between requests, so the latency between
+//! our request and the exporter reading `/proc/stat` (an ALB hop, a slow
+//! exporter), counters that advance in steps (tickless kernels account idle
+//! lazily) and the jitter of the scrape itself all show up as CPU. Both terms of
+//! the ratio come from the same read of `/proc/stat`, so it does not matter when
+//! the scrape happened. Guest time is already inside user/nice and is not read
+//! (`node_cpu_guest_seconds_total` is another metric). `iowait` counts as busy,
+//! as in 1860. Never clamped: a value outside 0–100 exposes a bug.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,13 +19,20 @@ use super::record::SampleRecord;
 
 const CPU_METRIC: &str = "node_cpu_seconds_total";
 
-#[derive(Debug, Clone)]
-struct Previous {
-    time: f64,
-    idle: BTreeMap<String, f64>,
+/// How one CPU's counters changed between two scrapes, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct CpuTimes {
+    idle: f64,
+    total: f64,
 }
 
-/// Remembers each instance's last idle counters.
+#[derive(Debug, Clone)]
+struct Previous {
+    /// cpu label → (mode → value).
+    cpus: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Remembers each instance's last CPU counters.
 #[derive(Debug, Default)]
 pub struct CpuTracker {
     previous: HashMap<String, Previous>,
@@ -24,32 +41,22 @@ pub struct CpuTracker {
 impl CpuTracker {
     /// Feeds one scrape; returns the busy % since the instance's previous
     /// scrape, or `None` for the first scrape, a scrape without CPU counters,
-    /// a counter reset (a reboot: that interval is a gap, not a guess), or no
-    /// CPU in common.
-    pub fn observe(&mut self, instance_id: &str, time: f64, samples: &[SampleRecord]) -> Option<f64> {
-        let idle = idle_counters(samples);
-        if idle.is_empty() {
+    /// a counter reset in any mode of any CPU (a reboot: that interval is a
+    /// gap, not a guess), no CPU in common, or no CPU time elapsed.
+    pub fn observe(&mut self, instance_id: &str, samples: &[SampleRecord]) -> Option<f64> {
+        let cpus = cpu_counters(samples);
+        if cpus.is_empty() {
             return None;
         }
-        let previous = self.previous.insert(instance_id.to_string(), Previous { time, idle: idle.clone() })?;
-        let elapsed = time - previous.time;
-        if elapsed <= 0.0 {
-            return None;
+        let previous = self.previous.insert(instance_id.to_string(), Previous { cpus: cpus.clone() })?;
+        let (mut busy, mut total) = (0.0, 0.0);
+        for (cpu, modes) in &cpus {
+            let Some(before) = previous.cpus.get(cpu) else { continue };
+            let delta = delta(before, modes)?;
+            busy += delta.total - delta.idle;
+            total += delta.total;
         }
-        let mut deltas = Vec::with_capacity(idle.len());
-        for (cpu, now) in &idle {
-            if let Some(before) = previous.idle.get(cpu) {
-                if now < before {
-                    return None;
-                }
-                deltas.push(now - before);
-            }
-        }
-        if deltas.is_empty() {
-            return None;
-        }
-        let mean_idle = deltas.iter().sum::<f64>() / deltas.len() as f64;
-        Some(100.0 * (1.0 - mean_idle / elapsed))
+        (total > 0.0).then(|| 100.0 * busy / total)
     }
 
     /// Forgets an instance (it left or was terminated).
@@ -58,18 +65,34 @@ impl CpuTracker {
     }
 }
 
-fn idle_counters(samples: &[SampleRecord]) -> BTreeMap<String, f64> {
-    samples
-        .iter()
-        .filter(|s| s.metric == CPU_METRIC && s.labels.contains("\"idle\""))
-        .filter_map(|s| {
-            let labels: BTreeMap<String, String> = serde_json::from_str(&s.labels).ok()?;
-            if labels.get("mode")? != "idle" {
-                return None;
-            }
-            Some((labels.get("cpu")?.clone(), s.value))
-        })
-        .collect()
+/// The change of one CPU's counters over the modes both scrapes have;
+/// `None` when any of them went backwards.
+fn delta(before: &BTreeMap<String, f64>, now: &BTreeMap<String, f64>) -> Option<CpuTimes> {
+    let mut times = CpuTimes::default();
+    for (mode, value) in now {
+        let Some(previous) = before.get(mode) else { continue };
+        let change = value - previous;
+        if change < 0.0 {
+            return None;
+        }
+        times.total += change;
+        if mode == "idle" {
+            times.idle += change;
+        }
+    }
+    Some(times)
+}
+
+fn cpu_counters(samples: &[SampleRecord]) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut cpus: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for sample in samples.iter().filter(|s| s.metric == CPU_METRIC) {
+        let Ok(labels) = serde_json::from_str::<BTreeMap<String, String>>(&sample.labels) else { continue };
+        let (Some(cpu), Some(mode)) = (labels.get("cpu"), labels.get("mode")) else { continue };
+        if sample.value.is_finite() {
+            cpus.entry(cpu.clone()).or_default().insert(mode.clone(), sample.value);
+        }
+    }
+    cpus
 }
 
 #[cfg(test)]
@@ -80,39 +103,55 @@ mod tests {
         SampleRecord { metric: CPU_METRIC.into(), labels: format!(r#"{{"cpu":"{cpu}","mode":"{mode}"}}"#), value }
     }
 
+    /// A scrape of CPUs given as (user, system, iowait, idle) seconds.
+    fn scrape(cpus: &[(f64, f64, f64, f64)]) -> Vec<SampleRecord> {
+        let mut samples = Vec::new();
+        for (i, &(user, system, iowait, idle)) in cpus.iter().enumerate() {
+            let i = u32::try_from(i).unwrap();
+            samples.extend([cpu(i, "user", user), cpu(i, "system", system), cpu(i, "iowait", iowait)]);
+            samples.push(cpu(i, "idle", idle));
+        }
+        samples
+    }
+
     #[test]
-    fn busy_percent_from_idle_deltas_and_exact_time() {
+    fn busy_percent_is_a_ratio_of_counter_deltas() {
         let mut tracker = CpuTracker::default();
-        assert_eq!(
-            tracker.observe("i-1", 100.0, &[cpu(0, "idle", 1000.0), cpu(1, "idle", 2000.0), cpu(0, "user", 5.0)]),
-            None
-        );
-        // 10 s later: cpu0 idle 9 s (10% busy), cpu1 idle 1 s (90% busy) → 50%.
-        let busy = tracker.observe("i-1", 110.0, &[cpu(0, "idle", 1009.0), cpu(1, "idle", 2001.0)]).unwrap();
-        assert!((busy - 50.0).abs() < 1e-9, "{busy}");
-        // 2.5 s later, fully idle.
-        let busy = tracker.observe("i-1", 112.5, &[cpu(0, "idle", 1011.5), cpu(1, "idle", 2003.5)]).unwrap();
-        assert!(busy.abs() < 1e-9, "{busy}");
+        assert_eq!(tracker.observe("i-1", &scrape(&[(100.0, 10.0, 1.0, 1000.0), (50.0, 5.0, 0.0, 2000.0)])), None);
+        // cpu0: 8 busy (6 user, 1 system, 1 iowait) of 10; cpu1: 1 busy of 10 → 9 of 20.
+        let busy = tracker.observe("i-1", &scrape(&[(106.0, 11.0, 2.0, 1002.0), (51.0, 5.0, 0.0, 2009.0)])).unwrap();
+        assert!((busy - 45.0).abs() < 1e-9, "{busy}");
+    }
+
+    #[test]
+    fn when_the_scrape_happened_does_not_matter() {
+        // The same counters give the same value whatever the wall-clock gap:
+        // nothing but the counters is read.
+        let mut tracker = CpuTracker::default();
+        tracker.observe("i-1", &scrape(&[(0.0, 0.0, 0.0, 0.0)]));
+        let busy = tracker.observe("i-1", &scrape(&[(2.0, 0.0, 0.0, 8.0)])).unwrap();
+        assert!((busy - 20.0).abs() < 1e-9, "{busy}");
     }
 
     #[test]
     fn resets_and_odd_inputs_give_no_value() {
         let mut tracker = CpuTracker::default();
-        tracker.observe("i-1", 0.0, &[cpu(0, "idle", 500.0)]);
-        assert_eq!(tracker.observe("i-1", 10.0, &[cpu(0, "idle", 3.0)]), None, "counter reset");
-        assert!(tracker.observe("i-1", 20.0, &[cpu(0, "idle", 8.0)]).is_some(), "resumes after the reset");
-        assert_eq!(tracker.observe("i-1", 20.0, &[cpu(0, "idle", 9.0)]), None, "no time elapsed");
-        assert_eq!(tracker.observe("i-2", 0.0, &[]), None, "no CPU counters");
+        tracker.observe("i-1", &scrape(&[(500.0, 1.0, 1.0, 500.0)]));
+        assert_eq!(tracker.observe("i-1", &scrape(&[(3.0, 1.0, 1.0, 600.0)])), None, "user reset");
+        assert!(tracker.observe("i-1", &scrape(&[(8.0, 1.0, 1.0, 700.0)])).is_some(), "resumes after the reset");
+        assert_eq!(tracker.observe("i-1", &scrape(&[(8.0, 1.0, 1.0, 700.0)])), None, "no CPU time elapsed");
+        assert_eq!(tracker.observe("i-2", &[]), None, "no CPU counters");
         tracker.forget("i-1");
-        assert_eq!(tracker.observe("i-1", 30.0, &[cpu(0, "idle", 9.0)]), None, "forgotten: first scrape again");
+        assert_eq!(tracker.observe("i-1", &scrape(&[(9.0, 1.0, 1.0, 800.0)])), None, "forgotten: first scrape again");
     }
 
     #[test]
-    fn not_clamped() {
+    fn only_cpus_and_modes_in_both_scrapes_count() {
         let mut tracker = CpuTracker::default();
-        tracker.observe("i-1", 0.0, &[cpu(0, "idle", 0.0)]);
-        // More idle time than wall time: a bug upstream must stay visible.
-        let busy = tracker.observe("i-1", 10.0, &[cpu(0, "idle", 12.0)]).unwrap();
-        assert!((busy + 20.0).abs() < 1e-9, "{busy}");
+        tracker.observe("i-1", &[cpu(0, "user", 10.0), cpu(0, "idle", 10.0)]);
+        // cpu1 appears (hotplug) and cpu0 gains a steal mode: neither has a previous value.
+        let now = [cpu(0, "user", 13.0), cpu(0, "idle", 17.0), cpu(0, "steal", 50.0), cpu(1, "idle", 99.0)];
+        let busy = tracker.observe("i-1", &now).unwrap();
+        assert!((busy - 30.0).abs() < 1e-9, "{busy}");
     }
 }

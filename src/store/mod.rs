@@ -20,6 +20,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
+use crate::scrape::failure::FailureReason;
+
 pub use cpu::CpuTracker;
 use intern::Interner;
 pub use record::{
@@ -177,7 +179,7 @@ impl Store {
         ordered.sort_by(|a, b| a.time.total_cmp(&b.time));
         let mut written = 0;
         for scrape in ordered {
-            if let Some(busy) = self.cpu.observe(&scrape.instance_id, scrape.time, &scrape.samples) {
+            if let Some(busy) = self.cpu.observe(&scrape.instance_id, &scrape.samples) {
                 sqlx::query("INSERT OR REPLACE INTO cpu_samples (time, instance_id, value) VALUES (?, ?, ?)")
                     .bind(scrape.time)
                     .bind(&scrape.instance_id)
@@ -296,7 +298,7 @@ async fn write_statuses(tx: &mut sqlx::SqliteConnection, statuses: &[StatusRecor
         .bind(s.time)
         .bind(&s.instance_id)
         .bind(i64::from(s.up))
-        .bind(&s.reason)
+        .bind(s.reason.map(FailureReason::as_str))
         .bind(&s.error)
         .bind(s.duration_seconds)
         .bind(i64::from(s.samples))
@@ -310,8 +312,9 @@ async fn write_statuses(tx: &mut sqlx::SqliteConnection, statuses: &[StatusRecor
 async fn write_rounds(tx: &mut sqlx::SqliteConnection, rounds: &[AlbRoundRecord]) -> Result<(), Error> {
     for r in rounds {
         sqlx::query(
-            "INSERT OR REPLACE INTO alb_rounds (time, target_group, members, requests, reached, unattributed, errors)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO alb_rounds (time, target_group, members, requests, reached, unattributed, errors,
+                 wanted, reached_wanted, abandoned, budget, duration_seconds)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.time)
         .bind(&r.target_group)
@@ -320,6 +323,11 @@ async fn write_rounds(tx: &mut sqlx::SqliteConnection, rounds: &[AlbRoundRecord]
         .bind(i64::from(r.reached))
         .bind(i64::from(r.unattributed))
         .bind(i64::from(r.errors))
+        .bind(i64::from(r.wanted))
+        .bind(i64::from(r.reached_wanted))
+        .bind(i64::from(r.abandoned))
+        .bind(i64::from(r.budget))
+        .bind(r.duration_seconds)
         .execute(&mut *tx)
         .await?;
     }

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::scrape::failure::FailureReason;
+
 /// One sample of a scrape, attributed to an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRecord {
@@ -36,8 +38,8 @@ pub struct StatusRecord {
     pub instance_id: String,
     /// Whether a payload was stored.
     pub up: bool,
-    /// Why not, e.g. `not_reached_via_alb`, `http_error`, `parse_error`.
-    pub reason: Option<String>,
+    /// Why not.
+    pub reason: Option<FailureReason>,
     /// The last error seen.
     pub error: Option<String>,
     /// Time the scrape (or the via-ALB round) took.
@@ -51,20 +53,30 @@ pub struct StatusRecord {
 /// One via-ALB round of one target group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlbRoundRecord {
-    /// Epoch seconds.
+    /// Epoch seconds the round started.
     pub time: f64,
     /// Target group name.
     pub target_group: String,
-    /// Running, healthy, kept members.
+    /// Running, kept members behind the listener.
     pub members: u32,
+    /// Members the round had to reach (its job's own, not yet stored).
+    pub wanted: u32,
     /// Requests sent.
     pub requests: u32,
-    /// Members reached.
+    /// Members whose payload arrived (wanted or not).
     pub reached: u32,
+    /// Wanted members reached: `reached_wanted / wanted` is the round's coverage.
+    pub reached_wanted: u32,
     /// Payloads that could not be attributed.
     pub unattributed: u32,
     /// Failed requests.
     pub errors: u32,
+    /// Requests still in flight at the round's deadline.
+    pub abandoned: u32,
+    /// The most requests the round could send.
+    pub budget: u32,
+    /// How long the round took.
+    pub duration_seconds: f64,
 }
 
 /// An instance as discovery last saw it.

@@ -10,6 +10,10 @@ fn cpu_idle(cpu: u32, value: f64) -> SampleRecord {
     sample("node_cpu_seconds_total", &format!(r#"{{"cpu":"{cpu}","mode":"idle"}}"#), value)
 }
 
+fn cpu_user(cpu: u32, value: f64) -> SampleRecord {
+    sample("node_cpu_seconds_total", &format!(r#"{{"cpu":"{cpu}","mode":"user"}}"#), value)
+}
+
 fn scrape(instance: &str, time: f64, samples: Vec<SampleRecord>) -> ScrapeRecord {
     ScrapeRecord {
         instance_id: instance.into(),
@@ -44,20 +48,23 @@ async fn scrapes_are_readable_through_the_sql_interface() {
     let batch = Batch {
         instances: vec![instance("i-a", "basic"), instance("i-b", "asg")],
         scrapes: vec![
-            scrape("i-a", 1000.0, vec![cpu_idle(0, 100.0), sample("node_load1", "{}", 0.5)]),
-            scrape("i-b", 1000.5, vec![cpu_idle(0, 200.0), sample("node_load1", "{}", 2.0)]),
+            scrape("i-a", 1000.0, vec![cpu_idle(0, 100.0), cpu_user(0, 0.0), sample("node_load1", "{}", 0.5)]),
+            scrape("i-b", 1000.5, vec![cpu_idle(0, 200.0), cpu_user(0, 0.0), sample("node_load1", "{}", 2.0)]),
         ],
         ..Batch::default()
     };
     let stats = store.write(&batch).await.unwrap();
-    assert_eq!((stats.samples, stats.new_series, stats.cpu_rows), (4, 4, 0));
-    // 10 s later: i-a idle 9 s (10% busy), i-b idle 1 s (90% busy).
+    assert_eq!((stats.samples, stats.new_series, stats.cpu_rows), (6, 6, 0));
+    // 10 s later: i-a idle 9 s of 10 (10% busy), i-b idle 1 s of 10 (90% busy).
     let later = Batch {
-        scrapes: vec![scrape("i-a", 1010.0, vec![cpu_idle(0, 109.0)]), scrape("i-b", 1010.5, vec![cpu_idle(0, 201.0)])],
+        scrapes: vec![
+            scrape("i-a", 1010.0, vec![cpu_idle(0, 109.0), cpu_user(0, 1.0)]),
+            scrape("i-b", 1010.5, vec![cpu_idle(0, 201.0), cpu_user(0, 9.0)]),
+        ],
         ..Batch::default()
     };
     let stats = store.write(&later).await.unwrap();
-    assert_eq!((stats.samples, stats.new_series, stats.cpu_rows), (2, 0, 2));
+    assert_eq!((stats.samples, stats.new_series, stats.cpu_rows), (4, 0, 2));
 
     let rows = sqlx::query("SELECT time, instance_id, metric, labels, value FROM metric_samples WHERE metric = 'node_load1' ORDER BY instance_id")
         .fetch_all(store.pool())

@@ -26,7 +26,14 @@ pub enum Identity {
 }
 
 const TICKS: f64 = 100.0; // USER_HZ
+/// CPUs of every fake host.
+pub const CPUS: usize = 2;
 
+/// Busy and idle time of each CPU, continuous, in ticks. `/proc/stat` shows
+/// whole ticks, CPU `k` rounded at phase `k / CPUS`, so that (Hermite's
+/// identity, Σₖ⌊x + k/n⌋ = ⌊n·x⌋) the sum over CPUs is exact to one tick, as a
+/// kernel's is: a ratio of counter deltas is then within 1 tick of the set
+/// level over the interval's CPU time.
 #[derive(Debug)]
 struct Cpu {
     busy: f64,
@@ -68,7 +75,7 @@ fn fixture() -> PathBuf {
 }
 
 impl FakeHost {
-    /// Starts a host reporting `instance_id`, `busy` (0..1) of its 2 CPUs
+    /// Starts a host reporting `instance_id`, `busy` (0..1) of its [`CPUS`] CPUs
     /// busy, with `signature` nice ticks.
     pub fn start(instance_id: &str, busy: f64, signature: u32, identity: Identity) -> Self {
         let dir = tempfile::tempdir().expect("host dir");
@@ -165,13 +172,24 @@ impl FakeHost {
     }
 }
 
-/// Writes proc/stat atomically (rename), both CPUs alike; the exporter reads it at each scrape.
+/// Writes proc/stat atomically (rename); the exporter reads it at each scrape.
+/// Only `user` and `idle` move; the other modes are constant (`nice` is the
+/// host's signature).
 fn write_stat(dir: &Path, cpu: &Cpu, nice: f64) {
-    let line = |name: &str| format!("{name} {:.0} {nice:.0} 40000 {:.0} 2000 0 750 150 0 0\n", cpu.user, cpu.idle);
-    let total =
-        format!("cpu  {:.0} {:.0} 80000 {:.0} 4000 0 1500 300 0 0\n", 2.0 * cpu.user, 2.0 * nice, 2.0 * cpu.idle);
-    let rest = "intr 5000000 0\nctxt 9000000\nbtime 1732500000\nprocesses 45000\nprocs_running 2\nprocs_blocked 0\n";
-    let text = format!("{total}{}{}{rest}", line("cpu0"), line("cpu1"));
+    let phase = |k: usize| k as f64 / CPUS as f64;
+    let cpus: Vec<(u64, u64)> =
+        (0..CPUS).map(|k| ((cpu.user + phase(k)).floor() as u64, (cpu.idle + phase(k)).floor() as u64)).collect();
+    let (user, idle): (u64, u64) = cpus.iter().fold((0, 0), |(u, i), (cu, ci)| (u + cu, i + ci));
+    let n = CPUS as u64;
+    let nice = nice as u64;
+    let mut text =
+        format!("cpu  {user} {} {} {idle} {} 0 {} {} 0 0\n", n * nice, n * 40000, n * 2000, n * 750, n * 150);
+    for (k, (user, idle)) in cpus.iter().enumerate() {
+        text.push_str(&format!("cpu{k} {user} {nice} 40000 {idle} 2000 0 750 150 0 0\n"));
+    }
+    text.push_str(
+        "intr 5000000 0\nctxt 9000000\nbtime 1732500000\nprocesses 45000\nprocs_running 2\nprocs_blocked 0\n",
+    );
     let temp = dir.join("proc/.stat.tmp");
     std::fs::write(&temp, text).expect("write stat");
     std::fs::rename(&temp, dir.join("proc/stat")).expect("rename stat");
