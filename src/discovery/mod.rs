@@ -203,8 +203,8 @@ impl EarlyRefresh {
         }
     }
 
-    /// Waits for a request.
-    async fn requested(&self) {
+    /// Waits for a request (what the refresh loop, or a test playing it, runs on).
+    pub async fn requested(&self) {
         self.notify.notified().await;
     }
 }
@@ -330,5 +330,73 @@ impl Refresher {
             }
             self.early.refreshed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A discovery that takes `delay` and finds nothing.
+    #[derive(Debug)]
+    struct Slow {
+        delay: Duration,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl Discover for Slow {
+        fn discover(&self) -> BoxFuture<'_, Result<Refresh, Error>> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                let topology = Topology {
+                    targets: vec![],
+                    auto_scaling_groups: vec![],
+                    refreshed_at: std::time::SystemTime::UNIX_EPOCH,
+                };
+                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: self.delay })
+            })
+        }
+
+        fn endpoint(&self) -> &str {
+            "fake"
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_in_progress_does_not_hold_shutdown() {
+        // AWS retries with backoff can keep a refresh going for a minute.
+        let refresher =
+            Refresher::new(Slow { delay: Duration::from_secs(60), calls: Arc::default() }, Duration::from_secs(300));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(refresher.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stopping = tokio::time::Instant::now();
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(stopping.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn early_refreshes_are_rate_limited_from_the_last_refresh() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let refresher = Refresher::new(
+            Slow { delay: Duration::from_millis(100), calls: Arc::clone(&calls) },
+            Duration::from_secs(300),
+        )
+        .with_early_refresh_min_interval(Duration::from_secs(10));
+        let early = refresher.early_refresh();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(refresher.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "the first refresh");
+        assert!(!early.try_request(), "1 s after a refresh");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(early.try_request());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "the early refresh ran");
+        assert!(!early.try_request(), "and the limit counts from it");
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

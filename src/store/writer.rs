@@ -71,6 +71,15 @@ impl WriterHandle {
     }
 }
 
+impl WriterHandle {
+    /// A handle whose batches go to the returned receiver instead of a
+    /// store: for tests that read what the scraper hands over.
+    pub fn queue(capacity: usize) -> (Self, mpsc::Receiver<Batch>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (Self { sender, stats: Arc::default() }, receiver)
+    }
+}
+
 /// Starts the writer; it stops, after a last flush, when `shutdown` is
 /// cancelled or every handle is dropped, and gives the store back.
 pub fn spawn_writer(
