@@ -2,12 +2,16 @@
 //! demo: moto and LocalStack model ALBs but forward no traffic.
 //!
 //! Each listener is a loopback port that forwards every request to one member
-//! of its target group, chosen by [`Balancing`]: round-robin, random, or
-//! sticky (an opaque `AWSALB`-style cookie pins a client to a member, as an
-//! ALB does with `lb_cookie` stickiness; a client without one gets a random
-//! member). Like a real ALB, nothing in a
-//! response says which member answered; a failed member gives 502, an empty
-//! target group 503, a member timeout 504.
+//! of its target group, chosen by [`Balancing`]: round-robin, random, sticky
+//! (an opaque `AWSALB` cookie pins a client to a member, as an ALB does with
+//! `lb_cookie` stickiness; a client without one gets a random member), skewed
+//! (one member takes a fixed share, as under slow start or anomaly
+//! mitigation), or least outstanding requests. With `group_cookie` every
+//! response also sets `AWSALBTG`, target-group stickiness: it pins the target
+//! group (each listener here has one), never a member. Members can be made
+//! to answer late. Like a real ALB, nothing in a response says which member
+//! answered; a failed member gives 502, an empty target group 503, a member
+//! timeout 504.
 //!
 //! Members change at run time through the admin listener:
 //! `PUT /listeners/{port}` with a body of comma-separated `host:port`
@@ -38,7 +42,16 @@ pub enum Balancing {
     /// The member named by the client's stickiness cookie; otherwise a random
     /// member, and the response sets the cookie.
     Sticky,
+    /// The first member takes `skew` of the requests; the others share the rest.
+    Skewed,
+    /// The member with the fewest requests in flight (ties: random).
+    LeastOutstanding,
 }
+
+/// The cookie of `lb_cookie` stickiness: it pins a member.
+const MEMBER_COOKIE: &str = "AWSALB";
+/// The cookie of target-group stickiness: it pins a target group.
+const GROUP_COOKIE: &str = "AWSALBTG";
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +85,10 @@ struct ListenerState {
     members: RwLock<Vec<Member>>,
     next: AtomicUsize,
     balancing: Balancing,
-    cookie_name: String,
+    skew: f64,
+    group_cookie: Option<String>,
+    delays: BTreeMap<String, Duration>,
+    outstanding: std::sync::Mutex<BTreeMap<String, usize>>,
     client: reqwest::Client,
 }
 
@@ -100,7 +116,7 @@ impl ListenerState {
             return None;
         }
         if self.balancing == Balancing::Sticky
-            && let Some(value) = cookie(headers, &self.cookie_name)
+            && let Some(value) = cookie(headers, MEMBER_COOKIE)
             && let Some(member) = members.iter().find(|m| m.cookie == value)
         {
             return Some((member.clone(), false));
@@ -108,8 +124,40 @@ impl ListenerState {
         let index = match self.balancing {
             Balancing::Random | Balancing::Sticky => fastrand::usize(..members.len()),
             Balancing::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % members.len(),
+            Balancing::Skewed if members.len() == 1 || fastrand::f64() < self.skew => 0,
+            Balancing::Skewed => 1 + fastrand::usize(..members.len() - 1),
+            Balancing::LeastOutstanding => {
+                let outstanding = self.outstanding.lock().map(|o| o.clone()).unwrap_or_default();
+                let count = |m: &Member| outstanding.get(&m.address).copied().unwrap_or(0);
+                let least = members.iter().map(count).min().unwrap_or(0);
+                let tied: Vec<usize> = (0..members.len()).filter(|&i| count(&members[i]) == least).collect();
+                tied[fastrand::usize(..tied.len())]
+            }
         };
         Some((members[index].clone(), self.balancing == Balancing::Sticky))
+    }
+
+    /// Counts a request in flight to `address` until the guard drops.
+    fn in_flight(&self, address: &str) -> InFlight<'_> {
+        if let Ok(mut outstanding) = self.outstanding.lock() {
+            *outstanding.entry(address.to_string()).or_default() += 1;
+        }
+        InFlight { state: self, address: address.to_string() }
+    }
+}
+
+struct InFlight<'a> {
+    state: &'a ListenerState,
+    address: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut outstanding) = self.state.outstanding.lock()
+            && let Some(n) = outstanding.get_mut(&self.address)
+        {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -147,10 +195,30 @@ pub struct EmulatorConfig {
     pub admin: SocketAddr,
     /// How members are chosen.
     pub balancing: Balancing,
-    /// Stickiness cookie name: `AWSALB` (lb_cookie) or `AWSALBTG` (weighted target groups).
-    pub cookie_name: String,
+    /// [`Balancing::Skewed`]: the first member's share of requests.
+    pub skew: f64,
+    /// Also set `AWSALBTG` (target-group stickiness) on every response.
+    pub group_cookie: bool,
     /// Limit for one forwarded request (504 after it).
     pub member_timeout: Duration,
+    /// Members that answer late: member address → delay before forwarding.
+    pub member_delays: BTreeMap<String, Duration>,
+}
+
+impl EmulatorConfig {
+    /// Listeners served on the given addresses, admin on any loopback port,
+    /// a 10 s member timeout, a 70 % skew, no group cookie, no late member.
+    pub fn new(listeners: BTreeMap<u16, (SocketAddr, Vec<String>)>, balancing: Balancing) -> Self {
+        Self {
+            listeners,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            balancing,
+            skew: 0.7,
+            group_cookie: false,
+            member_timeout: Duration::from_secs(10),
+            member_delays: BTreeMap::new(),
+        }
+    }
 }
 
 impl Emulator {
@@ -172,7 +240,11 @@ impl Emulator {
                 members: RwLock::new(members.iter().map(|a| Member::new(a)).collect()),
                 next: AtomicUsize::new(0),
                 balancing: config.balancing,
-                cookie_name: config.cookie_name.clone(),
+                skew: config.skew.clamp(0.0, 1.0),
+                // One opaque value per listener: the target group it pins.
+                group_cookie: config.group_cookie.then(|| format!("{:032x}", fastrand::u128(..))),
+                delays: config.member_delays.clone(),
+                outstanding: std::sync::Mutex::default(),
                 client: client.clone(),
             });
             let router = axum::Router::new().fallback(forward).with_state(Arc::clone(&state));
@@ -233,13 +305,23 @@ async fn forward(State(state): State<Arc<ListenerState>>, request: Request) -> R
         }
     }
     debug!(member = %member.address, "forwarding");
+    let _in_flight = state.in_flight(&member.address);
+    if let Some(delay) = state.delays.get(&member.address) {
+        tokio::time::sleep(*delay).await;
+    }
     let mut response = match upstream.send().await {
         Ok(reply) => relay(reply).await,
         Err(e) if e.is_timeout() => (StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n").into_response(),
         Err(_) => (StatusCode::BAD_GATEWAY, "502 Bad Gateway\n").into_response(),
     };
+    let mut cookies = Vec::new();
     if set_cookie {
-        let value = format!("{}={}; Max-Age=86400; Path=/", state.cookie_name, member.cookie);
+        cookies.push(format!("{MEMBER_COOKIE}={}; Max-Age=604800; Path=/", member.cookie));
+    }
+    if let Some(group) = &state.group_cookie {
+        cookies.push(format!("{GROUP_COOKIE}={group}; Max-Age=604800; Path=/"));
+    }
+    for value in cookies {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }

@@ -90,11 +90,8 @@ async fn rounds(n: usize, balancing: Balancing, rounds: usize) -> Vec<(i64, i64,
     }
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let emulator = Emulator::start(EmulatorConfig {
-        listeners: [(9102, (any, members))].into(),
-        admin: any,
-        balancing,
-        cookie_name: "AWSALB".into(),
         member_timeout: Duration::from_secs(2),
+        ..EmulatorConfig::new([(9102, (any, members))].into(), balancing)
     })
     .await
     .unwrap();

@@ -23,9 +23,16 @@ struct Args {
     /// How a member is chosen for each request.
     #[arg(long, value_enum, default_value_t = Balancing::RoundRobin)]
     balancing: Balancing,
-    /// Stickiness cookie: AWSALB (lb_cookie) or AWSALBTG (weighted target groups).
-    #[arg(long, default_value = "AWSALB")]
-    cookie_name: String,
+    /// `skewed` balancing: the first member's share of requests (0..1).
+    #[arg(long, default_value_t = 0.7)]
+    skew: f64,
+    /// Also set AWSALBTG (target-group stickiness) on every response; it pins
+    /// the target group, never a member (AWSALB, from `sticky`, does that).
+    #[arg(long)]
+    group_cookie: bool,
+    /// `MEMBER=MILLISECONDS`: that member answers this late. Repeat as needed.
+    #[arg(long = "late")]
+    late: Vec<String>,
     /// Admin API address (PUT /listeners/PORT with comma-separated members).
     #[arg(long, default_value = "127.0.0.1:0")]
     admin: SocketAddr,
@@ -55,14 +62,24 @@ fn parse_listener(spec: &str) -> anyhow::Result<(u16, (SocketAddr, Vec<String>))
     Ok((port, (bind, members.collect::<anyhow::Result<_>>()?)))
 }
 
+fn parse_late(spec: &str) -> anyhow::Result<(String, Duration)> {
+    let (member, millis) =
+        spec.split_once('=').with_context(|| format!("--late {spec:?}: expected MEMBER=MILLISECONDS"))?;
+    let millis: u64 =
+        millis.parse().with_context(|| format!("--late {spec:?}: {millis:?} is not a number of milliseconds"))?;
+    Ok((loopback(member)?.to_string(), Duration::from_millis(millis)))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let listeners = args.listeners.iter().map(|s| parse_listener(s)).collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let member_delays = args.late.iter().map(|spec| parse_late(spec)).collect::<anyhow::Result<_>>()?;
     let config = EmulatorConfig {
-        listeners,
         admin: loopback(&args.admin.to_string())?,
-        balancing: args.balancing,
-        cookie_name: args.cookie_name,
+        skew: args.skew,
+        group_cookie: args.group_cookie,
         member_timeout: Duration::from_secs(args.member_timeout_secs),
+        member_delays,
+        ..EmulatorConfig::new(listeners, args.balancing)
     };
     let emulator = Emulator::start(config).await?;
     let bound: BTreeMap<String, String> =

@@ -14,11 +14,8 @@ async fn member(name: &'static str) -> String {
 async fn emulator(balancing: Balancing, members: &[String]) -> (Emulator, String) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = EmulatorConfig {
-        listeners: [(9102, (any, members.to_vec()))].into(),
-        admin: any,
-        balancing,
-        cookie_name: "AWSALB".into(),
         member_timeout: Duration::from_secs(5),
+        ..EmulatorConfig::new([(9102, (any, members.to_vec()))].into(), balancing)
     };
     let emulator = Emulator::start(config).await.unwrap();
     let url = format!("http://{}/metrics", emulator.addresses[&9102]);
@@ -124,4 +121,79 @@ async fn admin_api_changes_members_at_run_time() {
     let listed: BTreeMap<String, Vec<String>> = serde_json::from_str(&body(&client, &admin).await).unwrap();
     assert_eq!(listed["9102"], members[1..]);
     assert_eq!(client.put(format!("{admin}/1")).body("").send().await.unwrap().status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn skewed_balancing_sends_the_first_member_its_share() {
+    let (_emulator, url) = emulator(Balancing::Skewed, &three_members().await).await;
+    let client = reqwest::Client::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..400 {
+        *counts.entry(body(&client, &url).await).or_default() += 1;
+    }
+    // 70 % of 400 = 280 (σ ≈ 9); 15 % = 60 each (σ ≈ 7).
+    assert!((230..=330).contains(&counts["a"]), "{counts:?}");
+    assert!(counts["b"] >= 25 && counts["c"] >= 25, "{counts:?}");
+}
+
+#[tokio::test]
+async fn least_outstanding_spreads_concurrent_requests() {
+    let members = three_members().await;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    // Every member answers 200 ms late, so concurrent requests overlap.
+    let delays = members.iter().map(|m| (m.clone(), Duration::from_millis(200))).collect();
+    let config = EmulatorConfig {
+        member_delays: delays,
+        ..EmulatorConfig::new([(9102, (any, members.clone()))].into(), Balancing::LeastOutstanding)
+    };
+    let emulator = Emulator::start(config).await.unwrap();
+    let url = format!("http://{}/metrics", emulator.addresses[&9102]);
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let replies = futures_util::future::join_all((0..3).map(|_| body(&client, &url))).await;
+        let distinct: std::collections::BTreeSet<String> = replies.into_iter().collect();
+        assert_eq!(distinct.len(), 3, "three concurrent requests, three members");
+    }
+}
+
+#[tokio::test]
+async fn a_late_member_answers_late() {
+    let members = three_members().await;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = EmulatorConfig {
+        member_delays: [(members[0].clone(), Duration::from_millis(300))].into(),
+        ..EmulatorConfig::new([(9102, (any, members.clone()))].into(), Balancing::RoundRobin)
+    };
+    let emulator = Emulator::start(config).await.unwrap();
+    let url = format!("http://{}/metrics", emulator.addresses[&9102]);
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let name = body(&client, &url).await;
+        let late = started.elapsed() >= Duration::from_millis(300);
+        assert_eq!(late, name == "a", "{name} answered after {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn the_group_cookie_pins_no_member() {
+    let members = three_members().await;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = EmulatorConfig {
+        group_cookie: true,
+        ..EmulatorConfig::new([(9102, (any, members))].into(), Balancing::RoundRobin)
+    };
+    let emulator = Emulator::start(config).await.unwrap();
+    let url = format!("http://{}/metrics", emulator.addresses[&9102]);
+    let client = reqwest::Client::new();
+    let first = client.get(&url).send().await.unwrap();
+    let cookie = first.headers()[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("AWSALBTG="), "{cookie}");
+    let mut seen = std::collections::BTreeSet::new();
+    seen.insert(first.text().await.unwrap());
+    for _ in 0..2 {
+        let reply = client.get(&url).header(header::COOKIE, &cookie).send().await.unwrap();
+        seen.insert(reply.text().await.unwrap());
+    }
+    assert_eq!(seen.len(), 3, "AWSALBTG did not pin a member: {seen:?}");
 }

@@ -14,15 +14,20 @@ use super::fakehost::FakeHost;
 use super::write_config;
 
 pub async fn emulator(balancing: Balancing, members: BTreeMap<u16, Vec<String>>) -> Emulator {
+    emulator_with(balancing, members, |_| {}).await
+}
+
+/// An emulator with settings changed by `tune` (skew, late members, group cookie).
+pub async fn emulator_with(
+    balancing: Balancing,
+    members: BTreeMap<u16, Vec<String>>,
+    tune: impl FnOnce(&mut EmulatorConfig),
+) -> Emulator {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let listeners = members.into_iter().map(|(port, m)| (port, (any, m))).collect();
-    let config = EmulatorConfig {
-        listeners,
-        admin: any,
-        balancing,
-        cookie_name: "AWSALB".into(),
-        member_timeout: Duration::from_secs(2),
-    };
+    let mut config =
+        EmulatorConfig { member_timeout: Duration::from_secs(2), ..EmulatorConfig::new(listeners, balancing) };
+    tune(&mut config);
     Emulator::start(config).await.expect("emulator")
 }
 
