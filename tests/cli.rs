@@ -284,9 +284,9 @@ async fn report_prints_cpu_per_instance_and_draws_a_png() {
         labels: "{}".into(),
         seen: 0.0,
     };
-    let idle = |v: f64| SampleRecord {
+    let cpu = |mode: &str, v: f64| SampleRecord {
         metric: "node_cpu_seconds_total".into(),
-        labels: r#"{"cpu":"0","mode":"idle"}"#.into(),
+        labels: format!(r#"{{"cpu":"0","mode":"{mode}"}}"#),
         value: v,
     };
     let mut batch =
@@ -294,7 +294,8 @@ async fn report_prints_cpu_per_instance_and_draws_a_png() {
     for step in 0..10 {
         let t = 1000.0 + 10.0 * f64::from(step);
         for (id, busy) in [("i-basic", 0.9), ("i-asg", 0.3)] {
-            let samples = vec![idle(10.0 * f64::from(step) * (1.0 - busy))];
+            let elapsed = 10.0 * f64::from(step);
+            let samples = vec![cpu("idle", elapsed * (1.0 - busy)), cpu("user", elapsed * busy)];
             batch.scrapes.push(ScrapeRecord { instance_id: id.into(), time: t, samples, types: vec![] });
         }
     }

@@ -91,19 +91,21 @@ async fn seed_topology_scale_out_and_in_keeps_one_correct_series_per_instance() 
     let pool = reader(&db).await;
     for host in hosts.values() {
         let n = assert_no_misattribution(&pool, host).await;
-        assert!(n >= 6, "{}: {n} samples (2 CPUs × ≥3 scrapes)", host.instance_id);
+        assert!(n >= 12, "{}: {n} samples (4 CPUs × ≥3 scrapes)", host.instance_id);
     }
     let expected: BTreeMap<String, f64> =
         busy.into_iter().chain(new.iter().cloned().zip([0.1, 0.3])).map(|(id, b)| (id, b * 100.0)).collect();
-    let averages: Vec<(String, f64)> = sqlx::query_as("SELECT instance_id, avg(value) FROM cpu_utilization GROUP BY 1")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(averages.len(), 5, "{averages:?}");
-    for (id, average) in &averages {
-        let want = expected[id];
-        assert!((average - want).abs() < 8.0, "{id}: CPU {average:.1}% but its host runs at {want}%: {averages:?}");
+    // CPU busy is a ratio of counters: every point is within the counters'
+    // resolution (1 tick of 10 ms over ~4 CPU-seconds: 0.25 points), whatever
+    // the balancer's and the exporter's latency.
+    let mut worst_seen = 0.0f64;
+    for (id, want) in &expected {
+        let (worst, points) = common::e2e::cpu_deviation(&pool, id, *want).await;
+        assert!(points >= 2, "{id}: {points} CPU points");
+        assert!(worst <= 0.5, "{id}: a CPU point {worst:.3} points from its host's {want}%");
+        worst_seen = worst_seen.max(worst);
     }
+    eprintln!("largest CPU busy deviation over {} instances: {worst_seen:.3} points", expected.len());
     for id in &gone {
         let terminated: f64 =
             sqlx::query_scalar("SELECT min(time) FROM events WHERE kind = 'terminated' AND instance_id = ?")
@@ -203,14 +205,15 @@ async fn failures_and_strangers_are_charged_to_the_right_place() {
     assert_eq!((up, reason.as_deref()), (0, Some("parse_error")));
     assert!(error.unwrap_or_default().contains("line 1"), "the error names the line");
 
-    let round: (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT members, requests, reached, unattributed, errors FROM alb_rounds WHERE target_group = 'web-asg'",
+    let round: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT members, requests, reached, unattributed, errors, budget FROM alb_rounds WHERE target_group = 'web-asg'",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(round.0, 3);
-    assert_eq!(round.1, 9, "budget max(3N, N+2) spent: m2 is never reached");
+    // Nothing learned yet: sized for uniform random, 3 × (2/3)^16 ≤ 0.5 %.
+    assert_eq!((round.1, round.5), (16, 16), "the whole budget spent: m2 is never reached");
     assert_eq!(round.2, 2);
     assert!(
         round.3 >= 2 && round.4 >= 2,
@@ -407,4 +410,121 @@ async fn an_unknown_identity_triggers_an_early_refresh() {
         .await
         .unwrap();
     assert_eq!(joined, 1, "the early refresh recorded the new member");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_member_is_stored_once_per_interval_and_its_cpu_stays_exact() {
+    if isolate_network("a_late_member_is_stored_once_per_interval_and_its_cpu_stays_exact") {
+        return;
+    }
+    // The measured defect: interval 2 s, timeout 1500ms, one ASG member
+    // answering every request 0.6 s late under random balancing: the same
+    // instance was stored at t and t + 0.7 s, then not for 3.3 s.
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    seeder.set_desired(&seed.asg_name, 3).await;
+    let members = seeder.members(&seed.asg_name).await;
+    let levels = [0.2, 0.5, 0.8];
+    let hosts: Vec<FakeHost> = members
+        .iter()
+        .zip(levels)
+        .enumerate()
+        .map(|(i, (id, level))| FakeHost::start(id, level, 100 * (i as u32 + 1), Identity::Dmi))
+        .collect();
+    let late = hosts[0].address.clone();
+    let emulator = common::e2e::emulator_with(
+        Balancing::Random,
+        [(9102, hosts.iter().map(|h| h.address.clone()).collect())].into(),
+        |config| {
+            config.member_delays.insert(late, Duration::from_millis(600));
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("late.db");
+    let mut config = config(dir.path(), &moto.url, &emulator, &db, "");
+    config.scrape.interval = "2s".parse().unwrap();
+    config.scrape.timeout = "1500ms".parse().unwrap();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+    for host in &hosts {
+        wait_rows(&db, "6 CPU values", CPU_ROWS, &host.instance_id, 6).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+
+    let pool = reader(&db).await;
+    let group: String = sqlx::query_scalar("SELECT target_group FROM alb_rounds WHERE members = 3 LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (host, level) in hosts.iter().zip(levels) {
+        assert_no_misattribution(&pool, host).await;
+        let windows = common::e2e::stores_per_round_window(&pool, &group, &host.instance_id).await;
+        assert!(windows.iter().all(|&n| n <= 1), "{}: stored twice in one interval: {windows:?}", host.instance_id);
+        let (worst, points) = common::e2e::cpu_deviation(&pool, &host.instance_id, level * 100.0).await;
+        eprintln!("{}: {points} CPU points, largest deviation {worst:.3}", host.instance_id);
+        assert!(worst <= 0.5, "{}: CPU {worst:.3} points off although only its request time moved", host.instance_id);
+    }
+    let late_windows = common::e2e::stores_per_round_window(&pool, &group, &hosts[0].instance_id).await;
+    let rounds = late_windows.len().saturating_sub(1); // the last round may not have been flushed whole
+    let reached = late_windows.iter().take(rounds).filter(|&&n| n == 1).count();
+    assert!(reached * 10 >= rounds * 8, "the late member reached in {reached} of {rounds} rounds");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skewed_balancing_is_learned_and_coverage_is_reported() {
+    if isolate_network("skewed_balancing_is_learned_and_coverage_is_reported") {
+        return;
+    }
+    // One member takes 70 % of requests. The pure core's statistical tests
+    // prove the percentages; this is the smoke run with real parts.
+    set_test_env();
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    seeder.set_desired(&seed.asg_name, 3).await;
+    let members = seeder.members(&seed.asg_name).await;
+    let hosts: Vec<FakeHost> = members
+        .iter()
+        .enumerate()
+        .map(|(i, id)| FakeHost::start(id, 0.3, 100 * (i as u32 + 1), Identity::Dmi))
+        .collect();
+    let emulator = common::e2e::emulator_with(
+        Balancing::Skewed,
+        [(9102, hosts.iter().map(|h| h.address.clone()).collect())].into(),
+        |config| config.skew = 0.7,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("skew.db");
+    let config = config(dir.path(), &moto.url, &emulator, &db, "");
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+    for host in &hosts {
+        wait_rows(&db, "15 CPU values", CPU_ROWS, &host.instance_id, 15).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+
+    let pool = reader(&db).await;
+    for host in &hosts {
+        assert_no_misattribution(&pool, host).await;
+    }
+    let (rounds, complete, requests, wanted): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(reached_wanted = wanted), sum(requests), sum(wanted) FROM alb_rounds WHERE members = 3",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let coverage = complete as f64 / rounds as f64;
+    eprintln!(
+        "skewed 70% N=3 end to end: {complete} of {rounds} rounds reached every member ({:.1}%), {:.2} requests per member per interval",
+        coverage * 100.0,
+        requests as f64 / wanted as f64
+    );
+    assert!(rounds >= 15);
+    assert!(coverage >= 0.8, "coverage {coverage:.3}");
 }

@@ -193,21 +193,22 @@ impl RoundCore {
             }
             Answer::UnknownIdentity(failure) | Answer::Unattributed(failure) => {
                 self.outcome.unattributed += 1;
-                self.fail(Failure::new(FailureReason::Unattributed, failure.error));
+                self.charge_single(Failure::new(FailureReason::Unattributed, failure.error));
             }
             Answer::Failed(failure) => {
                 self.outcome.errors += 1;
-                self.fail(failure);
+                // A stranger's payload says nothing about why a member was
+                // missed; a failed request (a 502 of a dead member) does.
+                self.last_error = Some(failure.error.clone());
+                self.charge_single(failure);
             }
         }
         Reaction::Counted
     }
 
     /// Through a single-member listener a failure is the member's own and
-    /// ends the round; otherwise it is the round's, remembered as the reason
-    /// members were missed.
-    fn fail(&mut self, failure: Failure) {
-        self.last_error = Some(failure.error.clone());
+    /// ends the round; otherwise it is the round's.
+    fn charge_single(&mut self, failure: Failure) {
         if self.plan.single() && self.charged.is_none() && !self.over {
             self.charged = Some(failure);
             self.over = true;

@@ -102,3 +102,40 @@ pub async fn assert_no_misattribution(pool: &SqlitePool, host: &FakeHost) -> usi
     }
     values.len()
 }
+
+/// The largest deviation of any stored CPU busy point of `host` from its
+/// set level (percent points), and the number of points.
+pub async fn cpu_deviation(pool: &SqlitePool, instance_id: &str, level_percent: f64) -> (f64, usize) {
+    let values: Vec<f64> = sqlx::query_scalar("SELECT value FROM cpu_utilization WHERE instance_id = ? ORDER BY time")
+        .bind(instance_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let worst = values.iter().map(|v| (v - level_percent).abs()).fold(0.0, f64::max);
+    (worst, values.len())
+}
+
+/// Per instance, how many payloads were stored in the same round window of
+/// `target_group` (from one round's start to the next's): more than one is a
+/// double store.
+pub async fn stores_per_round_window(pool: &SqlitePool, target_group: &str, instance_id: &str) -> Vec<usize> {
+    let starts: Vec<f64> = sqlx::query_scalar("SELECT time FROM alb_rounds WHERE target_group = ? ORDER BY time")
+        .bind(target_group)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let stored: Vec<f64> =
+        sqlx::query_scalar("SELECT time FROM scrape_status WHERE instance_id = ? AND up = 1 ORDER BY time")
+            .bind(instance_id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let end = starts.get(i + 1).copied().unwrap_or(f64::INFINITY);
+            stored.iter().filter(|t| **t >= *start && **t < end).count()
+        })
+        .collect()
+}

@@ -27,7 +27,7 @@ pub enum Identity {
 
 const TICKS: f64 = 100.0; // USER_HZ
 /// CPUs of every fake host.
-pub const CPUS: usize = 2;
+pub const CPUS: usize = 4;
 
 /// Busy and idle time of each CPU, continuous, in ticks. `/proc/stat` shows
 /// whole ticks, CPU `k` rounded at phase `k / CPUS`, so that (Hermite's

@@ -268,3 +268,15 @@ fn a_70_percent_skew_is_learned_90_percent_at_n3_within_the_cap() {
     eprintln!("Skewed(70%) N=3 with the old fixed budget 9: {:.2}%", fixed * 100.0);
     assert!(fixed < coverage);
 }
+
+#[test]
+fn a_stranger_s_payload_does_not_replace_the_error_that_explains_a_miss() {
+    let mut core = RoundCore::new(plan(2, 3));
+    core.step();
+    core.answered(&Aim::Any, failed(FailureReason::HttpError));
+    core.answered(&Aim::Any, Answer::Unattributed(Failure::new(FailureReason::Unattributed, "no identity")));
+    core.step();
+    core.answered(&Aim::Any, hit("i-0"));
+    let outcome = core.finish();
+    assert_eq!(outcome.missed, [("i-1".to_string(), Failure::new(FailureReason::NotReachedViaAlb, "boom"))]);
+}
