@@ -192,3 +192,70 @@ async fn sticky_cookies_reach_each_known_member_in_one_request() {
     assert!(settled.iter().all(|&&(m, requests, reached)| requests == m && reached == m), "{rows:?}");
     // Random picks alone would need n requests in a row only with probability n!/n^n (3.8% for 5).
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_zone_is_reached_through_its_own_node_when_cross_zone_is_off() {
+    if isolate_network("every_zone_is_reached_through_its_own_node_when_cross_zone_is_off") {
+        return;
+    }
+    // An ALB's name resolves to one address per node; with cross-zone load
+    // balancing off each node forwards only to its own zone's members. Two
+    // loopback "nodes" on one port: zone a holds two members, zone b one.
+    let ids: Vec<String> = (0..3).map(|i| format!("i-{i:017x}")).collect();
+    let mut members = Vec::new();
+    for id in &ids {
+        members.push(member(id.clone()).await);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port();
+    let node = |ip: [u8; 4], zone: Vec<String>| {
+        let bind = SocketAddr::from((ip, port));
+        Emulator::start(EmulatorConfig::new([(9102, (bind, zone))].into(), Balancing::Random))
+    };
+    let zone_a = node([127, 0, 0, 2], members[..2].to_vec()).await.unwrap();
+    let zone_b = node([127, 0, 0, 3], members[2..].to_vec()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "scrape:\n  mode: via_alb\n  interval: 5s\n  timeout: 2s\nrelabel_configs:\n  - {{target_label: __alb_address__, replacement: 'alb.test:{port}'}}\nstorage:\n  path: {}\n",
+        dir.path().join("zones.db").display()
+    );
+    let config = Config::from_yaml(&yaml, &dir.path().join("c.yml")).unwrap();
+    let options = JoinOptions {
+        metrics_path: "/metrics".into(),
+        relabel_configs: config.relabel_configs.clone(),
+        ..JoinOptions::default()
+    };
+    let (_sender, receiver) = tokio::sync::watch::channel(Some(Arc::new(join(&inventory(&ids), &options))));
+    let store = Store::open(&config.storage.path).await.unwrap();
+    let stop = CancellationToken::new();
+    let (writer, task) = spawn_writer(store, WriterConfig::default(), stop.clone());
+    let hosts = [("alb.test".to_string(), vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()])].into();
+    let client = HttpClient::new(&config.scrape).unwrap().with_hosts(hosts);
+    let scraper = Scraper::new(Settings::from_config(&config), client, receiver, writer.clone(), None);
+    let passes = 200;
+    for _ in 0..passes {
+        scraper.run_once().await;
+    }
+    drop((writer, zone_a, zone_b));
+    stop.cancel();
+    let store = task.await.unwrap();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as("SELECT members, requests, reached_wanted FROM alb_rounds")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), passes);
+    let complete = rows.iter().filter(|(m, _, reached)| m == reached).count();
+    let requests: i64 = rows.iter().map(|r| r.1).sum();
+    eprintln!(
+        "cross-zone off, 2 nodes, N=3: {complete} of {passes} rounds reached every member, {:.2} requests/member",
+        requests as f64 / (3 * passes) as f64
+    );
+    assert!(complete * 100 >= passes * 99, "{complete} of {passes}");
+    for id in &ids {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM scrape_status WHERE instance_id = ? AND up = 1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(stored as usize * 100 >= passes * 99, "{id}: {stored} of {passes}");
+    }
+}

@@ -329,3 +329,102 @@ async fn report_prints_cpu_per_instance_and_draws_a_png() {
     Store::open(&empty).await.unwrap().close().await;
     assert_fails_with(&fleetscrape(&["report", "--db", empty.to_str().unwrap()], &[]), &["no CPU values yet"]);
 }
+
+/// A loopback "exporter" that accepts connections and never answers;
+/// returns its address and how many connections it has taken.
+async fn hanging_exporter() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (address, accepted)
+}
+
+/// Starts `fleetscrape run [--once]` against a topology whose every listener
+/// hangs, waits until a request is in flight, sends SIGTERM, and returns the
+/// exit status, the log and the database.
+async fn sigterm_mid_round(once: bool) -> (std::process::ExitStatus, String, std::path::PathBuf, tempfile::TempDir) {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("budget.db");
+    let (hanging, accepted) = hanging_exporter().await;
+    // A round would wait 25 s for the hanging member; the budget is 2 s.
+    let yaml = format!(
+        "aws:\n  endpoint_url: {}\nscrape:\n  interval: 30s\n  timeout: 25s\n  mode: via_alb\n\
+         relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{hanging}'}}\n\
+         storage:\n  path: {}\nhttp:\n  listen_address: 127.0.0.1:0\nshutdown_timeout: 2s\n",
+        moto.url,
+        db.display()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let home = tempfile::tempdir().unwrap();
+    let mut args = vec!["run", "--config", config.to_str().unwrap()];
+    if once {
+        args.push("--once");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetscrape"))
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .envs(TEST_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fleetscrape run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "no round reached the hanging listeners");
+        assert!(child.try_wait().unwrap().is_none(), "fleetscrape run exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    // A hang guard far below the 25 s the rounds would otherwise take, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "fleetscrape run (once: {once}) waited for its rounds past the budget");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    (exit, log, db, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cuts_rounds_in_flight_within_the_shutdown_budget() {
+    for once in [false, true] {
+        let (exit, log, db, _dir) = sigterm_mid_round(once).await;
+        assert!(exit.success(), "once: {once}: exit {exit:?}; log:\n{log}");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+        // The cut rounds still recorded their members: up=0, a timeout, and
+        // the time the round really took.
+        let rows: Vec<(String, f64)> =
+            sqlx::query_as("SELECT reason, duration_seconds FROM scrape_status WHERE up = 0")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(rows.len(), 3, "once: {once}: {rows:?}\n{log}");
+        assert!(rows.iter().all(|(reason, took)| reason == "timeout" && *took > 0.5), "{rows:?}");
+        let rounds: Vec<(String, i64, i64, i64)> =
+            sqlx::query_as("SELECT target_group, requests, abandoned, errors FROM alb_rounds")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(
+            rounds.len() == 3 && rounds.iter().all(|r| r.1 == 1 && r.2 == 1),
+            "once: {once}: each round's request abandoned: {rounds:?}\n{log}"
+        );
+    }
+}

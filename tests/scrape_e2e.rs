@@ -367,6 +367,15 @@ async fn direct_and_auto_modes_and_the_http_endpoint() {
     let basic_a = targets.iter().find(|t| t["instance_id"] == seed.basic_a.as_str()).unwrap();
     assert_eq!(basic_a["path"], "via_alb backend:9100 basic-a");
     assert_eq!(basic_a["role"], "basic");
+    // Its target group's coverage and price, learned from its rounds.
+    let group = &basic_a["target_group"];
+    assert_eq!(group["name"], "basic-a", "{basic_a}");
+    assert_eq!((group["coverage"].as_f64(), group["requests_per_member"].as_f64()), (Some(1.0), Some(1.0)), "{group}");
+    assert!(group["rounds"].as_u64() >= Some(1) && group["rounds"] == group["complete_rounds"], "{group}");
+    assert!(basic_a["last_error"].is_null() && basic_a["reason"].is_null(), "{basic_a}");
+    assert_eq!(value("fleetscrape_alb_coverage_ratio", Some(("target_group", "basic-a"))), 1.0, "{metrics}");
+    assert_eq!(value("fleetscrape_alb_requests_per_member", Some(("target_group", "basic-a"))), 1.0, "{metrics}");
+    assert!(value("fleetscrape_alb_rounds_complete_total", Some(("target_group", "basic-a"))) >= 1.0, "{metrics}");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");

@@ -3,6 +3,9 @@
 //! `Accept` header, gzip, auth from files, the body size limit, and ALB
 //! stickiness cookies.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, COOKIE, SET_COOKIE, USER_AGENT};
@@ -108,6 +111,31 @@ pub struct Fetched {
     pub stickiness: Stickiness,
     /// Time from sending the request to the end of the body.
     pub duration: Duration,
+    /// The load balancer node that answered, when its name has several.
+    pub node: Option<SocketAddr>,
+}
+
+/// Which node of a load balancer a request goes to. An ALB's DNS name
+/// resolves to one address per node (one node per enabled zone); with
+/// cross-zone load balancing off a node routes only to its own zone's
+/// members, so a round that always used one keep-alive connection would never
+/// reach the other zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Node {
+    /// Whichever the connection pool picks.
+    #[default]
+    Any,
+    /// The `i`-th address the name resolves to (modulo their number).
+    Index(usize),
+    /// This address, if the name still resolves to it (else any).
+    Address(SocketAddr),
+}
+
+/// The client, URL and node of one request.
+struct Route {
+    client: reqwest::Client,
+    url: String,
+    node: Option<SocketAddr>,
 }
 
 /// One scrape request.
@@ -121,6 +149,8 @@ pub struct FetchRequest<'a> {
     pub quick_connect: bool,
     /// A `Cookie` header to send as is.
     pub cookie: Option<&'a str>,
+    /// The load balancer node to go through.
+    pub node: Node,
 }
 
 /// What performs scrape requests: [`HttpClient`], or a fake in the
@@ -136,10 +166,13 @@ pub trait Fetch: Send + Sync + std::fmt::Debug {
 
 impl Fetch for HttpClient {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> BoxFuture<'a, Result<Fetched, FetchError>> {
-        Box::pin(self.get(request.url, request.timeout, request.quick_connect, request.cookie))
+        Box::pin(self.get_via(request.url, request.timeout, request.quick_connect, request.cookie, request.node))
     }
 
     fn topology_changed(&self) {
+        if let Ok(mut resolved) = self.resolved.lock() {
+            resolved.clear();
+        }
         if let Ok(mut clients) = self.pinned.lock() {
             clients.clear();
         }
@@ -155,12 +188,16 @@ pub struct HttpClient {
     basic_auth: Option<(String, std::path::PathBuf)>,
     bearer_token_file: Option<std::path::PathBuf>,
     tls: TlsSettings,
-    /// With `tls_config.server_name`: one client per address, pinning the
-    /// server name to the addresses it resolved to (the URL then carries the
-    /// server name). Cleared at each discovery refresh.
-    pinned: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>>,
-    /// Name resolutions made for pinned clients (tests watch re-resolution).
-    resolutions: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Clients pinned to addresses: one per load balancer node, and with
+    /// `tls_config.server_name` one connecting that name to the URL's
+    /// addresses. Cleared at each discovery refresh.
+    pinned: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    /// `host:port` → the addresses it resolved to, until the next refresh.
+    resolved: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
+    /// Name resolutions made (tests watch re-resolution).
+    resolutions: Arc<std::sync::atomic::AtomicU64>,
+    /// Names resolved from this table instead of the system (tests).
+    hosts: Arc<HashMap<String, Vec<IpAddr>>>,
 }
 
 /// What every client is built with.
@@ -227,36 +264,75 @@ impl HttpClient {
             basic_auth: config.basic_auth.as_ref().map(|a| (a.username.clone(), a.password_file.clone())),
             bearer_token_file: config.bearer_token_file.clone(),
             tls,
-            pinned: std::sync::Arc::default(),
-            resolutions: std::sync::Arc::default(),
+            pinned: Arc::default(),
+            resolved: Arc::default(),
+            resolutions: Arc::default(),
+            hosts: Arc::default(),
         })
     }
 
-    /// With `tls_config.server_name` and an https URL: the URL rewritten to the
-    /// server name, and a client that connects that name to the URL's address.
-    async fn pin_server_name(&self, url: &str) -> Result<Option<(reqwest::Client, String)>, FetchError> {
-        let Some(name) = &self.tls.server_name else { return Ok(None) };
-        let Ok(mut parsed) = reqwest::Url::parse(url) else { return Ok(None) };
-        if parsed.scheme() != "https" {
-            return Ok(None);
+    /// Uses `hosts` instead of the system resolver for these names (like
+    /// curl's `--resolve`): tests give a name several loopback "ALB nodes".
+    pub fn with_hosts(mut self, hosts: HashMap<String, Vec<IpAddr>>) -> Self {
+        self.hosts = Arc::new(hosts);
+        self
+    }
+
+    /// Every address `host` resolves to, cached until the next discovery
+    /// refresh ([`Fetch::topology_changed`]): ALB node addresses rotate.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, FetchError> {
+        let key = format!("{host}:{port}");
+        if let Some(addresses) = self.resolved.lock().ok().and_then(|r| r.get(&key).cloned()) {
+            return Ok(addresses);
         }
+        self.resolutions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut addresses: Vec<SocketAddr> = match self.hosts.get(host) {
+            Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| FetchError::Connect(format!("cannot resolve {host}: {e}")))?
+                .collect(),
+        };
+        addresses.sort();
+        addresses.dedup();
+        if let Ok(mut resolved) = self.resolved.lock() {
+            resolved.insert(key, addresses.clone());
+        }
+        Ok(addresses)
+    }
+
+    /// The client and URL for a request: the shared clients, unless the
+    /// request names a load balancer node, or `tls_config.server_name`
+    /// applies (the URL then carries the server name, and the client connects
+    /// it to the URL's addresses). A named node gets a client of its own
+    /// (its own keep-alive connection), so requests really reach that node.
+    async fn route(&self, url: &str, node: Node) -> Result<Option<Route>, FetchError> {
+        let Ok(mut parsed) = reqwest::Url::parse(url) else { return Ok(None) };
         let (Some(host), Some(port)) = (parsed.host_str().map(str::to_string), parsed.port_or_known_default()) else {
             return Ok(None);
         };
-        let key = format!("{host}:{port}");
+        let server_name = self.tls.server_name.as_ref().filter(|_| parsed.scheme() == "https");
+        let by_name = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().is_err();
+        if server_name.is_none() && (node == Node::Any || !by_name) {
+            return Ok(None);
+        }
+        let addresses = self.resolve(&host, port).await?;
+        let chosen: Vec<SocketAddr> = match node {
+            Node::Any => addresses.clone(),
+            Node::Index(i) if !addresses.is_empty() => vec![addresses[i % addresses.len()]],
+            Node::Address(address) if addresses.contains(&address) => vec![address],
+            Node::Index(_) | Node::Address(_) => addresses.clone(),
+        };
+        let name = server_name.cloned().unwrap_or_else(|| host.clone());
+        let key = format!("{name}@{chosen:?}");
         let cached = self.pinned.lock().ok().and_then(|clients| clients.get(&key).cloned());
         let client = match cached {
             Some(client) => client,
             None => {
-                self.resolutions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-                    .await
-                    .map_err(|e| FetchError::Connect(format!("cannot resolve {host}: {e}")))?
-                    .collect();
                 let client = self
                     .tls
                     .builder(self.tls.timeout)
-                    .resolve_to_addrs(name, &addresses)
+                    .resolve_to_addrs(&name, &chosen)
                     .build()
                     .map_err(|e| FetchError::Http(e.to_string()))?;
                 if let Ok(mut clients) = self.pinned.lock() {
@@ -265,8 +341,13 @@ impl HttpClient {
                 client
             }
         };
-        parsed.set_host(Some(name)).map_err(|e| FetchError::Http(format!("tls_config.server_name {name:?}: {e}")))?;
-        Ok(Some((client, parsed.to_string())))
+        if server_name.is_some() {
+            parsed
+                .set_host(Some(&name))
+                .map_err(|e| FetchError::Http(format!("tls_config.server_name {name:?}: {e}")))?;
+        }
+        let node = (chosen.len() == 1 && addresses.len() > 1).then(|| chosen[0]);
+        Ok(Some(Route { client, url: parsed.to_string(), node }))
     }
 
     /// GETs `url` within `timeout`. `quick_connect` uses the short connect
@@ -281,11 +362,26 @@ impl HttpClient {
         quick_connect: bool,
         cookie: Option<&str>,
     ) -> Result<Fetched, FetchError> {
+        self.get_via(url, timeout, quick_connect, cookie, Node::Any).await
+    }
+
+    /// [`HttpClient::get`] through one node of the load balancer behind `url`.
+    ///
+    /// # Errors
+    /// [`FetchError`] for anything but a 2xx answer with a usable body.
+    pub async fn get_via(
+        &self,
+        url: &str,
+        timeout: Duration,
+        quick_connect: bool,
+        cookie: Option<&str>,
+        node: Node,
+    ) -> Result<Fetched, FetchError> {
         let started = Instant::now();
-        let pinned = self.pin_server_name(url).await?;
-        let (client, url) = match &pinned {
-            Some((client, rewritten)) => (client, rewritten.as_str()),
-            None => (if quick_connect { &self.direct } else { &self.shared }, url),
+        let route = self.route(url, node).await?;
+        let (client, url, node) = match &route {
+            Some(route) => (&route.client, route.url.as_str(), route.node),
+            None => (if quick_connect { &self.direct } else { &self.shared }, url, None),
         };
         let mut request = client
             .get(url)
@@ -311,7 +407,7 @@ impl HttpClient {
             }
         }
         let text = decode_body(raw, encoding.as_deref(), self.body_size_limit)?;
-        Ok(Fetched { text, stickiness, duration: started.elapsed() })
+        Ok(Fetched { text, stickiness, duration: started.elapsed(), node })
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, FetchError> {

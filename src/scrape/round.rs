@@ -11,7 +11,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::balancing::TARGET_COVERAGE;
-use super::client::{FetchError, FetchRequest, Fetched};
+use super::client::{FetchError, FetchRequest, Fetched, Node};
 use super::failure::{Failure, FailureReason};
 use super::identity::{self, Unattributed};
 use super::round_core::{Aim, Answer, Reaction, RoundCore, RoundOutcome, RoundPlan, Step};
@@ -181,7 +181,7 @@ impl Scraper {
         let route = Route { path: &path, target_group: None };
         let request_url = url(target, address);
         let timeout = self.settings.timeout.min(time.tick.deadline.saturating_duration_since(sent.at));
-        let request = FetchRequest { url: &request_url, timeout, quick_connect: auto, cookie: None };
+        let request = FetchRequest { url: &request_url, timeout, quick_connect: auto, cookie: None, node: Node::Any };
         let result = tokio::select! {
             result = self.fetcher.fetch(request) => result,
             () = self.cut.cancelled() => Err(FetchError::Timeout(sent.at.elapsed())),
@@ -306,13 +306,17 @@ impl Scraper {
         let started = self.send_time();
         let deadline = time.tick.deadline;
         let mut in_flight = FuturesUnordered::new();
+        // Requests rotate over the load balancer's nodes, from a different
+        // one each round.
+        let mut next_node = usize::try_from(time.tick.index.rem_euclid(64)).unwrap_or(0);
         loop {
             match core.step() {
                 Step::Done => break,
                 Step::Send(aims) => {
                     self.state.count(|c| c.alb_requests += aims.len() as u64);
-                    for aim in aims {
-                        in_flight.push(self.aimed_request(&listener, aim, deadline));
+                    let nodes = self.burst_nodes(&listener, &aims, core.pending(), &mut next_node);
+                    for (aim, node) in aims.into_iter().zip(nodes) {
+                        in_flight.push(self.aimed_request(&listener, aim, node, deadline));
                     }
                     continue;
                 }
@@ -340,11 +344,40 @@ impl Scraper {
         self.record_round(&topology, &listener, key, time, started, &route, &wanted, &outcome, batch);
     }
 
-    /// Sends one request of a round, aimed at a member through its cookie or not.
+    /// The node each request of a burst goes through: a member aimed at (or,
+    /// for untargeted requests, a pending member) whose node is known goes
+    /// to that node, since with cross-zone load balancing off only its own
+    /// zone's node reaches it; the rest rotate over the nodes.
+    fn burst_nodes(
+        &self,
+        listener: &Listener,
+        aims: &[Aim],
+        pending: &BTreeSet<String>,
+        next_node: &mut usize,
+    ) -> Vec<Node> {
+        let mut rotate = || {
+            *next_node += 1;
+            Node::Index(*next_node - 1)
+        };
+        let aimed: BTreeSet<&String> =
+            aims.iter().filter_map(|a| if let Aim::Member(id) = a { Some(id) } else { None }).collect();
+        let mut steer =
+            pending.iter().filter(|id| !aimed.contains(id)).filter_map(|id| self.state.member_node(&listener.key, id));
+        aims.iter()
+            .map(|aim| match aim {
+                Aim::Member(id) => self.state.member_node(&listener.key, id).map_or_else(&mut rotate, Node::Address),
+                Aim::Any => steer.next().map_or_else(&mut rotate, Node::Address),
+            })
+            .collect()
+    }
+
+    /// Sends one request of a round, aimed at a member through its cookie or
+    /// not, through `node` of the load balancer.
     async fn aimed_request(
         &self,
         listener: &Listener,
         aim: Aim,
+        node: Node,
         deadline: Instant,
     ) -> (Aim, Sent, Result<Fetched, FetchError>) {
         let cookie = match &aim {
@@ -353,7 +386,8 @@ impl Scraper {
         };
         let sent = self.send_time();
         let timeout = self.settings.timeout.min(deadline.saturating_duration_since(sent.at));
-        let request = FetchRequest { url: &listener.url, timeout, quick_connect: false, cookie: cookie.as_deref() };
+        let request =
+            FetchRequest { url: &listener.url, timeout, quick_connect: false, cookie: cookie.as_deref(), node };
         let result = self.fetcher.fetch(request).await;
         (aim, sent, result)
     }
@@ -395,6 +429,9 @@ impl Scraper {
                     self.state.forget_cookie(&listener.key, aimed);
                 }
                 self.state.set_cookies(&listener.key, &id, fetched.stickiness.clone());
+                if let Some(node) = fetched.node {
+                    self.state.set_member_node(&listener.key, &id, node);
+                }
                 let stored = self.store(batch, &payload, target, key, time, sent, fetched.duration, route);
                 (Answer::Attributed { id, stored }, None)
             }

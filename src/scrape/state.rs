@@ -108,6 +108,8 @@ struct Inner {
     /// Instance → the last interval index stored.
     slots: HashMap<String, i64>,
     cookies: HashMap<(String, String), Stickiness>,
+    /// (listener, member) → the load balancer node that last reached it.
+    nodes: HashMap<(String, String), std::net::SocketAddr>,
     fallback: HashMap<String, u32>,
     targets: BTreeMap<String, TargetStatus>,
     groups: BTreeMap<String, GroupStats>,
@@ -161,6 +163,16 @@ impl ScrapeState {
         self.with(|s| s.cookies.remove(&(listener.to_string(), instance.to_string())));
     }
 
+    /// The load balancer node that last reached `instance` behind `listener`.
+    pub fn member_node(&self, listener: &str, instance: &str) -> Option<std::net::SocketAddr> {
+        self.with(|s| s.nodes.get(&(listener.to_string(), instance.to_string())).copied())
+    }
+
+    /// Remembers the node that reached `instance`.
+    pub fn set_member_node(&self, listener: &str, instance: &str, node: std::net::SocketAddr) {
+        self.with(|s| s.nodes.insert((listener.to_string(), instance.to_string()), node));
+    }
+
     /// `auto` mode: go through the listener for the next `intervals` intervals.
     pub fn set_fallback(&self, instance: &str, intervals: u32) {
         self.with(|s| s.fallback.insert(instance.to_string(), intervals));
@@ -188,6 +200,7 @@ impl ScrapeState {
             s.targets.retain(|id, _| keep(id));
             s.fallback.retain(|id, _| keep(id));
             s.cookies.retain(|(_, id), _| keep(id));
+            s.nodes.retain(|(_, id), _| keep(id));
             s.slots.retain(|id, _| keep(id));
             s.groups.retain(|group, _| keep_group(group));
         });
