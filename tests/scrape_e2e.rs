@@ -421,6 +421,46 @@ async fn an_unknown_identity_triggers_an_early_refresh() {
     assert_eq!(joined, 1, "the early refresh recorded the new member");
 }
 
+/// The seed topology with its ASG scaled to one member per level, each a
+/// fake host at that CPU level (DMI identity).
+struct AsgFleet {
+    moto: Moto,
+    hosts: Vec<FakeHost>,
+}
+
+impl AsgFleet {
+    async fn start(levels: &[f64]) -> Self {
+        set_test_env();
+        let moto = Moto::start();
+        let seeder = Seeder::new(&moto.url).await;
+        let seed = seeder.seed_topology().await;
+        seeder.set_desired(&seed.asg_name, i32::try_from(levels.len()).unwrap()).await;
+        let members = seeder.members(&seed.asg_name).await;
+        let hosts = members
+            .iter()
+            .zip(levels)
+            .enumerate()
+            .map(|(i, (id, level))| FakeHost::start(id, *level, 100 * (i as u32 + 1), Identity::Dmi))
+            .collect();
+        Self { moto, hosts }
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.address.clone()).collect()
+    }
+
+    /// Runs the daemon until every host has `cpu_rows` CPU values, then stops it.
+    async fn run_until(&self, config: Config, db: &Path, cpu_rows: i64) {
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+        for host in &self.hosts {
+            wait_rows(db, "CPU values", CPU_ROWS, &host.instance_id, cpu_rows).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_member_is_stored_once_per_interval_and_its_cpu_stays_exact() {
     if isolate_network("a_late_member_is_stored_once_per_interval_and_its_cpu_stays_exact") {
@@ -429,47 +469,26 @@ async fn a_late_member_is_stored_once_per_interval_and_its_cpu_stays_exact() {
     // The measured defect: interval 2 s, timeout 1500ms, one ASG member
     // answering every request 0.6 s late under random balancing: the same
     // instance was stored at t and t + 0.7 s, then not for 3.3 s.
-    set_test_env();
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    seeder.set_desired(&seed.asg_name, 3).await;
-    let members = seeder.members(&seed.asg_name).await;
     let levels = [0.2, 0.5, 0.8];
-    let hosts: Vec<FakeHost> = members
-        .iter()
-        .zip(levels)
-        .enumerate()
-        .map(|(i, (id, level))| FakeHost::start(id, level, 100 * (i as u32 + 1), Identity::Dmi))
-        .collect();
-    let late = hosts[0].address.clone();
-    let emulator = common::e2e::emulator_with(
-        Balancing::Random,
-        [(9102, hosts.iter().map(|h| h.address.clone()).collect())].into(),
-        |config| {
-            config.member_delays.insert(late, Duration::from_millis(600));
-        },
-    )
+    let fleet = AsgFleet::start(&levels).await;
+    let late = fleet.hosts[0].address.clone();
+    let emulator = common::e2e::emulator_with(Balancing::Random, [(9102, fleet.addresses())].into(), |config| {
+        config.member_delays.insert(late, Duration::from_millis(600));
+    })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("late.db");
-    let mut config = config(dir.path(), &moto.url, &emulator, &db, "");
+    let mut config = config(dir.path(), &fleet.moto.url, &emulator, &db, "");
     config.scrape.interval = "2s".parse().unwrap();
     config.scrape.timeout = "1500ms".parse().unwrap();
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
-    for host in &hosts {
-        wait_rows(&db, "6 CPU values", CPU_ROWS, &host.instance_id, 6).await;
-    }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+    fleet.run_until(config, &db, 6).await;
 
     let pool = reader(&db).await;
     let group: String = sqlx::query_scalar("SELECT target_group FROM alb_rounds WHERE members = 3 LIMIT 1")
         .fetch_one(&pool)
         .await
         .unwrap();
-    for (host, level) in hosts.iter().zip(levels) {
+    for (host, level) in fleet.hosts.iter().zip(levels) {
         assert_no_misattribution(&pool, host).await;
         let windows = common::e2e::stores_per_round_window(&pool, &group, &host.instance_id).await;
         assert!(windows.iter().all(|&n| n <= 1), "{}: stored twice in one interval: {windows:?}", host.instance_id);
@@ -477,7 +496,7 @@ async fn a_late_member_is_stored_once_per_interval_and_its_cpu_stays_exact() {
         eprintln!("{}: {points} CPU points, largest deviation {worst:.3}", host.instance_id);
         assert!(worst <= 0.5, "{}: CPU {worst:.3} points off although only its request time moved", host.instance_id);
     }
-    let late_windows = common::e2e::stores_per_round_window(&pool, &group, &hosts[0].instance_id).await;
+    let late_windows = common::e2e::stores_per_round_window(&pool, &group, &fleet.hosts[0].instance_id).await;
     let rounds = late_windows.len().saturating_sub(1); // the last round may not have been flushed whole
     let reached = late_windows.iter().take(rounds).filter(|&&n| n == 1).count();
     assert!(reached * 10 >= rounds * 8, "the late member reached in {reached} of {rounds} rounds");
@@ -490,36 +509,16 @@ async fn skewed_balancing_is_learned_and_coverage_is_reported() {
     }
     // One member takes 70 % of requests. The pure core's statistical tests
     // prove the percentages; this is the smoke run with real parts.
-    set_test_env();
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    seeder.set_desired(&seed.asg_name, 3).await;
-    let members = seeder.members(&seed.asg_name).await;
-    let hosts: Vec<FakeHost> = members
-        .iter()
-        .enumerate()
-        .map(|(i, id)| FakeHost::start(id, 0.3, 100 * (i as u32 + 1), Identity::Dmi))
-        .collect();
-    let emulator = common::e2e::emulator_with(
-        Balancing::Skewed,
-        [(9102, hosts.iter().map(|h| h.address.clone()).collect())].into(),
-        |config| config.skew = 0.7,
-    )
-    .await;
+    let fleet = AsgFleet::start(&[0.3, 0.3, 0.3]).await;
+    let emulator =
+        common::e2e::emulator_with(Balancing::Skewed, [(9102, fleet.addresses())].into(), |config| config.skew = 0.7)
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("skew.db");
-    let config = config(dir.path(), &moto.url, &emulator, &db, "");
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
-    for host in &hosts {
-        wait_rows(&db, "15 CPU values", CPU_ROWS, &host.instance_id, 15).await;
-    }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
+    fleet.run_until(config(dir.path(), &fleet.moto.url, &emulator, &db, ""), &db, 15).await;
 
     let pool = reader(&db).await;
-    for host in &hosts {
+    for host in &fleet.hosts {
         assert_no_misattribution(&pool, host).await;
     }
     let (rounds, complete, requests, wanted): (i64, i64, i64, i64) = sqlx::query_as(
