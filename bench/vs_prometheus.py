@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""fleetscrape and Debian's Prometheus side by side, on the same work, in one run.
+
+N real node_exporters (Debian's prometheus-node-exporter, real /proc, Debian's
+defaults minus systemd) listen on distinct loopback addresses 127.0.1.K:9100;
+moto holds a topology of N EC2 instances registered in an ALB target group, and
+each exporter reports its instance id through the textfile collector. Both
+engines scrape the same exporters at the same interval at the same time:
+fleetscrape discovers them through moto (direct mode, relabeled to the loopback
+addresses), Prometheus has them as static targets. After a warm-up, one
+steady-state window measures for each:
+
+- CPU per sample offered: utime+stime from /proc/PID/stat over the window,
+  divided by the samples in the payloads scraped in the window (Prometheus:
+  sum_over_time(scrape_samples_scraped); fleetscrape: scrape_status.samples,
+  which with no metric_relabel_configs is every sample of every payload);
+- peak RSS (VmHWM) and RSS at the end (VmRSS);
+- disk bytes per sample offered since start (fleetscrape: db + wal + shm;
+  Prometheus: its TSDB directory);
+- query latency, median of 5: CPU busy per instance over the window
+  (fleetscrape's cpu_utilization vs PromQL's 1860-style
+  100 * (1 - avg by (instance) (rate(idle)))), and one gauge of one instance.
+
+Loopback only, fake credentials; it stops everything it started. Not part of the
+test command. Usage:
+
+    bench/vs-prometheus.sh [--targets 20] [--interval 1] [--warmup 20] [--window 120] [--quick] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+REGION = "ap-northeast-2"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def say(text):
+    print(f"== {text}", file=sys.stderr, flush=True)
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host, port, what, limit=60):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} did not listen on {host}:{port} within {limit} s")
+
+
+class Processes:
+    """Everything started, stopped on exit."""
+
+    def __init__(self):
+        self.children = []
+
+    def start(self, args, log, **kw):
+        child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
+        self.children.append(child)
+        return child
+
+    def stop(self):
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def memory_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def du(paths):
+    total = 0
+    for path in paths:
+        if os.path.isdir(path):
+            for dirpath, _, files in os.walk(path):
+                total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files if os.path.exists(os.path.join(dirpath, f)))
+        elif os.path.exists(path):
+            total += os.path.getsize(path)
+    return total
+
+
+def seed(endpoint, n):
+    import boto3
+
+    kw = dict(endpoint_url=endpoint, region_name=REGION)
+    ec2, elb = boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+        for cidr, zone in (("10.30.1.0/24", "a"), ("10.30.2.0/24", "c"))
+    ]
+    ids = []
+    while len(ids) < n:
+        batch = min(50, n - len(ids))
+        reply = ec2.run_instances(ImageId="ami-12c6146b", MinCount=batch, MaxCount=batch, InstanceType="t3.micro", SubnetId=subnets[0])
+        ids += [i["InstanceId"] for i in reply["Instances"]]
+    lb = elb.create_load_balancer(Name="bench", Subnets=subnets, Scheme="internal", Type="application")
+    lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
+    tg = elb.create_target_group(Name="bench", Protocol="HTTP", Port=9100, VpcId=vpc, TargetType="instance")
+    tg_arn = tg["TargetGroups"][0]["TargetGroupArn"]
+    for start in range(0, n, 50):
+        elb.register_targets(TargetGroupArn=tg_arn, Targets=[{"Id": i, "Port": 9100} for i in ids[start : start + 50]])
+    elb.create_listener(LoadBalancerArn=lb_arn, Protocol="HTTP", Port=9100, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])
+    return ids
+
+
+def prom_query(port, path, params):
+    url = f"http://127.0.0.1:{port}{path}?{urllib.parse.urlencode(params)}"
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        body = json.load(reply)
+    return body, time.perf_counter() - started
+
+
+def prom_scalar(port, query, at):
+    body, _ = prom_query(port, "/api/v1/query", {"query": query, "time": f"{at:.3f}"})
+    result = body["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def median_ms(timings):
+    return statistics.median(timings) * 1000.0
+
+
+def sql_latency(db, sql, params, tries=5):
+    timings, rows = [], 0
+    for _ in range(tries):
+        # Opened like Grafana's plugin: a connection per query, query_only, busy_timeout.
+        started = time.perf_counter()
+        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=5)
+        conn.execute("PRAGMA query_only = 1")
+        rows = len(conn.execute(sql, params).fetchall())
+        conn.close()
+        timings.append(time.perf_counter() - started)
+    return median_ms(timings), rows
+
+
+def promql_latency(port, query, start, end, step, tries=5):
+    timings, points = [], 0
+    for _ in range(tries):
+        body, took = prom_query(port, "/api/v1/query_range", {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": step})
+        timings.append(took)
+        points = sum(len(r["values"]) for r in body["data"]["result"])
+    return median_ms(timings), points
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", type=int, default=20)
+    parser.add_argument("--interval", type=int, default=1, help="scrape interval, seconds")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--window", type=int, default=120)
+    parser.add_argument("--quick", action="store_true", help="5 targets, 10 s warm-up, 30 s window (a smoke run)")
+    parser.add_argument("--fleetscrape", default=None, help="binary (default: target/release/fleetscrape)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--perf", default=None, help="record fleetscrape with perf over the window into this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.targets, args.warmup, args.window = 5, 10, 30
+    if args.targets > 250:
+        sys.exit("at most 250 exporters (127.0.1.1-250); the scale mode for 1,000 targets is separate")
+    binary = args.fleetscrape or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "fleetscrape")
+    for tool in ("moto_server", "prometheus", "prometheus-node-exporter"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing (bench/vs-prometheus.sh installs it)")
+    if not os.path.exists(binary):
+        sys.exit(f"{binary} is missing: cargo build --release")
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true")
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+
+    work = tempfile.mkdtemp(prefix="fleetscrape-bench-")
+    procs = Processes()
+    log = open(os.path.join(work, "bench.log"), "w")
+    try:
+        moto_port = free_port()
+        procs.start(["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)], log)
+        wait_port("127.0.0.1", moto_port, "moto")
+        endpoint = f"http://127.0.0.1:{moto_port}"
+        say(f"moto on {endpoint}: {args.targets} instances behind an ALB target group")
+        ids = seed(endpoint, args.targets)
+
+        addresses = {}
+        for k, instance in enumerate(ids, start=1):
+            textfile = os.path.join(work, "tf", str(k))
+            os.makedirs(textfile)
+            with open(os.path.join(textfile, "ec2.prom"), "w") as f:
+                f.write(f'ec2_instance_info{{instance_id="{instance}"}} 1\n')
+            host = f"127.0.1.{k}"
+            procs.start(["prometheus-node-exporter", f"--web.listen-address={host}:9100", "--no-collector.systemd",
+                         f"--collector.textfile.directory={textfile}", "--log.level=error"], log)
+            addresses[instance] = f"{host}:9100"
+        for address in addresses.values():
+            host, port = address.split(":")
+            wait_port(host, int(port), "node_exporter")
+        say(f"{len(addresses)} node_exporters on 127.0.1.1-{len(addresses)}:9100")
+
+        interval = f"{args.interval}s"
+        db = os.path.join(work, "fleetscrape.db")
+        rules = "".join(
+            f"  - {{source_labels: [__meta_ec2_instance_id], regex: '{i}', target_label: __address__, replacement: '{a}'}}\n"
+            for i, a in addresses.items()
+        )
+        fs_http = free_port()
+        fs_config = os.path.join(work, "fleetscrape.yml")
+        with open(fs_config, "w") as f:
+            f.write(f"aws:\n  region: {REGION}\n  endpoint_url: {endpoint}\ndiscovery:\n  refresh_interval: 60s\n"
+                    f"scrape:\n  mode: direct\n  interval: {interval}\n  timeout: {interval}\n"
+                    f"relabel_configs:\n{rules}storage:\n  path: {db}\nhttp:\n  listen_address: 127.0.0.1:{fs_http}\n")
+        prom_port = free_port()
+        prom_config = os.path.join(work, "prometheus.yml")
+        targets = ", ".join(f"'{a}'" for a in addresses.values())
+        with open(prom_config, "w") as f:
+            f.write(f"global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n"
+                    f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
+        tsdb = os.path.join(work, "tsdb")
+        prom = procs.start(["prometheus", f"--config.file={prom_config}", f"--storage.tsdb.path={tsdb}",
+                            f"--web.listen-address=127.0.0.1:{prom_port}"], log)
+        fleet = procs.start([binary, "run", "--config", fs_config], log, env={**os.environ, "RUST_LOG": "warn"})
+        wait_port("127.0.0.1", prom_port, "prometheus")
+        wait_port("127.0.0.1", fs_http, "fleetscrape")
+        say(f"both scraping every {interval}; warm-up {args.warmup} s")
+        time.sleep(args.warmup)
+
+        t0 = time.time()
+        cpu0 = {"prometheus": cpu_seconds(prom.pid), "fleetscrape": cpu_seconds(fleet.pid)}
+        say(f"steady-state window: {args.window} s")
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(fleet.pid), "-o", args.perf, "--", "sleep", str(args.window)],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(args.window)
+        t1 = time.time()
+        cpu1 = {"prometheus": cpu_seconds(prom.pid), "fleetscrape": cpu_seconds(fleet.pid)}
+        peak = {"prometheus": memory_kib(prom.pid, "VmHWM"), "fleetscrape": memory_kib(fleet.pid, "VmHWM")}
+        rss = {"prometheus": memory_kib(prom.pid, "VmRSS"), "fleetscrape": memory_kib(fleet.pid, "VmRSS")}
+        disk = {"prometheus": du([tsdb]), "fleetscrape": du([db, db + "-wal", db + "-shm"])}
+        if args.perf:
+            perf.wait()
+        # fleetscrape commits every storage.flush_interval (2 s): let the
+        # window's last scrapes land before counting them.
+        time.sleep(3)
+
+        window = f"{int(t1 - t0)}s"
+        offered = {"prometheus": prom_scalar(prom_port, f"sum(sum_over_time(scrape_samples_scraped[{window}]))", t1)}
+        since_start = {"prometheus": prom_scalar(prom_port, "sum(sum_over_time(scrape_samples_scraped[1h]))", t1)}
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        offered["fleetscrape"] = conn.execute("SELECT coalesce(sum(samples), 0) FROM scrape_status WHERE up = 1 AND time >= ? AND time < ?", (t0, t1)).fetchone()[0]
+        since_start["fleetscrape"] = conn.execute("SELECT coalesce(sum(samples), 0) FROM scrape_status WHERE up = 1").fetchone()[0]
+        up = conn.execute("SELECT count(DISTINCT instance_id) FROM scrape_status WHERE up = 1 AND time >= ?", (t0,)).fetchone()[0]
+        conn.close()
+        if up != args.targets:
+            say(f"warning: fleetscrape stored {up} of {args.targets} instances in the window")
+
+        one = ids[0]
+        queries = {
+            "CPU busy per instance over the window": (
+                sql_latency(db, "SELECT time, instance_id, value FROM cpu_utilization WHERE time >= ? AND time < ? ORDER BY time", (t0, t1)),
+                promql_latency(prom_port, f'100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[{max(4 * args.interval, 4)}s])))', t0, t1, args.interval),
+            ),
+            "one gauge of one instance over the window": (
+                sql_latency(db, "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = ? AND time >= ? AND time < ? ORDER BY time", (one, t0, t1)),
+                promql_latency(prom_port, f'node_load1{{instance="{addresses[one]}"}}', t0, t1, args.interval),
+            ),
+        }
+
+        cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        per_sample = {k: 1e6 * cpu[k] / offered[k] if offered[k] else float("nan") for k in cpu}
+        bytes_per = {k: disk[k] / since_start[k] if since_start[k] else float("nan") for k in disk}
+        rows = [
+            ("samples offered in the window", f"{offered['prometheus']:,.0f}", f"{offered['fleetscrape']:,.0f}", offered["fleetscrape"] / offered["prometheus"]),
+            ("CPU in the window (s)", f"{cpu['prometheus']:.2f}", f"{cpu['fleetscrape']:.2f}", cpu["fleetscrape"] / cpu["prometheus"]),
+            ("CPU per sample offered (µs)", f"{per_sample['prometheus']:.2f}", f"{per_sample['fleetscrape']:.2f}", per_sample["fleetscrape"] / per_sample["prometheus"]),
+            ("peak RSS (MiB)", f"{peak['prometheus'] / 1024:.1f}", f"{peak['fleetscrape'] / 1024:.1f}", peak["fleetscrape"] / peak["prometheus"]),
+            ("RSS at the end (MiB)", f"{rss['prometheus'] / 1024:.1f}", f"{rss['fleetscrape'] / 1024:.1f}", rss["fleetscrape"] / rss["prometheus"]),
+            ("disk per sample offered since start (B)", f"{bytes_per['prometheus']:.2f}", f"{bytes_per['fleetscrape']:.2f}", bytes_per["fleetscrape"] / bytes_per["prometheus"]),
+        ]
+        for name, ((fs_ms, fs_rows), (prom_ms, prom_points)) in queries.items():
+            rows.append((f"{name} (ms; rows/points)", f"{prom_ms:.1f} ({prom_points})", f"{fs_ms:.1f} ({fs_rows})", fs_ms / prom_ms))
+        print(f"\n{args.targets} node_exporters at {interval}, window {t1 - t0:.1f} s after {args.warmup} s warm-up\n")
+        print("| | Prometheus 2.42 | fleetscrape | fleetscrape / Prometheus |")
+        print("|---|---|---|---|")
+        for name, prom_value, fs_value, ratio in rows:
+            print(f"| {name} | {prom_value} | {fs_value} | {ratio:.2f}× |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"targets": args.targets, "interval": args.interval, "window": t1 - t0, "rows": rows}, f, indent=2)
+    finally:
+        procs.stop()
+        log.close()
+        if os.environ.get("KEEP_BENCH_DIR"):
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
