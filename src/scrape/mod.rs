@@ -253,6 +253,7 @@ impl Scraper {
             let topology = receiver.borrow_and_update().clone();
             if let Some(topology) = topology {
                 self.fetcher.topology_changed();
+                self.state.forget_nodes();
                 self.reconcile(&topology, &mut running, &shutdown);
             }
             tokio::select! {

@@ -467,17 +467,19 @@ impl Scraper {
         batch: &mut Batch,
     ) {
         let elapsed = started.at.elapsed();
+        let mut missed = 0;
         for (id, failure) in &outcome.missed {
-            // Another round (another listener) may have stored it meanwhile.
+            // Another round (another listener) may have stored it meanwhile:
+            // then its interval is not a miss.
             if self.state.slot_filled(id, self.interval_of(key, time, id, started.at)) {
                 continue;
             }
+            missed += 1;
             if let Some(target) = topology.target(id) {
                 self.status(batch, target, started, route, Err((failure.clone(), elapsed)));
             }
         }
-        let missed_wanted = outcome.missed.len();
-        self.state.record_round(&listener.group, &listener.members, wanted.len(), outcome);
+        self.state.record_round(&listener.group, &listener.members, wanted.len(), missed, outcome);
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         batch.rounds.push(AlbRoundRecord {
             time: started.time,
@@ -486,7 +488,7 @@ impl Scraper {
             wanted: count(wanted.len()),
             requests: outcome.requests,
             reached: count(outcome.reached.len()),
-            reached_wanted: count(wanted.len() - missed_wanted.min(wanted.len())),
+            reached_wanted: count(wanted.len() - missed.min(wanted.len())),
             unattributed: outcome.unattributed,
             errors: outcome.errors,
             abandoned: outcome.abandoned,

@@ -62,11 +62,11 @@ pub struct GroupStats {
 }
 
 impl GroupStats {
-    fn record(&mut self, wanted: usize, outcome: &RoundOutcome) {
+    fn record(&mut self, wanted: usize, missed: usize, outcome: &RoundOutcome) {
         const WEIGHT: f64 = 0.05;
-        let reached_wanted = wanted - outcome.missed.len().min(wanted);
+        let reached_wanted = wanted - missed.min(wanted);
         self.rounds += 1;
-        self.complete_rounds += u64::from(outcome.missed.is_empty());
+        self.complete_rounds += u64::from(missed == 0);
         self.member_intervals += wanted as u64;
         self.members_reached += reached_wanted as u64;
         self.requests += u64::from(outcome.requests);
@@ -168,6 +168,12 @@ impl ScrapeState {
         self.with(|s| s.nodes.get(&(listener.to_string(), instance.to_string())).copied())
     }
 
+    /// Forgets which node reached which member: discovery refreshed, and the
+    /// names may resolve to other nodes now.
+    pub fn forget_nodes(&self) {
+        self.with(|s| s.nodes.clear());
+    }
+
     /// Remembers the node that reached `instance`.
     pub fn set_member_node(&self, listener: &str, instance: &str, node: std::net::SocketAddr) {
         self.with(|s| s.nodes.insert((listener.to_string(), instance.to_string()), node));
@@ -217,11 +223,13 @@ impl ScrapeState {
             .requests_for(members, unpinned, target, cap)
     }
 
-    /// Records a finished round of `group`: coverage, price, and what the balancer did.
-    pub fn record_round(&self, group: &str, members: &[String], wanted: usize, outcome: &RoundOutcome) {
+    /// Records a finished round of `group` that left `missed` of its `wanted`
+    /// members without a payload this interval: coverage, price, and what the
+    /// balancer did.
+    pub fn record_round(&self, group: &str, members: &[String], wanted: usize, missed: usize, outcome: &RoundOutcome) {
         self.with(|s| {
             let stats = s.groups.entry(group.to_string()).or_default();
-            stats.record(wanted, outcome);
+            stats.record(wanted, missed, outcome);
             stats.model.observe(members, &outcome.untargeted_answers);
         });
     }
