@@ -60,7 +60,7 @@ fn round(templates: &[Template], targets: usize, round: usize) -> Batch {
                         (false, true) => tpl.value + round as f64 * 1.5,
                         (false, false) => tpl.value,
                     };
-                    SampleRecord { metric: tpl.metric.clone(), labels: tpl.labels.clone(), value }
+                    SampleRecord { metric: tpl.metric.as_str().into(), labels: tpl.labels.as_str().into(), value }
                 })
                 .collect();
             ScrapeRecord {
@@ -142,7 +142,7 @@ async fn naive_ingest(dir: &Path, batches: &[Batch]) -> (f64, usize) {
         let mut rows = Vec::new();
         for scrape in &batch.scrapes {
             for sample in &scrape.samples {
-                let key = (scrape.instance_id.clone(), sample.metric.clone(), sample.labels.clone());
+                let key = (scrape.instance_id.clone(), sample.metric.to_string(), sample.labels.to_string());
                 let next = ids.len() as i64;
                 let id = *ids.entry(key).or_insert(next);
                 rows.push((id, scrape.time, sample.value));

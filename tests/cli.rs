@@ -292,7 +292,7 @@ async fn report_prints_cpu_per_instance_and_draws_a_png() {
     };
     let cpu = |mode: &str, v: f64| SampleRecord {
         metric: "node_cpu_seconds_total".into(),
-        labels: format!(r#"{{"cpu":"0","mode":"{mode}"}}"#),
+        labels: format!(r#"{{"cpu":"0","mode":"{mode}"}}"#).into(),
         value: v,
     };
     let mut batch =

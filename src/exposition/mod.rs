@@ -117,6 +117,12 @@ pub struct Sample<'a> {
 }
 
 impl<'a> Sample<'a> {
+    /// The text between the braces as written (validated): with the name,
+    /// what identifies the series within one target's payloads.
+    pub fn raw_labels(&self) -> &'a str {
+        self.raw_labels
+    }
+
     /// The sample's labels in the order written, values unescaped.
     pub fn labels(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
         LabelPairs::new(self.raw_labels).map(|(name, raw)| (name, line::unescape(raw)))

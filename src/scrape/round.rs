@@ -139,7 +139,9 @@ impl Scraper {
             self.state.count(|c| c.duplicates_dropped += 1);
             return false;
         }
-        let record = convert::to_record(payload, target, sent.time, &self.settings.convert);
+        let mut cache = self.state.take_series(&target.instance.id);
+        let record = convert::to_record_cached(payload, target, sent.time, &self.settings.convert, &mut cache);
+        self.state.put_series(&target.instance.id, cache);
         let samples = u32::try_from(record.samples.len()).unwrap_or(u32::MAX);
         batch.scrapes.push(record);
         self.status(batch, target, sent, route, Ok((samples, duration)));

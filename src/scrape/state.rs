@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::balancing::BalancingModel;
 use super::client::Stickiness;
+use super::convert::SeriesCache;
 use super::failure::FailureReason;
 use super::round_core::RoundOutcome;
 
@@ -108,6 +109,8 @@ struct Inner {
     /// Instance → the last interval index stored.
     slots: HashMap<String, i64>,
     cookies: HashMap<(String, String), Stickiness>,
+    /// Instance → what conversion remembers of its series.
+    series: HashMap<String, SeriesCache>,
     /// (listener, member) → the load balancer node that last reached it.
     nodes: HashMap<(String, String), std::net::SocketAddr>,
     fallback: HashMap<String, u32>,
@@ -163,6 +166,17 @@ impl ScrapeState {
         self.with(|s| s.cookies.remove(&(listener.to_string(), instance.to_string())));
     }
 
+    /// Takes an instance's series cache out (converting a payload takes no
+    /// lock); [`ScrapeState::put_series`] hands it back.
+    pub fn take_series(&self, instance: &str) -> SeriesCache {
+        self.with(|s| s.series.remove(instance)).unwrap_or_default()
+    }
+
+    /// Hands an instance's series cache back.
+    pub fn put_series(&self, instance: &str, cache: SeriesCache) {
+        self.with(|s| s.series.insert(instance.to_string(), cache));
+    }
+
     /// The load balancer node that last reached `instance` behind `listener`.
     pub fn member_node(&self, listener: &str, instance: &str) -> Option<std::net::SocketAddr> {
         self.with(|s| s.nodes.get(&(listener.to_string(), instance.to_string())).copied())
@@ -207,6 +221,7 @@ impl ScrapeState {
             s.fallback.retain(|id, _| keep(id));
             s.cookies.retain(|(_, id), _| keep(id));
             s.nodes.retain(|(_, id), _| keep(id));
+            s.series.retain(|id, _| keep(id));
             s.slots.retain(|id, _| keep(id));
             s.groups.retain(|group, _| keep_group(group));
         });

@@ -85,7 +85,7 @@ fn delta(before: &BTreeMap<String, f64>, now: &BTreeMap<String, f64>) -> Option<
 
 fn cpu_counters(samples: &[SampleRecord]) -> BTreeMap<String, BTreeMap<String, f64>> {
     let mut cpus: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for sample in samples.iter().filter(|s| s.metric == CPU_METRIC) {
+    for sample in samples.iter().filter(|s| &*s.metric == CPU_METRIC) {
         let Ok(labels) = serde_json::from_str::<BTreeMap<String, String>>(&sample.labels) else { continue };
         let (Some(cpu), Some(mode)) = (labels.get("cpu"), labels.get("mode")) else { continue };
         if sample.value.is_finite() {
@@ -100,7 +100,11 @@ mod tests {
     use super::*;
 
     fn cpu(cpu: u32, mode: &str, value: f64) -> SampleRecord {
-        SampleRecord { metric: CPU_METRIC.into(), labels: format!(r#"{{"cpu":"{cpu}","mode":"{mode}"}}"#), value }
+        SampleRecord {
+            metric: CPU_METRIC.into(),
+            labels: format!(r#"{{"cpu":"{cpu}","mode":"{mode}"}}"#).into(),
+            value,
+        }
     }
 
     /// A scrape of CPUs given as (user, system, iowait, idle) seconds.

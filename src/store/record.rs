@@ -1,17 +1,21 @@
 //! What the scraper and discovery hand to the store: plain owned records,
 //! grouped in a [`Batch`] that is written in one transaction.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::scrape::failure::FailureReason;
 
-/// One sample of a scrape, attributed to an instance.
+/// One sample of a scrape, attributed to an instance. Name and labels are
+/// shared with the scraper's conversion cache: a known series costs no
+/// allocation on its way to the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRecord {
     /// Metric name.
-    pub metric: String,
+    pub metric: Arc<str>,
     /// Scraped labels (after the `exported_` rule) as a JSON object, keys sorted.
-    pub labels: String,
+    pub labels: Arc<str>,
     /// Value.
     pub value: f64,
 }
@@ -26,7 +30,7 @@ pub struct ScrapeRecord {
     /// The samples, in payload order.
     pub samples: Vec<SampleRecord>,
     /// Metric types by name, for the `metrics` table (`counter`, `gauge`, ...).
-    pub types: Vec<(String, &'static str)>,
+    pub types: Vec<(Arc<str>, &'static str)>,
 }
 
 /// Whether one instance answered in one interval, and how.
