@@ -134,9 +134,7 @@ fn spawn_cutter(
         let started = tokio::time::Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(rounds_share).await;
-            if !cut.is_cancelled() {
-                cut.cancel();
-            }
+            cut.cancel();
         });
         started
     })

@@ -49,6 +49,19 @@ struct Route<'a> {
     target_group: Option<&'a str>,
 }
 
+/// What became of one answer's payload, beyond what the round core sees.
+enum Attribution {
+    /// No payload (a failed request or an unparsable body).
+    NoPayload,
+    /// Attributed to a member.
+    Attributed,
+    /// Dropped, for this reason (`fleetscrape_unattributed_payloads_total{reason}`).
+    Dropped(&'static str),
+    /// Its identity names no instance discovery knows yet: the payload, for a
+    /// retry after an early refresh.
+    Unknown(&'static str, Fetched),
+}
+
 /// A listener's view in one round.
 struct Listener {
     dns: String,
@@ -329,14 +342,23 @@ impl Scraper {
                 () = self.cut.cancelled() => { core.cut(); break }
                 () = tokio::time::sleep_until(deadline) => { core.cut(); break }
                 Some((aim, sent, result)) = in_flight.next() => {
-                    let (answer, unknown) = self.answer(&topology, &listener, key, time, &aim, sent, result, &route, batch);
-                    if let (Reaction::RefreshAndRetry, Some(fetched)) = (core.answered(&aim, answer), unknown) {
-                        if let Some(refreshed) = self.await_refresh(deadline).await {
-                            topology = refreshed;
+                    let (answer, first) =
+                        self.answer(&topology, &listener, key, time, &aim, sent, result, &route, batch);
+                    let attribution = match (core.answered(&aim, answer), first) {
+                        (Reaction::RefreshAndRetry, Attribution::Unknown(_, fetched)) => {
+                            if let Some(refreshed) = self.await_refresh(deadline).await {
+                                topology = refreshed;
+                            }
+                            let (retried, attribution) =
+                                self.answer(&topology, &listener, key, time, &aim, sent, Ok(fetched), &route, batch);
+                            core.answered(&aim, retried);
+                            attribution
                         }
-                        let (retried, _) =
-                            self.answer(&topology, &listener, key, time, &aim, sent, Ok(fetched), &route, batch);
-                        core.answered(&aim, retried);
+                        (_, attribution) => attribution,
+                    };
+                    // Counted once the payload's fate is final (after a refresh, if one was taken).
+                    if let Attribution::Dropped(reason) | Attribution::Unknown(reason, _) = attribution {
+                        self.state.count(|c| *c.unattributed.entry((listener.group.clone(), reason)).or_default() += 1);
                     }
                 }
             }
@@ -394,8 +416,9 @@ impl Scraper {
         (aim, sent, result)
     }
 
-    /// What one answer means for the round; the fetched payload is handed
-    /// back when its identity is unknown (a refresh may make it known).
+    /// What one answer means for the round, and whether its payload was
+    /// attributed; an unknown identity's payload is handed back (a refresh
+    /// may make it known).
     #[expect(clippy::too_many_arguments, reason = "one answer's whole context")]
     fn answer(
         &self,
@@ -408,16 +431,16 @@ impl Scraper {
         result: Result<Fetched, FetchError>,
         route: &Route<'_>,
         batch: &mut Batch,
-    ) -> (Answer, Option<Fetched>) {
+    ) -> (Answer, Attribution) {
         let fetched = match result {
             Ok(fetched) => fetched,
-            Err(e) => return (Answer::Failed(Failure::new(e.reason(), e.to_string())), None),
+            Err(e) => return (Answer::Failed(Failure::new(e.reason(), e.to_string())), Attribution::NoPayload),
         };
         let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
             Ok(payload) => payload,
             Err(e) => {
                 let failure = Failure::new(FailureReason::of_parse_error(&e.kind), e.to_string());
-                return (Answer::Failed(failure), None);
+                return (Answer::Failed(failure), Attribution::NoPayload);
             }
         };
         let members = listener_members(topology, &listener.dns, listener.port);
@@ -435,11 +458,9 @@ impl Scraper {
                     self.state.set_member_node(&listener.key, &id, node);
                 }
                 let stored = self.store(batch, &payload, target, key, time, sent, fetched.duration, route);
-                (Answer::Attributed { id, stored }, None)
+                (Answer::Attributed { id, stored }, Attribution::Attributed)
             }
             Err(reason) => {
-                self.state
-                    .count(|c| *c.unattributed.entry((listener.group.clone(), reason.reason())).or_default() += 1);
                 tracing::debug!(target_group = %listener.group, reason = reason.reason(), "payload not attributed");
                 let failure =
                     Failure::new(FailureReason::Unattributed, format!("payload not attributed: {}", reason.reason()));
@@ -447,9 +468,9 @@ impl Scraper {
                     && !is_known(topology, &payload, &self.settings.identity);
                 drop(payload);
                 if unknown {
-                    (Answer::UnknownIdentity(failure), Some(fetched))
+                    (Answer::UnknownIdentity(failure), Attribution::Unknown(reason.reason(), fetched))
                 } else {
-                    (Answer::Unattributed(failure), None)
+                    (Answer::Unattributed(failure), Attribution::Dropped(reason.reason()))
                 }
             }
         }
