@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,10 +96,25 @@ async fn rounds(n: usize, balancing: Balancing, rounds: usize) -> Vec<(i64, i64,
     })
     .await
     .unwrap();
+    let (store, _dir) = run_passes(&ids, &emulator.addresses[&9102].to_string(), HashMap::new(), rounds).await;
+    sqlx::query_as("SELECT members, requests, reached FROM alb_rounds ORDER BY time")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Runs `passes` scrape passes (`run_once`) in via_alb mode over `ids`
+/// behind one listener reached at `alb_address` (names resolved through
+/// `hosts` first), and returns the store after its final flush.
+async fn run_passes(
+    ids: &[String],
+    alb_address: &str,
+    hosts: HashMap<String, Vec<IpAddr>>,
+    passes: usize,
+) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "scrape:\n  mode: via_alb\n  interval: 5s\n  timeout: 2s\nrelabel_configs:\n  - {{target_label: __alb_address__, replacement: '{}'}}\nstorage:\n  path: {}\n",
-        emulator.addresses[&9102],
+        "scrape:\n  mode: via_alb\n  interval: 5s\n  timeout: 2s\nrelabel_configs:\n  - {{target_label: __alb_address__, replacement: '{alb_address}'}}\nstorage:\n  path: {}\n",
         dir.path().join("b.db").display()
     );
     let config = Config::from_yaml(&yaml, &dir.path().join("c.yml")).unwrap();
@@ -107,24 +123,20 @@ async fn rounds(n: usize, balancing: Balancing, rounds: usize) -> Vec<(i64, i64,
         relabel_configs: config.relabel_configs.clone(),
         ..JoinOptions::default()
     };
-    let topology = join(&inventory(&ids), &options);
-    assert_eq!(topology.scraped_targets().count(), n);
+    let topology = join(&inventory(ids), &options);
+    assert_eq!(topology.scraped_targets().count(), ids.len());
     let (_sender, receiver) = tokio::sync::watch::channel(Some(Arc::new(topology)));
     let store = Store::open(&config.storage.path).await.unwrap();
     let stop = CancellationToken::new();
     let (writer, task) = spawn_writer(store, WriterConfig::default(), stop.clone());
-    let client = HttpClient::new(&config.scrape).unwrap();
+    let client = HttpClient::new(&config.scrape).unwrap().with_hosts(hosts);
     let scraper = Scraper::new(Settings::from_config(&config), client, receiver, writer.clone(), None);
-    for _ in 0..rounds {
+    for _ in 0..passes {
         scraper.run_once().await;
     }
-    drop(writer);
+    drop((scraper, writer));
     stop.cancel();
-    let store = task.await.unwrap();
-    sqlx::query_as("SELECT members, requests, reached FROM alb_rounds ORDER BY time")
-        .fetch_all(store.pool())
-        .await
-        .unwrap()
+    (task.await.unwrap(), dir)
 }
 
 fn coverage(rows: &[(i64, i64, i64)]) -> f64 {
@@ -213,31 +225,10 @@ async fn every_zone_is_reached_through_its_own_node_when_cross_zone_is_off() {
     };
     let zone_a = node([127, 0, 0, 2], members[..2].to_vec()).await.unwrap();
     let zone_b = node([127, 0, 0, 3], members[2..].to_vec()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "scrape:\n  mode: via_alb\n  interval: 5s\n  timeout: 2s\nrelabel_configs:\n  - {{target_label: __alb_address__, replacement: 'alb.test:{port}'}}\nstorage:\n  path: {}\n",
-        dir.path().join("zones.db").display()
-    );
-    let config = Config::from_yaml(&yaml, &dir.path().join("c.yml")).unwrap();
-    let options = JoinOptions {
-        metrics_path: "/metrics".into(),
-        relabel_configs: config.relabel_configs.clone(),
-        ..JoinOptions::default()
-    };
-    let (_sender, receiver) = tokio::sync::watch::channel(Some(Arc::new(join(&inventory(&ids), &options))));
-    let store = Store::open(&config.storage.path).await.unwrap();
-    let stop = CancellationToken::new();
-    let (writer, task) = spawn_writer(store, WriterConfig::default(), stop.clone());
     let hosts = [("alb.test".to_string(), vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()])].into();
-    let client = HttpClient::new(&config.scrape).unwrap().with_hosts(hosts);
-    let scraper = Scraper::new(Settings::from_config(&config), client, receiver, writer.clone(), None);
     let passes = 200;
-    for _ in 0..passes {
-        scraper.run_once().await;
-    }
-    drop((writer, zone_a, zone_b));
-    stop.cancel();
-    let store = task.await.unwrap();
+    let (store, _dir) = run_passes(&ids, &format!("alb.test:{port}"), hosts, passes).await;
+    drop((zone_a, zone_b));
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as("SELECT members, requests, reached_wanted FROM alb_rounds")
         .fetch_all(store.pool())
         .await
