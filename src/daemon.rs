@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -63,7 +64,11 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let topology = refresher.subscribe();
     let writer_config = WriterConfig {
         flush_interval: config.storage.flush_interval.as_std(),
-        retention: config.storage.retention.as_std(),
+        retention: config.storage.retention.to_store(),
+        // Longer than a sample takes from its request (at most one interval
+        // late, for a via-ALB round) to its commit (a flush).
+        compaction_delay: (config.scrape.interval.as_std() * 2 + config.storage.flush_interval.as_std() * 2)
+            .max(Duration::from_secs(30)),
         ..WriterConfig::default()
     };
     let stop_writer = CancellationToken::new();

@@ -47,6 +47,11 @@ impl PromDuration {
         Self(Duration::from_secs(secs))
     }
 
+    /// Wraps a [`std::time::Duration`].
+    pub const fn from_std(duration: Duration) -> Self {
+        Self(duration)
+    }
+
     /// The duration as a [`std::time::Duration`].
     pub const fn as_std(self) -> Duration {
         self.0

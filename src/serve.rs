@@ -257,9 +257,37 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
             "Samples lost to failed transactions.",
             writer.dropped_samples.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "fleetscrape_store_late_samples_total",
+            "Samples dropped because their block was already compacted.",
+            writer.late_samples.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetscrape_store_compaction_steps_total",
+            "Compaction steps done.",
+            writer.compaction_steps.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetscrape_store_compacted_blocks_total",
+            "5-minute blocks moved into the compacted tier and the rollups.",
+            writer.compacted_blocks.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetscrape_store_retention_deleted_rows_total",
+            "Rows deleted by retention.",
+            writer.retention_rows.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetscrape_store_maintenance_errors_total",
+            "Failed compaction or retention steps (retried).",
+            writer.maintenance_errors.load(Ordering::Relaxed) as f64,
+        ),
     ] {
         out.family(name, "counter", help);
         out.sample(name, &[], value);
     }
+    let pause = "fleetscrape_store_longest_pause_seconds";
+    out.family(pause, "gauge", "The longest single write or upkeep step since start: how long ingest waited at most.");
+    out.sample(pause, &[], writer.longest_pause_micros.load(Ordering::Relaxed) as f64 / 1e6);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.0)
 }

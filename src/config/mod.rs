@@ -159,10 +159,53 @@ impl ScrapeConfig {
 pub struct StorageConfig {
     /// Database file; relative paths are resolved against the config file's directory.
     pub path: PathBuf,
-    /// How long samples are kept.
-    pub retention: PromDuration,
+    /// How long each tier is kept (`storage.retention`, `storage.retention_tiers`);
+    /// the effective configuration spells every tier out.
+    #[serde(rename = "retention_tiers")]
+    pub retention: RetentionConfig,
     /// Longest time data waits in memory before it is committed (and visible).
     pub flush_interval: PromDuration,
+}
+
+/// How long each storage tier is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetentionConfig {
+    /// Raw samples.
+    pub raw: PromDuration,
+    /// 1-minute rollups and the per-scrape tables.
+    #[serde(rename = "1m")]
+    pub minute: PromDuration,
+    /// 5-minute rollups.
+    #[serde(rename = "5m")]
+    pub five_minutes: PromDuration,
+    /// 1-hour rollups.
+    #[serde(rename = "1h")]
+    pub hour: PromDuration,
+}
+
+impl RetentionConfig {
+    /// The store's form.
+    pub fn to_store(self) -> crate::store::Retention {
+        crate::store::Retention {
+            raw: self.raw.as_std(),
+            minute: self.minute.as_std(),
+            five_minutes: self.five_minutes.as_std(),
+            hour: self.hour.as_std(),
+        }
+    }
+
+    fn from_raw(total: Option<PromDuration>, tiers: &raw::RawRetentionTiers) -> Self {
+        let base = total.map_or(crate::store::Retention::DEFAULT, |t| crate::store::Retention::capped(t.as_std()));
+        let pick = |given: &Option<Spanned<PromDuration>>, default: std::time::Duration| {
+            given.as_ref().map_or_else(|| PromDuration::from_std(default), |d| d.value)
+        };
+        Self {
+            raw: pick(&tiers.raw, base.raw),
+            minute: pick(&tiers.minute, base.minute),
+            five_minutes: pick(&tiers.five_minutes, base.five_minutes),
+            hour: pick(&tiers.hour, base.hour),
+        }
+    }
 }
 
 /// One problem found while validating the configuration.
@@ -340,7 +383,10 @@ impl Config {
             metric_relabel_configs: raw.metric_relabel_configs,
             storage: StorageConfig {
                 path: storage_path,
-                retention: value(raw.storage.retention),
+                retention: RetentionConfig::from_raw(
+                    raw.storage.retention.map(|r| r.value),
+                    &raw.storage.retention_tiers,
+                ),
                 flush_interval: value(raw.storage.flush_interval),
             },
             http: HttpConfig { listen_address },
@@ -386,13 +432,27 @@ impl Problems {
             ("discovery.refresh_interval", &raw.discovery.refresh_interval),
             ("scrape.interval", &raw.scrape.interval),
             ("scrape.timeout", &raw.scrape.timeout),
-            ("storage.retention", &raw.storage.retention),
             ("storage.flush_interval", &raw.storage.flush_interval),
             ("scrape.direct_connect_timeout", &raw.scrape.direct_connect_timeout),
             ("discovery.early_refresh_min_interval", &raw.discovery.early_refresh_min_interval),
             ("shutdown_timeout", &raw.shutdown_timeout),
         ] {
             self.check(!d.value.is_zero(), key, d.referenced, || "must be greater than 0".into());
+        }
+        let tiers = &raw.storage.retention_tiers;
+        for (key, d) in [
+            ("storage.retention", &raw.storage.retention),
+            ("storage.retention_tiers.raw", &tiers.raw),
+            ("storage.retention_tiers.1m", &tiers.minute),
+            ("storage.retention_tiers.5m", &tiers.five_minutes),
+            ("storage.retention_tiers.1h", &tiers.hour),
+        ] {
+            if let Some(d) = d {
+                // Below an hour, a tier would not outlive the compaction that fills it.
+                self.check(d.value.as_std() >= std::time::Duration::from_secs(3600), key, d.referenced, || {
+                    format!("{} is too short: at least 1h", d.value)
+                });
+            }
         }
     }
 

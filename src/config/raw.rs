@@ -192,15 +192,30 @@ impl Default for RawScrape {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStorage {
     pub path: Spanned<String>,
-    pub retention: Spanned<PromDuration>,
+    pub retention: Option<Spanned<PromDuration>>,
+    pub retention_tiers: RawRetentionTiers,
     pub flush_interval: Spanned<PromDuration>,
+}
+
+/// `storage.retention_tiers`: each tier's retention, overriding the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetentionTiers {
+    pub raw: Option<Spanned<PromDuration>>,
+    #[serde(rename = "1m")]
+    pub minute: Option<Spanned<PromDuration>>,
+    #[serde(rename = "5m")]
+    pub five_minutes: Option<Spanned<PromDuration>>,
+    #[serde(rename = "1h")]
+    pub hour: Option<Spanned<PromDuration>>,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
             path: unlocated("data/fleetscrape.db".to_string()),
-            retention: secs(15 * 24 * 3600),
+            retention: None,
+            retention_tiers: RawRetentionTiers::default(),
             flush_interval: secs(2),
         }
     }

@@ -31,7 +31,11 @@ fn defaults_fill_every_missing_key() {
     assert_eq!(config.scrape.mode, ScrapeMode::Auto);
     assert_eq!(config.scrape.metrics_path, "/metrics");
     assert_eq!(config.storage.path, Path::new("/etc/fleetscrape/data/fleetscrape.db"));
-    assert_eq!(config.storage.retention.to_string(), "2w1d");
+    let retention = config.storage.retention;
+    assert_eq!(
+        [retention.raw, retention.minute, retention.five_minutes, retention.hour].map(|d| d.to_string()),
+        ["2d", "1w1d", "4w2d", "1y"]
+    );
 }
 
 #[test]

@@ -131,6 +131,11 @@ impl Interner {
         (id, true)
     }
 
+    /// Forgets every series of an instance whose rows were deleted.
+    pub(super) fn forget_instance(&mut self, instance_id: &str) {
+        self.series.remove(instance_id);
+    }
+
     /// Inserts the series queued since the checkpoint, 200 per statement.
     pub(super) async fn insert_pending(&mut self, tx: &mut SqliteConnection) -> Result<(), Error> {
         for chunk in self.pending.chunks(200) {

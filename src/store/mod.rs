@@ -8,9 +8,12 @@
 //! appends to each metric's tail. Metric and series ids are interned in
 //! memory; a known series costs no allocation and no lookup query.
 
+pub mod compact;
 mod cpu;
 mod intern;
 pub mod record;
+pub mod retention;
+mod space;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -22,11 +25,13 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::scrape::failure::FailureReason;
 
+use compact::Compactor;
 pub use cpu::CpuTracker;
 use intern::Interner;
 pub use record::{
     AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, SampleRecord, ScrapeRecord, StatusRecord,
 };
+pub use retention::Retention;
 pub use writer::{WriterConfig, WriterHandle, spawn_writer};
 
 /// The migrations in `migrations/`, embedded in the binary.
@@ -54,6 +59,19 @@ pub enum Error {
         /// The cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Not enough free disk space to migrate the database safely.
+    #[error(
+        "not enough free space to migrate {}: {available_mib} MiB free, {needed_mib} MiB needed (free some space, or move the database)",
+        path.display()
+    )]
+    DiskSpace {
+        /// The database file.
+        path: PathBuf,
+        /// Free space, MiB.
+        available_mib: u64,
+        /// What the migration may need, MiB.
+        needed_mib: u64,
+    },
     /// A statement failed.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
@@ -68,6 +86,19 @@ pub struct WriteStats {
     pub new_series: usize,
     /// CPU utilization rows written.
     pub cpu_rows: usize,
+    /// Samples dropped because their block was already compacted.
+    pub late_samples: usize,
+}
+
+/// What one [`Store::maintain`] step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    /// Nothing was due.
+    Idle,
+    /// A compaction step.
+    Compacted(compact::StepReport),
+    /// A retention step deleted this many rows.
+    Retained(u64),
 }
 
 /// The database, open for writing.
@@ -77,6 +108,10 @@ pub struct Store {
     path: PathBuf,
     interner: Interner,
     cpu: CpuTracker,
+    compactor: Compactor,
+    /// The newest sample time written: the store's clock for compaction and
+    /// retention, so that they follow the data (and simulated days), not the wall.
+    newest: f64,
 }
 
 impl Store {
@@ -101,16 +136,82 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-65536")
+            // The WAL file is truncated back to this after a checkpoint, so a
+            // burst (a reader pinning it, a compaction) does not stay on disk.
+            .pragma("journal_size_limit", "33554432")
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|e| open_error(e.into()))?;
-        MIGRATOR.run(&pool).await.map_err(|e| open_error(e.into()))?;
+        migrate(&pool, path).await?;
         share_with_group(path);
         let interner = Interner::load(&pool).await?;
-        Ok(Self { pool, path: path.to_path_buf(), interner, cpu: CpuTracker::default() })
+        let compactor = Compactor::load(&pool).await?;
+        let newest = newest_time(&pool).await?;
+        Ok(Self { pool, path: path.to_path_buf(), interner, cpu: CpuTracker::default(), compactor, newest })
+    }
+
+    /// Sets the rows a compaction step reads before it yields (default
+    /// [`compact::STEP_ROWS`]): smaller steps, shorter writer pauses.
+    pub fn set_compaction_step_rows(&mut self, rows: usize) {
+        self.compactor.set_step_rows(rows);
+    }
+
+    /// The newest sample time written, epoch seconds (−∞ for an empty store).
+    pub fn newest(&self) -> f64 {
+        self.newest
+    }
+
+    /// One bounded step of upkeep: a compaction step if a block is due
+    /// (`delay` seconds after its end, by the newest data), else a retention
+    /// step if `sweep` is set.
+    ///
+    /// # Errors
+    /// [`Error::Sql`]; a failed step is retried from a consistent state.
+    pub async fn maintain(&mut self, retention: &Retention, delay: f64, sweep: bool) -> Result<Maintenance, Error> {
+        let cutoffs = retention::Cutoffs::new(retention, self.newest);
+        if let Some(report) = self.compactor.step(&self.pool, self.newest, delay, cutoffs.raw()).await? {
+            return Ok(Maintenance::Compacted(report));
+        }
+        if sweep && self.newest.is_finite() {
+            let deleted = retention::step(&self.pool, &cutoffs).await?;
+            if deleted == 0 {
+                self.forget_gone_instances(self.newest - retention.longest().as_secs_f64()).await?;
+            }
+            return Ok(Maintenance::Retained(deleted));
+        }
+        Ok(Maintenance::Idle)
+    }
+
+    /// Blocks due for compaction, for progress reports.
+    ///
+    /// # Errors
+    /// [`Error::Sql`].
+    pub async fn compaction_backlog(&self) -> Result<i64, Error> {
+        self.compactor.backlog(&self.pool, self.newest).await
+    }
+
+    /// Deletes the series and the row of every instance last seen before
+    /// `cutoff`: their data is past every tier's retention, and ASG churn
+    /// would otherwise grow the series table and the interner forever.
+    async fn forget_gone_instances(&mut self, cutoff: f64) -> Result<(), Error> {
+        let gone: Vec<String> = sqlx::query_scalar("SELECT instance_id FROM instances WHERE last_seen < ?")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        for instance in gone {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM series WHERE instance_id = ?").bind(&instance).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM frames WHERE instance_id = ?").bind(&instance).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM instances WHERE instance_id = ?").bind(&instance).execute(&mut *tx).await?;
+            tx.commit().await?;
+            self.interner.forget_instance(&instance);
+            self.cpu.forget(&instance);
+            tracing::info!(instance = %instance, "retention: instance gone past every tier, its series deleted");
+        }
+        Ok(())
     }
 
     /// The database file.
@@ -135,6 +236,11 @@ impl Store {
             Ok(stats) => tx.commit().await.map(|()| stats).map_err(Error::from),
             Err(e) => Err(e),
         };
+        if result.is_ok() {
+            let horizon = self.compactor.compacted_until();
+            let written = batch.scrapes.iter().map(|s| s.time).filter(|t| *t >= horizon);
+            self.newest = written.fold(self.newest, f64::max);
+        }
         // A failed commit leaves nothing behind either: the ids created in the
         // transaction must not outlive it, or later samples would point at
         // series that were never stored.
@@ -148,7 +254,13 @@ impl Store {
         write_instances(tx, &batch.instances).await?;
         let mut rows = Vec::with_capacity(batch.sample_count());
         let mut new_series = 0;
+        let mut late_samples = 0;
+        let horizon = self.compactor.compacted_until();
         for scrape in &batch.scrapes {
+            if scrape.time < horizon {
+                late_samples += scrape.samples.len();
+                continue;
+            }
             for (metric, kind) in &scrape.types {
                 self.interner.metric_id(tx, metric, kind).await?;
             }
@@ -171,7 +283,7 @@ impl Store {
         write_rounds(tx, &batch.rounds).await?;
         write_memberships(tx, &batch.memberships).await?;
         write_events(tx, &batch.events, &mut self.cpu).await?;
-        Ok(WriteStats { samples: rows.len(), new_series, cpu_rows })
+        Ok(WriteStats { samples: rows.len(), new_series, cpu_rows, late_samples })
     }
 
     async fn write_cpu(&mut self, tx: &mut sqlx::SqliteConnection, scrapes: &[ScrapeRecord]) -> Result<usize, Error> {
@@ -192,39 +304,50 @@ impl Store {
         Ok(written)
     }
 
-    /// Deletes everything older than `cutoff` (epoch seconds); returns the
-    /// samples deleted. Runs metric by metric so each delete is a key-prefix
-    /// range and no transaction holds the writer for long.
-    ///
-    /// # Errors
-    /// [`Error::Sql`].
-    pub async fn delete_before(&self, cutoff: f64) -> Result<u64, Error> {
-        let metric_ids: Vec<i64> = sqlx::query_scalar("SELECT metric_id FROM metrics").fetch_all(&self.pool).await?;
-        let mut deleted = 0;
-        for metric_id in metric_ids {
-            deleted += sqlx::query("DELETE FROM samples WHERE metric_id = ? AND time < ?")
-                .bind(metric_id)
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        }
-        for statement in [
-            "DELETE FROM cpu_samples WHERE time < ?",
-            "DELETE FROM scrape_status WHERE time < ?",
-            "DELETE FROM alb_rounds WHERE time < ?",
-            "DELETE FROM asg_membership WHERE time < ?",
-            "DELETE FROM events WHERE time < ?",
-        ] {
-            sqlx::query(statement).bind(cutoff).execute(&self.pool).await?;
-        }
-        Ok(deleted)
-    }
-
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// Applies pending migrations, after checking there is room for them, with
+/// progress on stderr (through the log). Each migration runs in one
+/// transaction: interrupted, it leaves the database as it was, and the next
+/// start applies it again. The data move of store v2 happens after, in
+/// compaction steps that resume where they stopped.
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), Error> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+    let pending: Vec<&sqlx::migrate::Migration> =
+        MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version)).collect();
+    let open_error =
+        |source: Box<dyn std::error::Error + Send + Sync>| Error::Open { path: path.to_path_buf(), source };
+    if !applied.is_empty() && !pending.is_empty() {
+        space::check_before_migration(pool, path).await?;
+        for m in &pending {
+            tracing::info!(version = m.version, description = %m.description, "database: applying migration");
+        }
+    }
+    let started = std::time::Instant::now();
+    MIGRATOR.run(pool).await.map_err(|e| open_error(e.into()))?;
+    if !applied.is_empty() && !pending.is_empty() {
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "database: migrated");
+    }
+    Ok(())
+}
+
+/// The newest sample time in the database, or the compaction horizon.
+async fn newest_time(pool: &SqlitePool) -> Result<f64, Error> {
+    let newest: Option<f64> = sqlx::query_scalar(
+        "SELECT max(t) FROM (
+           SELECT (SELECT max(time) FROM samples s WHERE s.metric_id = m.metric_id) AS t FROM metrics m
+           UNION ALL SELECT value FROM store_state WHERE key = 'compacted_until')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(newest.unwrap_or(f64::NEG_INFINITY))
 }
 
 /// Makes the database group-writable: a WAL reader (Grafana, another user in

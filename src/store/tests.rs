@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use sqlx::Row;
 
 use super::*;
@@ -128,37 +130,257 @@ async fn ids_survive_a_reopen_and_duplicates_are_ignored() {
     assert_eq!(series, 1);
 }
 
-#[tokio::test]
-async fn retention_deletes_old_rows_everywhere() {
-    let (mut store, _dir) = open().await;
-    let batch = Batch {
-        instances: vec![instance("i-a", "basic")],
-        scrapes: vec![scrape("i-a", 100.0, vec![cpu_idle(0, 1.0)]), scrape("i-a", 200.0, vec![cpu_idle(0, 50.0)])],
-        statuses: vec![StatusRecord {
-            time: 100.0,
-            instance_id: "i-a".into(),
-            up: true,
-            reason: None,
-            error: None,
-            duration_seconds: 0.1,
-            samples: 1,
-            path: "direct 127.0.0.1:9100".into(),
-        }],
-        memberships: vec![(100.0, "web".into(), 1), (300.0, "web".into(), 2)],
-        ..Batch::default()
-    };
-    store.write(&batch).await.unwrap();
-    assert_eq!(store.delete_before(150.0).await.unwrap(), 1);
-    let remaining: Vec<f64> =
-        sqlx::query_scalar("SELECT time FROM metric_samples").fetch_all(store.pool()).await.unwrap();
-    assert_eq!(remaining, [200.0]);
-    for (table, expected) in [("scrape_status", 0), ("asg_membership", 1), ("cpu_samples", 1)] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, expected, "{table}");
+/// Runs compaction (no delay) until nothing is due; returns the blocks compacted.
+async fn compact_all(store: &mut Store) -> usize {
+    let mut blocks = 0;
+    loop {
+        match store.maintain(&Retention::DEFAULT, 0.0, false).await.unwrap() {
+            Maintenance::Idle => return blocks,
+            Maintenance::Compacted(step) => blocks += usize::from(step.finished),
+            Maintenance::Retained(_) => unreachable!("no sweep asked for"),
+        }
     }
+}
+
+type Row5 = (f64, String, String, String, Option<f64>);
+
+async fn every_sample(store: &Store) -> Vec<Row5> {
+    sqlx::query_as("SELECT time, instance_id, metric, labels, value FROM metric_samples ORDER BY time, instance_id, metric, labels")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+const T0: f64 = 1_764_000_000.0;
+
+/// 25 minutes of scrapes at 15 s of two instances: a constant, a gauge that
+/// changes every other scrape, a counter that resets, a NaN, a series missing
+/// from some stored scrapes, and a scrape that i-b missed.
+fn churned_history() -> Vec<Batch> {
+    let mut batches = Vec::new();
+    for k in 0..100u32 {
+        let mut scrapes = Vec::new();
+        for (n, id) in ["i-a", "i-b"].into_iter().enumerate() {
+            if id == "i-b" && k == 30 {
+                continue;
+            }
+            let time = T0 + 15.0 * f64::from(k) + 0.25 * n as f64;
+            let counter = if id == "i-a" && k >= 50 { f64::from(k - 50) * 3.0 } else { 1000.0 + f64::from(k) * 7.5 };
+            let mut samples = vec![
+                sample("node_memory_MemTotal_bytes", "{}", 8e9),
+                sample("node_load1", "{}", f64::from(k / 2) * 0.25),
+                sample("node_network_receive_bytes_total", r#"{"device":"eth0"}"#, counter),
+                sample("node_weird", "{}", if k % 7 == 0 { f64::NAN } else { 1.0 }),
+                cpu_idle(0, 10.0 * f64::from(k)),
+                cpu_user(0, 2.0 * f64::from(k)),
+            ];
+            if !(42..48).contains(&k) {
+                samples.push(sample("node_netstat_Tcp_CurrEstab", "{}", 3.0));
+            }
+            let mut record = scrape(id, time, samples);
+            record.types.push(("node_network_receive_bytes_total".into(), "counter"));
+            scrapes.push(record);
+        }
+        batches.push(Batch {
+            instances: if k == 0 { vec![instance("i-a", "basic"), instance("i-b", "asg")] } else { vec![] },
+            scrapes,
+            ..Batch::default()
+        });
+    }
+    batches
+}
+
+#[tokio::test]
+async fn the_compacted_tier_reads_back_exactly_what_was_stored() {
+    let (mut store, _dir) = open().await;
+    for batch in churned_history() {
+        store.write(&batch).await.unwrap();
+    }
+    let before = every_sample(&store).await;
+    assert_eq!(before.len(), 100 * 2 * 7 - 7 - 2 * 6);
+    let blocks = compact_all(&mut store).await;
+    assert_eq!(blocks, 4, "25 minutes: four whole blocks, the fifth still open");
+    let after = every_sample(&store).await;
+    assert_eq!(after.len(), before.len());
+    for (a, b) in before.iter().zip(&after) {
+        assert_eq!(a, b);
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(left, 20 * 2 * 7, "only the open block is still in the recent tier");
+    let points: i64 = sqlx::query_scalar("SELECT count(*) FROM points").fetch_one(store.pool()).await.unwrap();
+    let moved = before.len() as i64 - left;
+    assert!(points < moved, "{points} points for {moved} samples");
+    // A constant is one keyframe per block; missing mid-block, an absent marker and a new point.
+    for (metric, expected) in [("node_memory_MemTotal_bytes", 4 * 2), ("node_netstat_Tcp_CurrEstab", 4 * 2 + 2 * 2)] {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM points p JOIN series se USING (series_id) JOIN metrics m USING (metric_id) WHERE m.name = ?",
+        )
+        .bind(metric)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(n, expected, "{metric}");
+    }
+    // Compacting again finds nothing to do and changes nothing.
+    assert_eq!(compact_all(&mut store).await, 0);
+    assert_eq!(every_sample(&store).await, after);
+}
+
+#[tokio::test]
+async fn rollups_summarise_each_bucket_and_counters_count_through_resets() {
+    let (mut store, _dir) = open().await;
+    for batch in churned_history() {
+        store.write(&batch).await.unwrap();
+    }
+    let raw = every_sample(&store).await;
+    compact_all(&mut store).await;
+    // Every 1-minute bucket of node_load1 against the raw rows.
+    let rows: Vec<(f64, String, f64, f64, f64, f64, i64)> = sqlx::query_as(
+        "SELECT time, instance_id, avg, min, max, last, count FROM metric_samples_1m
+         WHERE metric = 'node_load1' AND time >= ?1 AND time < ?1 + 1200 ORDER BY instance_id, time",
+    )
+    .bind(T0)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2 * 20);
+    for (time, instance, avg, min, max, last, count) in &rows {
+        let values: Vec<f64> = raw
+            .iter()
+            .filter(|r| r.2 == "node_load1" && &r.1 == instance && r.0 >= *time && r.0 < time + 60.0)
+            .filter_map(|r| r.4)
+            .collect();
+        assert_eq!(*count as usize, values.len());
+        assert_eq!(*avg, values.iter().sum::<f64>() / values.len() as f64);
+        assert_eq!(*min, values.iter().copied().fold(f64::INFINITY, f64::min));
+        assert_eq!(*max, values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        assert_eq!(*last, *values.last().unwrap());
+    }
+    // i-a's counter: +7.5 per scrape up to k = 49, reset to 0 at k = 50, then +3.
+    let increase: Vec<(f64, f64, f64)> = sqlx::query_as(
+        "SELECT time, increase, rate FROM metric_samples_5m
+         WHERE metric = 'node_network_receive_bytes_total' AND instance_id = 'i-a' AND time >= ?1 AND time < ?1 + 1200
+         ORDER BY time",
+    )
+    .bind(T0)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    // Block 0: 19 steps of 7.5 (no sample before it); block 1: 20 of 7.5; block 2 (k 40–59):
+    // 10 of 7.5, the reset (counts 0), 9 of 3; block 3: 20 of 3.
+    let got: Vec<f64> = increase.iter().map(|r| r.1).collect();
+    assert_eq!(got, [19.0 * 7.5, 20.0 * 7.5, 10.0 * 7.5 + 9.0 * 3.0, 60.0]);
+    assert_eq!(increase[1].2, 7.5 / 15.0, "rate per second over the bucket");
+    // Gauges have no increase.
+    let gauge: Option<f64> = sqlx::query_scalar(
+        "SELECT increase FROM metric_samples_5m WHERE metric = 'node_load1' AND time >= ?1 AND time < ?1 + 300 LIMIT 1",
+    )
+    .bind(T0)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(gauge, None);
+    // CPU: the 5-minute average is the average of the interval values.
+    let (avg, count): (f64, i64) = sqlx::query_as(
+        "SELECT avg, count FROM cpu_utilization_5m WHERE instance_id = 'i-a' AND time >= ?1 AND time < ?1 + 300",
+    )
+    .bind(T0 + 300.0)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(count, 20);
+    assert!((avg - 100.0 * 2.0 / 12.0).abs() < 1e-9, "{avg}");
+}
+
+#[tokio::test]
+async fn an_hour_is_rolled_up_from_its_blocks() {
+    let (mut store, _dir) = open().await;
+    // 70 minutes at 60 s of one gauge, aligned to the hour.
+    let hour = 1_764_000_000.0 - 1_764_000_000.0 % 3600.0;
+    for k in 0..70u32 {
+        let batch = Batch {
+            scrapes: vec![scrape("i-a", hour + 60.0 * f64::from(k), vec![sample("node_load1", "{}", f64::from(k))])],
+            ..Batch::default()
+        };
+        store.write(&batch).await.unwrap();
+    }
+    compact_all(&mut store).await;
+    let (avg, min, max, last, count): (f64, f64, f64, f64, i64) = sqlx::query_as(
+        "SELECT avg, min, max, last, count FROM metric_samples_1h WHERE metric = 'node_load1' AND time >= ? AND time < ?",
+    )
+    .bind(hour)
+    .bind(hour + 3600.0)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((avg, min, max, last, count), (29.5, 0.0, 59.0, 59.0, 60));
+}
+
+#[tokio::test]
+async fn samples_older_than_the_compacted_tier_are_dropped_and_counted() {
+    let (mut store, _dir) = open().await;
+    for batch in churned_history() {
+        store.write(&batch).await.unwrap();
+    }
+    compact_all(&mut store).await;
+    let late =
+        Batch { scrapes: vec![scrape("i-a", T0 + 1.0, vec![sample("node_load1", "{}", 99.0)])], ..Batch::default() };
+    let stats = store.write(&late).await.unwrap();
+    assert_eq!((stats.samples, stats.late_samples), (0, 1));
+}
+
+#[tokio::test]
+async fn retention_trims_each_tier_in_small_steps_and_forgets_gone_instances() {
+    let (mut store, _dir) = open().await;
+    let retention = Retention {
+        raw: Duration::from_secs(1800),
+        minute: Duration::from_secs(3600),
+        five_minutes: Duration::from_secs(2 * 3600),
+        hour: Duration::from_secs(3 * 3600),
+    };
+    // 4 hours at 60 s; i-gone stops after the first 10 minutes.
+    let start = 1_764_000_000.0 - 1_764_000_000.0 % 3600.0;
+    for k in 0..240u32 {
+        let time = start + 60.0 * f64::from(k);
+        let mut scrapes = vec![scrape("i-a", time, vec![cpu_idle(0, f64::from(k)), sample("node_load1", "{}", 1.0)])];
+        let mut instances = vec![InstanceRecord { seen: time, ..instance("i-a", "basic") }];
+        if k < 10 {
+            scrapes.push(scrape("i-gone", time, vec![sample("node_load1", "{}", 2.0)]));
+            instances.push(InstanceRecord { seen: time, ..instance("i-gone", "asg") });
+        }
+        store.write(&Batch { instances, scrapes, ..Batch::default() }).await.unwrap();
+    }
+    let mut steps = 0;
+    loop {
+        match store.maintain(&retention, 0.0, true).await.unwrap() {
+            Maintenance::Retained(0) => break,
+            Maintenance::Idle => unreachable!("a sweep was asked for"),
+            _ => steps += 1,
+        }
+    }
+    assert!(steps > 40, "one step per block compacted, then retention: {steps}");
+    let newest = start + 239.0 * 60.0;
+    for (sql, kept) in [
+        ("SELECT min(time) FROM metric_samples WHERE metric = 'node_load1' AND time >= 0", 1800.0),
+        ("SELECT min(time) FROM metric_samples_1m WHERE metric = 'node_load1' AND time >= 0", 3600.0),
+        ("SELECT min(time) FROM metric_samples_5m WHERE metric = 'node_load1' AND time >= 0", 2.0 * 3600.0),
+        ("SELECT min(time) FROM metric_samples_1h WHERE metric = 'node_load1' AND time >= 0", 3.0 * 3600.0),
+        ("SELECT min(time) FROM cpu_utilization WHERE time >= 0", 1800.0),
+    ] {
+        let oldest: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(store.pool()).await.unwrap();
+        assert!(oldest >= newest - kept, "{sql}: {oldest} is older than {kept} s before {newest}");
+        assert!(oldest < newest - kept + 3600.0, "{sql}: too much deleted ({oldest})");
+    }
+    let gone: i64 = sqlx::query_scalar("SELECT count(*) FROM series WHERE instance_id = 'i-gone'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(gone, 0, "an instance gone past every tier leaves no series behind");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM series WHERE instance_id = 'i-a'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, 2);
 }
 
 /// `EXPLAIN QUERY PLAN` lines of `sql`.
@@ -178,7 +400,26 @@ async fn range_queries_are_bounded_by_the_range_in_their_plan() {
     )
     .await;
     assert!(metric.contains("SEARCH s USING PRIMARY KEY (metric_id=? AND time>? AND time<?)"), "{metric}");
-    assert!(!metric.contains("SCAN s"), "{metric}");
+    // The compacted tier: the instance's frames in the range, then one seek per frame.
+    assert!(metric.contains("SEARCH f USING PRIMARY KEY (instance_id=? AND time>? AND time<?)"), "{metric}");
+    assert!(metric.contains("SEARCH q USING PRIMARY KEY (block=? AND series_id=? AND toff<?)"), "{metric}");
+    assert!(!metric.contains("SCAN"), "{metric}");
+    for tier in ["1m", "5m", "1h"] {
+        let rollup = plan(
+            &store,
+            &format!(
+                "SELECT time, avg FROM metric_samples_{tier}
+                 WHERE metric = 'node_load1' AND instance_id = 'i-a' AND time >= 1000 AND time < 2000"
+            ),
+        )
+        .await;
+        assert!(rollup.contains("SEARCH b USING PRIMARY KEY (width=? AND time>? AND time<?)"), "{rollup}");
+        assert!(rollup.contains("SEARCH r USING PRIMARY KEY (time=? AND series_id=?)"), "{rollup}");
+        assert!(!rollup.contains("SCAN"), "{rollup}");
+        let cpu =
+            plan(&store, &format!("SELECT * FROM cpu_utilization_{tier} WHERE time >= 1000 AND time < 2000")).await;
+        assert!(cpu.contains("SEARCH c USING PRIMARY KEY (time>? AND time<?)"), "{cpu}");
+    }
     let cpu = plan(
         &store,
         "SELECT time, instance_id, value FROM cpu_utilization WHERE time >= 1000 AND time < 2000 AND instance_id IN ('i-a')",
@@ -207,6 +448,35 @@ async fn the_writer_flushes_on_shutdown() {
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(store.pool()).await.unwrap();
     assert_eq!(count, 3);
     assert_eq!(handle.stats.samples.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn the_writer_compacts_between_flushes_and_counts_it() {
+    let (store, _dir) = open().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(20),
+        maintenance_interval: Duration::from_millis(5),
+        compaction_delay: Duration::ZERO,
+        ..WriterConfig::default()
+    };
+    let (handle, task) = spawn_writer(store, config, shutdown.clone());
+    for batch in churned_history() {
+        assert!(handle.send(batch).await);
+    }
+    let blocks = || handle.stats.compacted_blocks.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..1000 {
+        if blocks() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(blocks(), 4);
+    assert!(handle.stats.longest_pause_micros.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    shutdown.cancel();
+    let store = task.await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(left, 20 * 2 * 7);
 }
 
 #[cfg(unix)]

@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
-use super::{Batch, Store};
+use super::{Batch, Maintenance, Retention, Store};
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
@@ -23,10 +23,16 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// Flush as soon as this many samples are buffered.
     pub max_buffered_samples: usize,
-    /// Data older than this is deleted.
-    pub retention: Duration,
-    /// How often retention runs.
+    /// How long each tier is kept.
+    pub retention: Retention,
+    /// How often a retention sweep starts.
     pub retention_interval: Duration,
+    /// How long after a block ends (by the newest data) it is compacted:
+    /// longer than any sample takes from its request to its commit.
+    pub compaction_delay: Duration,
+    /// How often the writer does a step of upkeep (compaction or retention)
+    /// between flushes; each step is bounded.
+    pub maintenance_interval: Duration,
 }
 
 impl Default for WriterConfig {
@@ -34,8 +40,10 @@ impl Default for WriterConfig {
         Self {
             flush_interval: Duration::from_secs(2),
             max_buffered_samples: 500_000,
-            retention: Duration::from_secs(15 * 24 * 3600),
+            retention: Retention::DEFAULT,
             retention_interval: Duration::from_secs(600),
+            compaction_delay: Duration::from_secs(60),
+            maintenance_interval: Duration::from_millis(200),
         }
     }
 }
@@ -53,6 +61,19 @@ pub struct WriterStats {
     pub errors: AtomicU64,
     /// Samples lost to failed transactions.
     pub dropped_samples: AtomicU64,
+    /// Samples dropped because their block was already compacted.
+    pub late_samples: AtomicU64,
+    /// Compaction steps done.
+    pub compaction_steps: AtomicU64,
+    /// Blocks compacted.
+    pub compacted_blocks: AtomicU64,
+    /// Rows deleted by retention.
+    pub retention_rows: AtomicU64,
+    /// Failed upkeep steps.
+    pub maintenance_errors: AtomicU64,
+    /// The longest single write or upkeep step, microseconds: how long ingest
+    /// can wait for the writer.
+    pub longest_pause_micros: AtomicU64,
 }
 
 /// Sends batches to the writer.
@@ -89,7 +110,15 @@ pub fn spawn_writer(
 ) -> (WriterHandle, JoinHandle<Store>) {
     let (sender, receiver) = mpsc::channel(64);
     let stats = Arc::new(WriterStats::default());
-    let writer = Writer { store, config, stats: Arc::clone(&stats), buffer: Batch::default() };
+    let writer = Writer {
+        store,
+        config,
+        stats: Arc::clone(&stats),
+        buffer: Batch::default(),
+        sweeping: false,
+        dropping_late: false,
+        reported_backlog: false,
+    };
     (WriterHandle { sender, stats }, tokio::spawn(writer.run(receiver, shutdown)))
 }
 
@@ -98,12 +127,20 @@ struct Writer {
     config: WriterConfig,
     stats: Arc<WriterStats>,
     buffer: Batch,
+    /// A retention sweep is under way.
+    sweeping: bool,
+    /// The last flush dropped late samples (logged once per change).
+    dropping_late: bool,
+    /// A compaction backlog was reported (logged once until it clears).
+    reported_backlog: bool,
 }
 
 impl Writer {
     async fn run(mut self, mut receiver: mpsc::Receiver<Batch>, shutdown: CancellationToken) -> Store {
         let mut flush = tokio::time::interval(self.config.flush_interval);
         let mut retention = tokio::time::interval(self.config.retention_interval);
+        let mut maintenance = tokio::time::interval(self.config.maintenance_interval);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -117,7 +154,8 @@ impl Writer {
                     None => break,
                 },
                 _ = flush.tick() => self.flush().await,
-                _ = retention.tick() => self.enforce_retention().await,
+                _ = retention.tick() => self.sweeping = true,
+                _ = maintenance.tick() => self.maintain().await,
             }
         }
         receiver.close();
@@ -135,9 +173,12 @@ impl Writer {
         }
         let batch = std::mem::take(&mut self.buffer);
         let started = Instant::now();
-        match self.store.write(&batch).await {
+        let result = self.store.write(&batch).await;
+        self.note_pause(started);
+        match result {
             Ok(written) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.note_late(written.late_samples);
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
                 self.stats.samples.fetch_add(written.samples as u64, Ordering::Relaxed);
                 self.stats.flush_micros.fetch_add(micros, Ordering::Relaxed);
@@ -151,13 +192,60 @@ impl Writer {
         }
     }
 
-    async fn enforce_retention(&mut self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let cutoff = now.saturating_sub(self.config.retention).as_secs_f64();
-        match self.store.delete_before(cutoff).await {
-            Ok(0) => {}
-            Ok(deleted) => info!(deleted, "retention: old samples deleted"),
-            Err(e) => error!(error = %e, "retention failed"),
+    fn note_late(&mut self, late: usize) {
+        self.stats.late_samples.fetch_add(late as u64, Ordering::Relaxed);
+        let dropping = late > 0;
+        if dropping && !self.dropping_late {
+            tracing::warn!(
+                samples = late,
+                "samples older than the compacted tier arrived and were dropped (counted in fleetscrape_store_late_samples_total)"
+            );
         }
+        self.dropping_late = dropping;
+    }
+
+    /// One bounded step of compaction or retention.
+    async fn maintain(&mut self) {
+        let started = Instant::now();
+        let delay = self.config.compaction_delay.as_secs_f64();
+        let result = self.store.maintain(&self.config.retention, delay, self.sweeping).await;
+        self.note_pause(started);
+        match result {
+            Ok(Maintenance::Idle) => {}
+            Ok(Maintenance::Compacted(step)) => {
+                self.stats.compaction_steps.fetch_add(1, Ordering::Relaxed);
+                if step.finished {
+                    self.stats.compacted_blocks.fetch_add(1, Ordering::Relaxed);
+                    self.report_backlog(step.block).await;
+                }
+            }
+            Ok(Maintenance::Retained(0)) => self.sweeping = false,
+            Ok(Maintenance::Retained(rows)) => {
+                self.stats.retention_rows.fetch_add(rows, Ordering::Relaxed);
+                debug!(rows, "retention step");
+            }
+            Err(e) => {
+                self.stats.maintenance_errors.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "store upkeep (compaction or retention) failed; retried at the next step");
+            }
+        }
+    }
+
+    /// Progress while compacting a backlog (history after a migration, or
+    /// after downtime): logged per block while more than two are due.
+    async fn report_backlog(&mut self, block: i64) {
+        let Ok(backlog) = self.store.compaction_backlog().await else { return };
+        if backlog > 2 {
+            info!(block, blocks_left = backlog, "compacting history into the compacted tier");
+            self.reported_backlog = true;
+        } else if self.reported_backlog {
+            info!("compaction caught up");
+            self.reported_backlog = false;
+        }
+    }
+
+    fn note_pause(&self, started: Instant) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.longest_pause_micros.fetch_max(micros, Ordering::Relaxed);
     }
 }

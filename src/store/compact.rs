@@ -1,0 +1,486 @@
+//! Compaction: moves the recent tier (`samples`, clustered by time) into the
+//! compacted tier (`frames`, `points`) and the rollups, one 5-minute block at a
+//! time, in steps of bounded work so ingest never waits long.
+//!
+//! A block's steps: collect its frames (the distinct scrape times of each
+//! instance), write them, then each metric in its own transaction (read its
+//! rows, write points and 1-minute and 5-minute rollups, delete the rows),
+//! then the CPU rollups, the 1-hour rollups when an hour is complete, and the
+//! new `compacted_until`. Each transaction leaves the views whole: a metric's
+//! rows are either still in `samples` or already in `points`. Interrupted, a
+//! block resumes where it stopped: moved metrics have no rows left, frames
+//! already written are read back.
+
+pub mod core;
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use tracing::{debug, info};
+
+use self::core::{BLOCK_SECONDS, Bucket, PointValue, Previous, block_of, compact_series, offset_ms};
+use super::{Error, bind_value};
+
+/// Rows a step reads before it yields by default: a few hundred milliseconds of work.
+pub const STEP_ROWS: usize = 100_000;
+
+/// `store_state` key of the compaction horizon.
+const COMPACTED_UNTIL: &str = "compacted_until";
+
+/// What one [`Compactor::step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// The block worked on.
+    pub block: i64,
+    /// Rows of `samples` read.
+    pub rows: usize,
+    /// Change points written.
+    pub points: usize,
+    /// Whether the block is done.
+    pub finished: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading frames, from this index into `metrics`.
+    Frames(usize),
+    /// Moving metrics, from this index.
+    Metrics(usize),
+}
+
+#[derive(Debug)]
+struct BlockJob {
+    block: i64,
+    /// Whether the block is past raw retention: rollups only, no points.
+    rollups_only: bool,
+    metrics: Vec<(i64, bool)>,
+    frames: HashMap<String, Vec<f64>>,
+    phase: Phase,
+}
+
+/// The compaction state machine; the writer drives it with [`Compactor::step`].
+#[derive(Debug, Default)]
+pub struct Compactor {
+    /// Everything before this time has left `samples` (None: not read yet).
+    compacted_until: Option<f64>,
+    job: Option<BlockJob>,
+    /// Each series' last sample before the block in work (counters' increase).
+    previous: HashMap<i64, Previous>,
+    /// Rows a step reads before it yields (at least one metric's).
+    step_rows: usize,
+}
+
+impl Compactor {
+    /// Reads the horizon from the database (None on a database never compacted).
+    pub async fn load(pool: &SqlitePool) -> Result<Self, Error> {
+        let until: Option<f64> = sqlx::query_scalar("SELECT value FROM store_state WHERE key = ?")
+            .bind(COMPACTED_UNTIL)
+            .fetch_optional(pool)
+            .await?;
+        Ok(Self { compacted_until: until, step_rows: STEP_ROWS, ..Self::default() })
+    }
+
+    /// Sets the rows a step reads before it yields.
+    pub fn set_step_rows(&mut self, rows: usize) {
+        self.step_rows = rows.max(1);
+    }
+
+    /// Samples older than this are compacted; a later write of one is dropped.
+    pub fn compacted_until(&self) -> f64 {
+        self.compacted_until.unwrap_or(f64::NEG_INFINITY)
+    }
+
+    /// Does one bounded step if a block is due: its end is at least `delay`
+    /// seconds older than `newest` (the newest sample time written). Blocks
+    /// that ended before `raw_cutoff` get rollups only. Returns `None` when
+    /// nothing is due.
+    ///
+    /// # Errors
+    /// [`Error::Sql`]; the step's transaction is rolled back and the block is
+    /// started over at the next step.
+    pub async fn step(
+        &mut self,
+        pool: &SqlitePool,
+        newest: f64,
+        delay: f64,
+        raw_cutoff: f64,
+    ) -> Result<Option<StepReport>, Error> {
+        if self.job.is_none() {
+            let Some(block) = self.next_block(pool).await? else { return Ok(None) };
+            if ((block + 1) * BLOCK_SECONDS) as f64 + delay > newest {
+                return Ok(None);
+            }
+            self.job = Some(self.start(pool, block, raw_cutoff).await?);
+        }
+        let result = self.advance(pool).await;
+        if result.is_err() {
+            self.job = None;
+            self.previous.clear();
+        }
+        result.map(Some)
+    }
+
+    /// How many blocks are due, for progress reports.
+    pub async fn backlog(&self, pool: &SqlitePool, newest: f64) -> Result<i64, Error> {
+        let Some(first) = self.next_block(pool).await? else { return Ok(0) };
+        Ok((block_of(newest) - first).max(0))
+    }
+
+    /// The first block with rows in `samples` at or after the horizon.
+    async fn next_block(&self, pool: &SqlitePool) -> Result<Option<i64>, Error> {
+        if let Some(job) = &self.job {
+            return Ok(Some(job.block));
+        }
+        let oldest: Option<f64> = sqlx::query_scalar(
+            "SELECT min((SELECT min(time) FROM samples s WHERE s.metric_id = m.metric_id AND s.time >= ?)) FROM metrics m",
+        )
+        .bind(self.compacted_until())
+        .fetch_one(pool)
+        .await?;
+        Ok(oldest.map(block_of))
+    }
+
+    async fn start(&self, pool: &SqlitePool, block: i64, raw_cutoff: f64) -> Result<BlockJob, Error> {
+        let metrics = sqlx::query("SELECT metric_id, type FROM metrics ORDER BY metric_id")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)? == "counter")))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let mut frames: HashMap<String, Vec<f64>> = HashMap::new();
+        // Frames written by an interrupted run of this block (its rows are gone).
+        for row in
+            sqlx::query("SELECT instance_id, time FROM frames WHERE block = ?").bind(block).fetch_all(pool).await?
+        {
+            frames.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
+        }
+        let rollups_only = (((block + 1) * BLOCK_SECONDS) as f64) < raw_cutoff;
+        debug!(block, metrics = metrics.len(), rollups_only, "compaction: block started");
+        Ok(BlockJob { block, rollups_only, metrics, frames, phase: Phase::Frames(0) })
+    }
+
+    async fn advance(&mut self, pool: &SqlitePool) -> Result<StepReport, Error> {
+        let Some(job) = self.job.as_mut() else { return Ok(StepReport::default()) };
+        let (from, to) = block_range(job.block);
+        let mut report = StepReport { block: job.block, ..StepReport::default() };
+        match job.phase {
+            Phase::Frames(mut index) => {
+                while index < job.metrics.len() && report.rows < self.step_rows {
+                    let rows = sqlx::query(
+                        "SELECT se.instance_id, s.time FROM samples s JOIN series se ON se.series_id = s.series_id
+                         WHERE s.metric_id = ? AND s.time >= ? AND s.time < ?",
+                    )
+                    .bind(job.metrics[index].0)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await?;
+                    report.rows += rows.len();
+                    for row in rows {
+                        job.frames.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
+                    }
+                    index += 1;
+                }
+                if index < job.metrics.len() {
+                    job.phase = Phase::Frames(index);
+                } else {
+                    for times in job.frames.values_mut() {
+                        times.sort_by(f64::total_cmp);
+                        times.dedup();
+                    }
+                    if !job.rollups_only {
+                        write_frames(pool, job.block, &job.frames).await?;
+                    }
+                    job.phase = Phase::Metrics(0);
+                }
+            }
+            Phase::Metrics(mut index) => {
+                while index < job.metrics.len() && report.rows < self.step_rows {
+                    let (metric_id, counter) = job.metrics[index];
+                    let moved = move_metric(pool, job, metric_id, counter, &mut self.previous).await?;
+                    report.rows += moved.0;
+                    report.points += moved.1;
+                    index += 1;
+                }
+                if index < job.metrics.len() {
+                    job.phase = Phase::Metrics(index);
+                } else {
+                    finish_block(pool, job.block).await?;
+                    self.compacted_until = Some(to);
+                    report.finished = true;
+                    let frames: usize = job.frames.values().map(Vec::len).sum();
+                    debug!(block = job.block, frames, "compaction: block done");
+                    self.job = None;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The block's time range, epoch seconds.
+fn block_range(block: i64) -> (f64, f64) {
+    ((block * BLOCK_SECONDS) as f64, ((block + 1) * BLOCK_SECONDS) as f64)
+}
+
+async fn write_frames(pool: &SqlitePool, block: i64, frames: &HashMap<String, Vec<f64>>) -> Result<(), Error> {
+    let rows: Vec<(&str, f64)> =
+        frames.iter().flat_map(|(instance, times)| times.iter().map(move |t| (instance.as_str(), *t))).collect();
+    let mut tx = pool.begin().await?;
+    for chunk in rows.chunks(500) {
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT OR IGNORE INTO frames (instance_id, time, block, toff) ");
+        builder.push_values(chunk, |mut row, (instance, time)| {
+            row.push_bind(*instance).push_bind(*time).push_bind(block).push_bind(offset_ms(block, *time));
+        });
+        builder.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Moves one metric's rows of the block in one transaction; returns (rows read, points written).
+async fn move_metric(
+    pool: &SqlitePool,
+    job: &BlockJob,
+    metric_id: i64,
+    counter: bool,
+    previous: &mut HashMap<i64, Previous>,
+) -> Result<(usize, usize), Error> {
+    let (from, to) = block_range(job.block);
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT s.series_id, se.instance_id, s.time, CAST(s.value AS REAL) FROM samples s JOIN series se ON se.series_id = s.series_id
+         WHERE s.metric_id = ? AND s.time >= ? AND s.time < ? ORDER BY s.series_id, s.time",
+    )
+    .bind(metric_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut points = Vec::new();
+    let mut minutes = Vec::new();
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let series_id: i64 = rows[start].try_get(0)?;
+        let mut end = start;
+        let mut series_rows = Vec::new();
+        while end < rows.len() && rows[end].try_get::<i64, _>(0)? == series_id {
+            let value: Option<f64> = rows[end].try_get(3)?;
+            series_rows.push((rows[end].try_get::<f64, _>(2)?, value.unwrap_or(f64::NAN)));
+            end += 1;
+        }
+        let instance: String = rows[start].try_get(1)?;
+        let frames = job.frames.get(&instance).map_or(&[][..], Vec::as_slice);
+        let before = match previous.get(&series_id) {
+            Some(p) => Some(*p),
+            None if counter => previous_sample(&mut tx, job.block, series_id, &instance).await?,
+            None => None,
+        };
+        let out = compact_series(job.block, frames, &series_rows, before, counter);
+        if let Some(last) = out.last {
+            previous.insert(series_id, last);
+        }
+        if !job.rollups_only {
+            points.extend(out.points.iter().map(|(toff, value)| (series_id, *toff, *value)));
+        }
+        blocks.extend(out.block_bucket(job.block).map(|b| (series_id, b)));
+        minutes.extend(out.minutes.into_iter().map(|b| (series_id, b)));
+        start = end;
+    }
+    insert_points(&mut tx, job.block, &points).await?;
+    insert_buckets(&mut tx, "rollup_1m", &minutes).await?;
+    insert_buckets(&mut tx, "rollup_5m", &blocks).await?;
+    sqlx::query("DELETE FROM samples WHERE metric_id = ? AND time >= ? AND time < ?")
+        .bind(metric_id)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((rows.len(), points.len()))
+}
+
+/// A counter's last sample in the previous block, read back from the
+/// compacted tier (after a restart the compactor remembers nothing): the
+/// value of the block's last point, at its instance's last frame.
+async fn previous_sample(
+    tx: &mut SqliteConnection,
+    block: i64,
+    series_id: i64,
+    instance: &str,
+) -> Result<Option<Previous>, Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT CASE WHEN typeof(value) IN ('integer', 'real') THEN CAST(value AS REAL) END
+                 FROM points WHERE block = ?1 AND series_id = ?2 ORDER BY toff DESC LIMIT 1),
+                (SELECT max(time) FROM frames WHERE instance_id = ?3 AND block = ?1)",
+    )
+    .bind(block - 1)
+    .bind(series_id)
+    .bind(instance)
+    .fetch_one(&mut *tx)
+    .await?;
+    // An absent marker or a NaN reads as no number.
+    let value: Option<f64> = row.try_get(0)?;
+    let time: Option<f64> = row.try_get(1)?;
+    Ok(value.zip(time).map(|(value, time)| Previous { time, value }))
+}
+
+async fn insert_points(tx: &mut SqliteConnection, block: i64, points: &[(i64, i64, PointValue)]) -> Result<(), Error> {
+    for chunk in points.chunks(250) {
+        let mut builder: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT OR REPLACE INTO points (block, series_id, toff, value) ");
+        builder.push_values(chunk, |mut row, (series_id, toff, value)| {
+            row.push_bind(block).push_bind(*series_id).push_bind(*toff);
+            match value {
+                PointValue::Value(v) if v.is_nan() => {
+                    row.push_bind(None::<f64>);
+                }
+                PointValue::Value(v) => bind_value(&mut row, *v),
+                PointValue::Absent => {
+                    row.push_bind(Vec::<u8>::new());
+                }
+            }
+        });
+        builder.build().persistent(true).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_buckets(tx: &mut SqliteConnection, table: &str, buckets: &[(i64, Bucket)]) -> Result<(), Error> {
+    for chunk in buckets.chunks(100) {
+        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT OR REPLACE INTO {table} (time, series_id, count, sum, min, max, last, increase, span) "
+        ));
+        builder.push_values(chunk, |mut row, (series_id, bucket)| {
+            row.push_bind(bucket.start).push_bind(*series_id).push_bind(i64::from(bucket.count));
+            match bucket.stats {
+                Some(s) => {
+                    for v in [s.sum, s.min, s.max, s.last] {
+                        bind_value(&mut row, v);
+                    }
+                }
+                None => {
+                    for _ in 0..4 {
+                        row.push_bind(None::<f64>);
+                    }
+                }
+            }
+            match bucket.increase {
+                Some(i) => {
+                    bind_value(&mut row, i.increase);
+                    bind_value(&mut row, i.span);
+                }
+                None => {
+                    row.push_bind(None::<f64>).push_bind(None::<f64>);
+                }
+            }
+        });
+        builder.build().persistent(true).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// The block's CPU rollups, its rollup buckets, the hour's rollups when the
+/// block ends an hour, and the new horizon, in one transaction.
+async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
+    let (from, to) = block_range(block);
+    let mut tx = pool.begin().await?;
+    for (table, width) in [("cpu_rollup_1m", 60), ("cpu_rollup_5m", 300)] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT OR REPLACE INTO {table} (time, instance_id, count, sum, min, max)
+             SELECT CAST(time / ?1 AS INTEGER) * ?1 AS bucket, instance_id, count(*), sum(value), min(value), max(value)
+             FROM cpu_samples WHERE time >= ?2 AND time < ?3 GROUP BY bucket, instance_id"
+        )))
+        .bind(width)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT OR IGNORE INTO rollup_buckets (width, time)
+         SELECT DISTINCT 60, time FROM rollup_1m WHERE time >= ?1 AND time < ?2
+         UNION SELECT 300, ?1 WHERE EXISTS (SELECT 1 FROM rollup_5m WHERE time = ?1)",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    if (block + 1) % 12 == 0 {
+        roll_up_hour(&mut tx, to - 3600.0).await?;
+    }
+    sqlx::query("INSERT OR REPLACE INTO store_state (key, value) VALUES (?, ?)")
+        .bind(COMPACTED_UNTIL)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The 1-hour rollups of the hour starting at `hour`, merged from its 5-minute ones.
+async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error> {
+    let rows = sqlx::query(
+        "SELECT series_id, time, count, CAST(sum AS REAL), CAST(min AS REAL), CAST(max AS REAL), CAST(last AS REAL),
+                CAST(increase AS REAL), CAST(span AS REAL) FROM rollup_5m
+         WHERE time >= ? AND time < ? ORDER BY series_id, time",
+    )
+    .bind(hour)
+    .bind(hour + 3600.0)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut merged: Vec<(i64, Bucket)> = Vec::new();
+    for row in &rows {
+        let series_id: i64 = row.try_get(0)?;
+        let bucket = bucket_from_row(row, hour as i64)?;
+        match merged.last_mut() {
+            Some((id, into)) if *id == series_id => into.merge(&bucket),
+            _ => merged.push((series_id, bucket)),
+        }
+    }
+    insert_buckets(tx, "rollup_1h", &merged).await?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO cpu_rollup_1h (time, instance_id, count, sum, min, max)
+         SELECT ?1, instance_id, sum(count), sum(sum), min(min), max(max) FROM cpu_rollup_5m
+         WHERE time >= ?1 AND time < ?1 + 3600 GROUP BY instance_id",
+    )
+    .bind(hour)
+    .execute(&mut *tx)
+    .await?;
+    if !merged.is_empty() {
+        sqlx::query("INSERT OR IGNORE INTO rollup_buckets (width, time) VALUES (3600, ?)")
+            .bind(hour)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !rows.is_empty() {
+        info!(hour, series = merged.len(), "compaction: hour rolled up");
+    }
+    Ok(())
+}
+
+fn bucket_from_row(row: &sqlx::sqlite::SqliteRow, start: i64) -> Result<Bucket, sqlx::Error> {
+    let sum: Option<f64> = row.try_get(3)?;
+    let stats = match sum {
+        Some(sum) => Some(self::core::Stats {
+            sum,
+            min: row.try_get::<Option<f64>, _>(4)?.unwrap_or(f64::NAN),
+            max: row.try_get::<Option<f64>, _>(5)?.unwrap_or(f64::NAN),
+            last: row.try_get::<Option<f64>, _>(6)?.unwrap_or(f64::NAN),
+        }),
+        None => None,
+    };
+    let increase: Option<f64> = row.try_get(7)?;
+    let span: Option<f64> = row.try_get(8)?;
+    Ok(Bucket {
+        start,
+        count: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+        stats,
+        increase: increase.zip(span).map(|(increase, span)| self::core::Increase { increase, span }),
+    })
+}
