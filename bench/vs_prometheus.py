@@ -21,10 +21,17 @@ steady-state window measures for each:
   (fleetscrape's cpu_utilization vs PromQL's 1860-style
   100 * (1 - avg by (instance) (rate(idle)))), and one gauge of one instance.
 
+The scale mode (--scale) replaces the exporters with bench/fixture_server.py:
+1,000 targets (default) of ~1,000 samples each (real payloads widened to a 36-CPU
+host, values moving as the real exporter's), at 15 s, each on its own loopback
+address 127.30.X.Y:9100 mapped from the instance's private IP 10.30.X.Y by one
+relabel rule.
+
 Loopback only, fake credentials; it stops everything it started. Not part of the
 test command. Usage:
 
     bench/vs-prometheus.sh [--targets 20] [--interval 1] [--warmup 20] [--window 120] [--quick] [--json FILE]
+    bench/vs-prometheus.sh --scale [--targets 1000] [--interval 15] [--warmup 60] [--window 300]
 """
 
 import argparse
@@ -115,21 +122,24 @@ def du(paths):
     return total
 
 
-def seed(endpoint, n):
+def seed(endpoint, n, wide=False):
+    """n instances behind one target group; returns {instance id: private IP}."""
     import boto3
 
     kw = dict(endpoint_url=endpoint, region_name=REGION)
     ec2, elb = boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
     vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    cidrs = (("10.30.0.0/17", "a"), ("10.30.128.0/17", "c")) if wide else (("10.30.1.0/24", "a"), ("10.30.2.0/24", "c"))
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
-        for cidr, zone in (("10.30.1.0/24", "a"), ("10.30.2.0/24", "c"))
+        for cidr, zone in cidrs
     ]
-    ids = []
-    while len(ids) < n:
-        batch = min(50, n - len(ids))
+    ips = {}
+    while len(ips) < n:
+        batch = min(50, n - len(ips))
         reply = ec2.run_instances(ImageId="ami-12c6146b", MinCount=batch, MaxCount=batch, InstanceType="t3.micro", SubnetId=subnets[0])
-        ids += [i["InstanceId"] for i in reply["Instances"]]
+        ips.update((i["InstanceId"], i["PrivateIpAddress"]) for i in reply["Instances"])
+    ids = list(ips)
     lb = elb.create_load_balancer(Name="bench", Subnets=subnets, Scheme="internal", Type="application")
     lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
     tg = elb.create_target_group(Name="bench", Protocol="HTTP", Port=9100, VpcId=vpc, TargetType="instance")
@@ -137,7 +147,7 @@ def seed(endpoint, n):
     for start in range(0, n, 50):
         elb.register_targets(TargetGroupArn=tg_arn, Targets=[{"Id": i, "Port": 9100} for i in ids[start : start + 50]])
     elb.create_listener(LoadBalancerArn=lb_arn, Protocol="HTTP", Port=9100, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])
-    return ids
+    return ips
 
 
 def prom_query(port, path, params):
@@ -187,13 +197,19 @@ def main():
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--window", type=int, default=120)
     parser.add_argument("--quick", action="store_true", help="5 targets, 10 s warm-up, 30 s window (a smoke run)")
+    parser.add_argument("--scale", action="store_true", help="the fixture server instead of node_exporters: 1,000 targets at 15 s")
     parser.add_argument("--fleetscrape", default=None, help="binary (default: target/release/fleetscrape)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--perf", default=None, help="record fleetscrape with perf over the window into this file")
     args = parser.parse_args()
+    given = set(a.split("=")[0] for a in sys.argv[1:])
+    if args.scale:
+        for flag, value in (("--targets", 1000), ("--interval", 15), ("--warmup", 60), ("--window", 300)):
+            if flag not in given:
+                setattr(args, flag[2:], value)
     if args.quick:
         args.targets, args.warmup, args.window = 5, 10, 30
-    if args.targets > 250:
+    if args.targets > 250 and not args.scale:
         sys.exit("at most 250 exporters (127.0.1.1-250); the scale mode for 1,000 targets is separate")
     binary = args.fleetscrape or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "fleetscrape")
     for tool in ("moto_server", "prometheus", "prometheus-node-exporter"):
@@ -213,10 +229,16 @@ def main():
         wait_port("127.0.0.1", moto_port, "moto")
         endpoint = f"http://127.0.0.1:{moto_port}"
         say(f"moto on {endpoint}: {args.targets} instances behind an ALB target group")
-        ids = seed(endpoint, args.targets)
+        ips = seed(endpoint, args.targets, wide=args.scale)
+        ids = list(ips)
 
         addresses = {}
-        for k, instance in enumerate(ids, start=1):
+        if args.scale:
+            addresses = {i: "127.30." + ip.split(".", 2)[2] + ":9100" for i, ip in ips.items()}
+            with open(os.path.join(work, "targets.json"), "w") as f:
+                json.dump({a: i for i, a in addresses.items()}, f)
+            procs.start([sys.executable, os.path.join(ROOT, "bench", "fixture_server.py"), os.path.join(work, "targets.json")], log)
+        for k, instance in enumerate(ids if not args.scale else [], start=1):
             textfile = os.path.join(work, "tf", str(k))
             os.makedirs(textfile)
             with open(os.path.join(textfile, "ec2.prom"), "w") as f:
@@ -228,14 +250,18 @@ def main():
         for address in addresses.values():
             host, port = address.split(":")
             wait_port(host, int(port), "node_exporter")
-        say(f"{len(addresses)} node_exporters on 127.0.1.1-{len(addresses)}:9100")
+        say(f"{len(addresses)} fixture targets on 127.30.X.Y:9100" if args.scale else f"{len(addresses)} node_exporters on 127.0.1.1-{len(addresses)}:9100")
 
         interval = f"{args.interval}s"
         db = os.path.join(work, "fleetscrape.db")
-        rules = "".join(
-            f"  - {{source_labels: [__meta_ec2_instance_id], regex: '{i}', target_label: __address__, replacement: '{a}'}}\n"
-            for i, a in addresses.items()
-        )
+        if args.scale:
+            rules = ("  - {source_labels: [__meta_ec2_private_ip], regex: '10\\.30\\.(\\d+)\\.(\\d+)', "
+                     "target_label: __address__, replacement: '127.30.$1.$2:9100'}\n")
+        else:
+            rules = "".join(
+                f"  - {{source_labels: [__meta_ec2_instance_id], regex: '{i}', target_label: __address__, replacement: '{a}'}}\n"
+                for i, a in addresses.items()
+            )
         fs_http = free_port()
         fs_config = os.path.join(work, "fleetscrape.yml")
         with open(fs_config, "w") as f:
@@ -302,6 +328,8 @@ def main():
         per_sample = {k: 1e6 * cpu[k] / offered[k] if offered[k] else float("nan") for k in cpu}
         bytes_per = {k: disk[k] / since_start[k] if since_start[k] else float("nan") for k in disk}
         rows = [
+            ("samples ingested per second", f"{offered['prometheus'] / (t1 - t0):,.0f}", f"{offered['fleetscrape'] / (t1 - t0):,.0f}", offered["fleetscrape"] / offered["prometheus"]),
+            ("CPU cores used", f"{cpu['prometheus'] / (t1 - t0):.3f}", f"{cpu['fleetscrape'] / (t1 - t0):.3f}", cpu["fleetscrape"] / cpu["prometheus"]),
             ("samples offered in the window", f"{offered['prometheus']:,.0f}", f"{offered['fleetscrape']:,.0f}", offered["fleetscrape"] / offered["prometheus"]),
             ("CPU in the window (s)", f"{cpu['prometheus']:.2f}", f"{cpu['fleetscrape']:.2f}", cpu["fleetscrape"] / cpu["prometheus"]),
             ("CPU per sample offered (µs)", f"{per_sample['prometheus']:.2f}", f"{per_sample['fleetscrape']:.2f}", per_sample["fleetscrape"] / per_sample["prometheus"]),
@@ -311,7 +339,8 @@ def main():
         ]
         for name, ((fs_ms, fs_rows), (prom_ms, prom_points)) in queries.items():
             rows.append((f"{name} (ms; rows/points)", f"{prom_ms:.1f} ({prom_points})", f"{fs_ms:.1f} ({fs_rows})", fs_ms / prom_ms))
-        print(f"\n{args.targets} node_exporters at {interval}, window {t1 - t0:.1f} s after {args.warmup} s warm-up\n")
+        what = "fixture targets (~1,000 samples each)" if args.scale else "node_exporters"
+        print(f"\n{args.targets} {what} at {interval}, window {t1 - t0:.1f} s after {args.warmup} s warm-up\n")
         print("| | Prometheus 2.42 | fleetscrape | fleetscrape / Prometheus |")
         print("|---|---|---|---|")
         for name, prom_value, fs_value, ratio in rows:

@@ -160,3 +160,13 @@ SELECT c.time AS time, c.instance_id AS instance_id, i.role AS role, i.asg_name 
        c.sum / c.count AS avg, c.min AS min, c.max AS max, c.count AS count
 FROM cpu_rollup_1h c
 JOIN instances i ON i.instance_id = c.instance_id;
+
+-- How far back each tier reaches (`oldest`, epoch seconds; NULL when empty):
+-- panels choose the finest tier that covers their range (docs/sql.md).
+CREATE VIEW storage_tiers AS
+SELECT 'raw' AS tier, 0 AS width,
+       coalesce((SELECT min(block) * 300.0 FROM points),
+                (SELECT min((SELECT min(time) FROM samples s WHERE s.metric_id = m.metric_id)) FROM metrics m)) AS oldest
+UNION ALL SELECT '1m', 60, (SELECT min(time) FROM rollup_buckets WHERE width = 60)
+UNION ALL SELECT '5m', 300, (SELECT min(time) FROM rollup_buckets WHERE width = 300)
+UNION ALL SELECT '1h', 3600, (SELECT min(time) FROM rollup_buckets WHERE width = 3600);

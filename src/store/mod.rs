@@ -8,6 +8,7 @@
 //! appends to each metric's tail. Metric and series ids are interned in
 //! memory; a known series costs no allocation and no lookup query.
 
+mod checkpoint;
 pub mod compact;
 mod cpu;
 mod intern;
@@ -140,8 +141,12 @@ impl Store {
             // burst (a reader pinning it, a compaction) does not stay on disk.
             .pragma("journal_size_limit", "33554432")
             .pragma("temp_store", "memory");
+        // One connection for the life of the store: it keeps its page cache,
+        // and the writer's `wal_autocheckpoint = 0` (writer.rs) stays set.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .connect_with(options)
             .await
             .map_err(|e| open_error(e.into()))?;
@@ -157,6 +162,15 @@ impl Store {
     /// [`compact::STEP_ROWS`]): smaller steps, shorter writer pauses.
     pub fn set_compaction_step_rows(&mut self, rows: usize) {
         self.compactor.set_step_rows(rows);
+    }
+
+    /// Sets the size the WAL is truncated back to after a checkpoint (default 32 MiB).
+    ///
+    /// # Errors
+    /// [`Error::Sql`].
+    pub async fn set_journal_size_limit(&self, bytes: u64) -> Result<(), Error> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA journal_size_limit = {bytes}"))).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The newest sample time written, epoch seconds (−∞ for an empty store).

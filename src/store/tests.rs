@@ -519,3 +519,126 @@ async fn a_failed_transaction_leaves_no_ids_or_types_behind() {
         sqlx::query_scalar("SELECT type FROM metrics WHERE name = 'm'").fetch_one(store.pool()).await.unwrap();
     assert_eq!(kind, "counter", "the type upgrade of the failed transaction is retried");
 }
+
+/// The documented panel query (docs/queries/gauge_by_range.sql) with Grafana's
+/// macros filled in.
+fn gauge_by_range(from: f64, to: f64) -> String {
+    include_str!("../../docs/queries/gauge_by_range.sql")
+        .replace("$__from", &format!("{}", (from * 1000.0) as i64))
+        .replace("$__to", &format!("{}", (to * 1000.0) as i64))
+        .replace("$metric", "node_load1")
+        .replace("$instances", "'i-a', 'i-b'")
+}
+
+#[tokio::test]
+async fn panels_choose_the_finest_tier_that_covers_their_range() {
+    let (mut store, _dir) = open().await;
+    for batch in churned_history() {
+        store.write(&batch).await.unwrap();
+    }
+    compact_all(&mut store).await;
+    let rows = |from: f64, to: f64| {
+        let sql = gauge_by_range(from, to);
+        let pool = store.pool().clone();
+        async move {
+            let rows: Vec<(f64, String, f64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
+            rows
+        }
+    };
+    // Two hours: raw, every scrape of both instances.
+    let raw = rows(T0 - 3600.0, T0 + 3600.0).await;
+    assert_eq!(raw.len(), 2 * 100 - 1);
+    // 30 hours, starting before the data: the 1-minute tier reaches as far back as anything.
+    let minutes = rows(T0 - 86_400.0, T0 + 6.0 * 3600.0).await;
+    assert_eq!(minutes.len(), 2 * 20, "four compacted blocks of 5 minutes, both instances");
+    assert!(minutes.iter().all(|r| r.0 % 60.0 == 0.0));
+    // Seven days: the 5-minute tier.
+    let blocks = rows(T0 - 6.0 * 86_400.0, T0 + 86_400.0).await;
+    assert_eq!(blocks.len(), 2 * 4);
+    // A month: no hour is complete yet, so the 5-minute tier still.
+    assert_eq!(rows(T0 - 29.0 * 86_400.0, T0 + 86_400.0).await.len(), 2 * 4);
+}
+
+/// Scrapes of `series` gauges each, all different from the last scrape.
+fn wide_batch(round: u32, series: u32) -> Batch {
+    let samples =
+        (0..series).map(|s| sample("node_wide", &format!(r#"{{"n":"{s}"}}"#), f64::from(round * 7 + s))).collect();
+    Batch { scrapes: vec![scrape("i-a", T0 + f64::from(round), samples)], ..Batch::default() }
+}
+
+#[tokio::test]
+async fn a_reader_pinning_the_wal_delays_its_truncation_and_nothing_else() {
+    use sqlx::{ConnectOptions, Connection};
+    let (store, _dir) = open().await;
+    store.set_journal_size_limit(1 << 20).await.unwrap();
+    let path = store.path().to_path_buf();
+    let wal = || super::checkpoint::wal_size(&path);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(10),
+        checkpoint_interval: Duration::from_millis(10),
+        compaction_delay: Duration::from_secs(3600),
+        ..WriterConfig::default()
+    };
+    let (handle, task) = spawn_writer(store, config, shutdown.clone());
+    let stats = std::sync::Arc::clone(&handle.stats);
+    let committed = move || stats.samples.load(std::sync::atomic::Ordering::Relaxed);
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
+    let reader = || options.connect();
+    let wait_for = |samples: u64| {
+        let committed = committed.clone();
+        async move {
+            for _ in 0..2000 {
+                if committed() >= samples {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("the writer did not commit {samples} samples");
+        }
+    };
+    for round in 0..5 {
+        assert!(handle.send(wide_batch(round, 2000)).await);
+    }
+    wait_for(10_000).await;
+
+    // A read transaction held while ~4 MB are ingested, with short readers
+    // (a connection per query, as the plugin) overlapping it.
+    let mut pinned = reader().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut pinned).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(&mut pinned).await.unwrap();
+    assert_eq!(seen, 10_000);
+    let mut last = 0;
+    for round in 5..105 {
+        assert!(handle.send(wide_batch(round, 2000)).await);
+        if round % 10 == 0 {
+            let mut short = reader().await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(&mut short).await.unwrap();
+            assert!(n >= last, "a reader never sees fewer rows than the one before");
+            last = n;
+            short.close().await.unwrap();
+        }
+    }
+    wait_for(210_000).await;
+    let held = wal();
+    assert!(held > 4 << 20, "the pinned reader holds the WAL: {held} bytes");
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(&mut pinned).await.unwrap();
+    assert_eq!(still, 10_000, "the pinned reader keeps its snapshot");
+    pinned.close().await.unwrap();
+
+    // Once it ends, a checkpoint copies the WAL and the next commit starts it
+    // over, truncated back to the limit.
+    let mut round = 105;
+    while wal() > 1 << 20 {
+        assert!(round < 2000, "the WAL was not truncated after the reader ended: {} bytes", wal());
+        assert!(handle.send(wide_batch(round, 10)).await);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(handle.stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    shutdown.cancel();
+    let store = task.await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(total, 210_000 + 10 * i64::from(round - 105));
+}

@@ -33,6 +33,8 @@ pub struct WriterConfig {
     /// How often the writer does a step of upkeep (compaction or retention)
     /// between flushes; each step is bounded.
     pub maintenance_interval: Duration,
+    /// How often the WAL is checkpointed, by a connection of its own.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for WriterConfig {
@@ -44,6 +46,7 @@ impl Default for WriterConfig {
             retention_interval: Duration::from_secs(600),
             compaction_delay: Duration::from_secs(60),
             maintenance_interval: Duration::from_millis(200),
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -74,6 +77,12 @@ pub struct WriterStats {
     /// The longest single write or upkeep step, microseconds: how long ingest
     /// can wait for the writer.
     pub longest_pause_micros: AtomicU64,
+    /// WAL checkpoints run (off the writer's path).
+    pub checkpoints: AtomicU64,
+    /// The longest checkpoint, microseconds.
+    pub longest_checkpoint_micros: AtomicU64,
+    /// The WAL file's size at the last checkpoint, bytes.
+    pub wal_bytes: AtomicU64,
 }
 
 /// Sends batches to the writer.
@@ -110,6 +119,13 @@ pub fn spawn_writer(
 ) -> (WriterHandle, JoinHandle<Store>) {
     let (sender, receiver) = mpsc::channel(64);
     let stats = Arc::new(WriterStats::default());
+    let checkpoints = CancellationToken::new();
+    let checkpointer = tokio::spawn(super::checkpoint::run(
+        store.path().to_path_buf(),
+        config.checkpoint_interval,
+        Arc::clone(&stats),
+        checkpoints.clone(),
+    ));
     let writer = Writer {
         store,
         config,
@@ -119,7 +135,13 @@ pub fn spawn_writer(
         dropping_late: false,
         reported_backlog: false,
     };
-    (WriterHandle { sender, stats }, tokio::spawn(writer.run(receiver, shutdown)))
+    let task = tokio::spawn(async move {
+        let store = writer.run(receiver, shutdown).await;
+        checkpoints.cancel();
+        let _ = checkpointer.await;
+        store
+    });
+    (WriterHandle { sender, stats }, task)
 }
 
 struct Writer {
@@ -137,6 +159,10 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut receiver: mpsc::Receiver<Batch>, shutdown: CancellationToken) -> Store {
+        // The checkpointer task checkpoints from now on, off this path.
+        if let Err(e) = sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(self.store.pool()).await {
+            error!(error = %e, "cannot hand WAL checkpoints to the checkpointer; the writer keeps doing them");
+        }
         let mut flush = tokio::time::interval(self.config.flush_interval);
         let mut retention = tokio::time::interval(self.config.retention_interval);
         let mut maintenance = tokio::time::interval(self.config.maintenance_interval);
