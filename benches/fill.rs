@@ -2,7 +2,9 @@
 //! then measures the queries panels run on it. Not part of the test command.
 //!
 //!     cargo bench --bench fill -- [--instances 50] [--days 7] [--interval 60] [--db PATH] [--keep]
+//!                                 [--tiers RAW,1M,5M,1H (hours; default 48,192,720,8760)]
 //!     cargo bench --bench fill -- --scale 20,1000 [--hours 1.2] [--interval 15]
+//!     cargo bench --bench fill -- --churn 1000
 //!
 //! Payloads are two real node_exporter 1.5.0 payloads of this machine taken 15 s
 //! apart (`bench/data/`): a series that changed between them changes at every
@@ -17,7 +19,10 @@
 //! and the latency of 24-hour and 7-day panels (each query on a new read-only
 //! connection, as Grafana's plugin opens them; median of 5). The second fills
 //! one database per fleet size with the same hours and compares "one metric of
-//! one instance over the last hour" between them.
+//! one instance over the last hour" between them. The third launches and
+//! terminates instances (10 live at a time, each scraped 20 times at 15 s) and
+//! compares the process's resident memory and the store's per-instance state
+//! after the first 100 terminations and after all of them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
-use fleetscrape::store::{Batch, InstanceRecord, Maintenance, Retention, SampleRecord, ScrapeRecord, Store};
+use fleetscrape::store::{
+    Batch, EventKind, EventRecord, InstanceRecord, Maintenance, Retention, SampleRecord, ScrapeRecord, Store,
+};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -128,10 +135,9 @@ struct Filled {
 }
 
 /// Fills `db` with `span` simulated seconds of `count` instances.
-async fn fill(db: &Path, count: usize, span: f64, interval: f64) -> Filled {
+async fn fill(db: &Path, count: usize, span: f64, interval: f64, retention: Retention) -> Filled {
     let fleet = fleet_template();
     let mut store = Store::open(db).await.expect("open the database");
-    let retention = Retention::DEFAULT;
     let hour = 3600.0;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
     let start = (now / hour).floor() * hour - span;
@@ -173,7 +179,8 @@ async fn fill(db: &Path, count: usize, span: f64, interval: f64) -> Filled {
                 _ => {}
             }
         }
-        if round % (hour / interval) as u64 == 0 && round > 0 {
+        let report_every = if span > 2.0 * 86_400.0 { 6.0 * hour } else { hour };
+        if round % (report_every / interval) as u64 == 0 && round > 0 {
             eprintln!(
                 "  {:.1} of {:.1} simulated hours, {:.1} M samples, {:.0} s, {:.1} MiB",
                 elapsed / hour,
@@ -316,10 +323,22 @@ struct Args {
     keep: bool,
     scale: Option<Vec<usize>>,
     hours: f64,
+    churn: Option<usize>,
+    retention: Retention,
 }
 
 fn args() -> Args {
-    let mut a = Args { instances: 50, days: 7.0, interval: 60.0, db: None, keep: false, scale: None, hours: 1.2 };
+    let mut a = Args {
+        instances: 50,
+        days: 7.0,
+        interval: 60.0,
+        db: None,
+        keep: false,
+        scale: None,
+        hours: 1.2,
+        churn: None,
+        retention: Retention::DEFAULT,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -331,6 +350,16 @@ fn args() -> Args {
             "--db" => a.db = Some(value().into()),
             "--scale" => a.scale = Some(value().split(',').map(|n| n.parse().expect("--scale N,M")).collect()),
             "--keep" => a.keep = true,
+            "--churn" => a.churn = Some(value().parse().expect("--churn N")),
+            "--tiers" => {
+                let hours: Vec<u64> = value().split(',').map(|h| h.parse().expect("--tiers RAW,1M,5M,1H")).collect();
+                let [raw, minute, five_minutes, hour] = hours[..] else {
+                    panic!("--tiers takes four durations in hours")
+                };
+                let h = |n: u64| Duration::from_secs(n * 3600);
+                a.retention =
+                    Retention { raw: h(raw), minute: h(minute), five_minutes: h(five_minutes), hour: h(hour) };
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -338,10 +367,85 @@ fn args() -> Args {
     a
 }
 
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Launches and terminates `total` instances, 10 live at a time.
+async fn churn(db: &Path, total: usize) {
+    let fleet = fleet_template();
+    let mut store = Store::open(db).await.expect("open the database");
+    let start = 1_764_000_000.0;
+    let lives = 20u64;
+    let mut marks = Vec::new();
+    let mut longest = Duration::ZERO;
+    let mut round = 0u64;
+    for launched in 0..total + 10 {
+        // Every 2 rounds one instance launches and the oldest of 10 is terminated.
+        for _ in 0..(lives / 10) {
+            let time = start + round as f64 * 15.0;
+            let live = launched.saturating_sub(9)..=launched.min(total - 1);
+            let scrapes =
+                live.clone().map(|n| scrape(&fleet, n, time + n as f64 * 0.001, round as f64 * 15.0, round)).collect();
+            let batch = Batch { instances: instances_of(live, time), scrapes, ..Batch::default() };
+            let t = Instant::now();
+            store.write(&batch).await.expect("write");
+            while !matches!(store.maintain(&Retention::DEFAULT, 60.0, false).await.expect("upkeep"), Maintenance::Idle)
+            {
+            }
+            longest = longest.max(t.elapsed());
+            round += 1;
+        }
+        if launched >= 10 {
+            let gone = EventRecord {
+                time: start + round as f64 * 15.0,
+                instance_id: instance_id(launched - 10),
+                asg_name: Some("web".into()),
+                kind: EventKind::Terminated,
+                detail: String::new(),
+            };
+            store.write(&Batch { events: vec![gone], ..Batch::default() }).await.expect("write");
+        }
+        if launched == 110 || launched == total + 9 {
+            marks.push((launched - 10, resident_kib(), store.memory_footprint()));
+        }
+    }
+    println!("\nchurn: {total} instances launched and terminated, 10 live, each scraped {lives} times at 15 s\n");
+    println!(
+        "| after terminations | RSS (MiB) | instances with series in memory | CPU tracker | compactor's counters |"
+    );
+    println!("|---|---|---|---|---|");
+    for (gone, kib, (loaded, cpu, remembered)) in &marks {
+        println!("| {gone} | {:.1} | {loaded} | {cpu} | {remembered} |", *kib as f64 / 1024.0);
+    }
+    if let [first, last] = &marks[..] {
+        println!(
+            "\nRSS after / after the first 100: {:.2}×; longest write + upkeep {:.0} ms",
+            last.1 as f64 / first.1 as f64,
+            longest.as_secs_f64() * 1000.0
+        );
+    }
+    store.close().await;
+}
+
+fn instances_of(live: std::ops::RangeInclusive<usize>, seen: f64) -> Vec<InstanceRecord> {
+    let all = instances(*live.end() + 1, seen);
+    all.into_iter().skip(*live.start()).collect()
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
     let dir = tempfile::tempdir().expect("temp dir");
+    if let Some(total) = args.churn {
+        churn(&dir.path().join("churn.db"), total).await;
+        return;
+    }
     if let Some(sizes) = &args.scale {
         println!(
             "\n\"one metric of one instance over the last hour\", {} h filled at {} s\n",
@@ -352,7 +456,7 @@ async fn main() {
         for &count in sizes {
             let db = dir.path().join(format!("scale-{count}.db"));
             eprintln!("filling {count} instances × {} h at {} s", args.hours, args.interval);
-            let filled = fill(&db, count, args.hours * 3600.0, args.interval).await;
+            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention).await;
             let sql = format!(
                 "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{}' AND time >= {} AND time < {}",
                 instance_id(count / 2),
@@ -372,7 +476,7 @@ async fn main() {
     }
     let db = args.db.clone().unwrap_or_else(|| dir.path().join("filled.db"));
     eprintln!("filling {} instances × {} days at {} s into {}", args.instances, args.days, args.interval, db.display());
-    let filled = fill(&db, args.instances, args.days * 86_400.0, args.interval).await;
+    let filled = fill(&db, args.instances, args.days * 86_400.0, args.interval, args.retention).await;
     let bytes = disk_bytes(&db);
     println!(
         "\n{} instances × {} simulated days at {} s: {} samples offered, filled in {:.0} s",

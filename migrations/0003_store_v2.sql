@@ -170,3 +170,7 @@ SELECT 'raw' AS tier, 0 AS width,
 UNION ALL SELECT '1m', 60, (SELECT min(time) FROM rollup_buckets WHERE width = 60)
 UNION ALL SELECT '5m', 300, (SELECT min(time) FROM rollup_buckets WHERE width = 300)
 UNION ALL SELECT '1h', 3600, (SELECT min(time) FROM rollup_buckets WHERE width = 3600);
+
+-- The writer loads an instance's series at its first scrape (and forgets them
+-- when it leaves), instead of every series ever seen at start.
+CREATE INDEX series_by_instance ON series (instance_id);

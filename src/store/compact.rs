@@ -64,8 +64,9 @@ pub struct Compactor {
     /// Everything before this time has left `samples` (None: not read yet).
     compacted_until: Option<f64>,
     job: Option<BlockJob>,
-    /// Each series' last sample before the block in work (counters' increase).
-    previous: HashMap<i64, Previous>,
+    /// Each counter's last sample before the block in work, with the block it
+    /// was seen in: series not seen in a block are dropped when it finishes.
+    previous: HashMap<i64, (Previous, i64)>,
     /// Rows a step reads before it yields (at least one metric's).
     step_rows: usize,
 }
@@ -78,6 +79,11 @@ impl Compactor {
             .fetch_optional(pool)
             .await?;
         Ok(Self { compacted_until: until, step_rows: STEP_ROWS, ..Self::default() })
+    }
+
+    /// Series whose last sample is remembered.
+    pub fn remembered_series(&self) -> usize {
+        self.previous.len()
     }
 
     /// Sets the rows a step reads before it yields.
@@ -207,6 +213,8 @@ impl Compactor {
                 } else {
                     finish_block(pool, job.block).await?;
                     self.compacted_until = Some(to);
+                    let block = job.block;
+                    self.previous.retain(|_, (_, seen)| *seen == block);
                     report.finished = true;
                     let frames: usize = job.frames.values().map(Vec::len).sum();
                     debug!(block = job.block, frames, "compaction: block done");
@@ -245,7 +253,7 @@ async fn move_metric(
     job: &BlockJob,
     metric_id: i64,
     counter: bool,
-    previous: &mut HashMap<i64, Previous>,
+    previous: &mut HashMap<i64, (Previous, i64)>,
 ) -> Result<(usize, usize), Error> {
     let (from, to) = block_range(job.block);
     let mut tx = pool.begin().await?;
@@ -277,13 +285,13 @@ async fn move_metric(
         let instance: String = rows[start].try_get(1)?;
         let frames = job.frames.get(&instance).map_or(&[][..], Vec::as_slice);
         let before = match previous.get(&series_id) {
-            Some(p) => Some(*p),
+            Some((p, _)) => Some(*p),
             None if counter => previous_sample(&mut tx, job.block, series_id, &instance).await?,
             None => None,
         };
         let out = compact_series(job.block, frames, &series_rows, before, counter);
-        if let Some(last) = out.last {
-            previous.insert(series_id, last);
+        if let Some(last) = out.last.filter(|_| counter) {
+            previous.insert(series_id, (last, job.block));
         }
         if !job.rollups_only {
             points.extend(out.points.iter().map(|(toff, value)| (series_id, *toff, *value)));

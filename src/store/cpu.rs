@@ -13,29 +13,21 @@
 //! (`node_cpu_guest_seconds_total` is another metric). `iowait` counts as busy,
 //! as in 1860. Never clamped: a value outside 0–100 exposes a bug.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::record::SampleRecord;
 
 const CPU_METRIC: &str = "node_cpu_seconds_total";
 
-/// How one CPU's counters changed between two scrapes, in seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct CpuTimes {
-    idle: f64,
-    total: f64,
-}
-
-#[derive(Debug, Clone)]
-struct Previous {
-    /// cpu label → (mode → value).
-    cpus: BTreeMap<String, BTreeMap<String, f64>>,
-}
-
-/// Remembers each instance's last CPU counters.
+/// Remembers each instance's last CPU counters, by series (the labels text
+/// of one CPU and mode, shared with the scraper's series cache).
 #[derive(Debug, Default)]
 pub struct CpuTracker {
-    previous: HashMap<String, Previous>,
+    previous: HashMap<String, HashMap<Arc<str>, f64>>,
+    /// Labels text → whether it is a CPU's idle mode (`None`: no `cpu` or no
+    /// `mode` label). Parsed once per distinct text: a few hundred at most.
+    modes: HashMap<Arc<str>, Option<bool>>,
 }
 
 impl CpuTracker {
@@ -44,55 +36,54 @@ impl CpuTracker {
     /// a counter reset in any mode of any CPU (a reboot: that interval is a
     /// gap, not a guess), no CPU in common, or no CPU time elapsed.
     pub fn observe(&mut self, instance_id: &str, samples: &[SampleRecord]) -> Option<f64> {
-        let cpus = cpu_counters(samples);
-        if cpus.is_empty() {
+        let mut now = HashMap::with_capacity(self.previous.get(instance_id).map_or(16, HashMap::len));
+        for sample in samples.iter().filter(|s| &*s.metric == CPU_METRIC && s.value.is_finite()) {
+            if self.mode(&sample.labels).is_some() {
+                now.insert(Arc::clone(&sample.labels), sample.value);
+            }
+        }
+        if now.is_empty() {
             return None;
         }
-        let previous = self.previous.insert(instance_id.to_string(), Previous { cpus: cpus.clone() })?;
+        let previous = self.previous.insert(instance_id.to_string(), now)?;
+        let now = &self.previous[instance_id];
         let (mut busy, mut total) = (0.0, 0.0);
-        for (cpu, modes) in &cpus {
-            let Some(before) = previous.cpus.get(cpu) else { continue };
-            let delta = delta(before, modes)?;
-            busy += delta.total - delta.idle;
-            total += delta.total;
+        for (labels, value) in now {
+            let Some(before) = previous.get(labels) else { continue };
+            let change = value - before;
+            if change < 0.0 {
+                return None;
+            }
+            total += change;
+            if self.modes.get(labels).copied().flatten() == Some(false) {
+                busy += change;
+            }
         }
         (total > 0.0).then(|| 100.0 * busy / total)
+    }
+
+    /// Whether `labels` is an idle mode; parsed at its first sight only.
+    fn mode(&mut self, labels: &Arc<str>) -> Option<bool> {
+        if let Some(known) = self.modes.get(labels) {
+            return *known;
+        }
+        let parsed = serde_json::from_str::<HashMap<String, String>>(labels)
+            .ok()
+            .filter(|l| l.contains_key("cpu"))
+            .and_then(|l| l.get("mode").map(|m| m == "idle"));
+        self.modes.insert(Arc::clone(labels), parsed);
+        parsed
+    }
+
+    /// Instances followed.
+    pub fn instances(&self) -> usize {
+        self.previous.len()
     }
 
     /// Forgets an instance (it left or was terminated).
     pub fn forget(&mut self, instance_id: &str) {
         self.previous.remove(instance_id);
     }
-}
-
-/// The change of one CPU's counters over the modes both scrapes have;
-/// `None` when any of them went backwards.
-fn delta(before: &BTreeMap<String, f64>, now: &BTreeMap<String, f64>) -> Option<CpuTimes> {
-    let mut times = CpuTimes::default();
-    for (mode, value) in now {
-        let Some(previous) = before.get(mode) else { continue };
-        let change = value - previous;
-        if change < 0.0 {
-            return None;
-        }
-        times.total += change;
-        if mode == "idle" {
-            times.idle += change;
-        }
-    }
-    Some(times)
-}
-
-fn cpu_counters(samples: &[SampleRecord]) -> BTreeMap<String, BTreeMap<String, f64>> {
-    let mut cpus: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for sample in samples.iter().filter(|s| &*s.metric == CPU_METRIC) {
-        let Ok(labels) = serde_json::from_str::<BTreeMap<String, String>>(&sample.labels) else { continue };
-        let (Some(cpu), Some(mode)) = (labels.get("cpu"), labels.get("mode")) else { continue };
-        if sample.value.is_finite() {
-            cpus.entry(cpu.clone()).or_default().insert(mode.clone(), sample.value);
-        }
-    }
-    cpus
 }
 
 #[cfg(test)]

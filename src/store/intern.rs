@@ -1,6 +1,8 @@
-//! In-memory ids for metric names and series, loaded once at start. Lookups
-//! borrow (`&str`), so a known series costs neither an allocation nor a query.
-//! The store is the only writer, so the cache cannot go stale.
+//! In-memory ids for metric names (all, loaded at start) and series (of the
+//! instances being written, each loaded at its first scrape and forgotten when
+//! it leaves). Lookups borrow (`&str`), so a known series costs neither an
+//! allocation nor a query. The store is the only writer, so the cache cannot
+//! go stale; with ASG churn it holds the live fleet, not every instance ever seen.
 
 use std::collections::HashMap;
 
@@ -47,15 +49,33 @@ impl Interner {
             .await?
             .unwrap_or(0)
             + 1;
-        for row in sqlx::query("SELECT series_id, metric_id, instance_id, labels FROM series").fetch_all(pool).await? {
-            let instance: String = row.try_get("instance_id")?;
-            let by_metric = interner.series.entry(instance).or_default();
+        Ok(interner)
+    }
+
+    /// Loads the series of `instance_id` unless they are loaded: once per
+    /// instance until it is forgotten.
+    pub(super) async fn load_instance(&mut self, tx: &mut SqliteConnection, instance_id: &str) -> Result<(), Error> {
+        if self.series.contains_key(instance_id) {
+            return Ok(());
+        }
+        let mut by_metric: HashMap<i64, HashMap<String, i64>> = HashMap::new();
+        for row in sqlx::query("SELECT series_id, metric_id, labels FROM series WHERE instance_id = ?")
+            .bind(instance_id)
+            .fetch_all(&mut *tx)
+            .await?
+        {
             by_metric
                 .entry(row.try_get("metric_id")?)
                 .or_default()
                 .insert(row.try_get("labels")?, row.try_get("series_id")?);
         }
-        Ok(interner)
+        self.series.insert(instance_id.to_string(), by_metric);
+        Ok(())
+    }
+
+    /// Instances whose series are held in memory.
+    pub(super) fn loaded_instances(&self) -> usize {
+        self.series.len()
     }
 
     /// Starts a transaction: what is created from now on can be undone.
@@ -131,7 +151,8 @@ impl Interner {
         (id, true)
     }
 
-    /// Forgets every series of an instance whose rows were deleted.
+    /// Forgets the series of an instance (it left, or its rows were deleted);
+    /// a later scrape of it loads them again.
     pub(super) fn forget_instance(&mut self, instance_id: &str) {
         self.series.remove(instance_id);
     }

@@ -642,3 +642,53 @@ async fn a_reader_pinning_the_wal_delays_its_truncation_and_nothing_else() {
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(store.pool()).await.unwrap();
     assert_eq!(total, 210_000 + 10 * i64::from(round - 105));
 }
+
+#[tokio::test]
+async fn memory_follows_the_live_fleet_under_churn() {
+    let (mut store, _dir) = open().await;
+    // Ten live instances; 1,000 launched, scraped three times, terminated.
+    let mut footprints = Vec::new();
+    for n in 0..1000u32 {
+        let id = format!("i-{n:05}");
+        let time = T0 + 3.0 * f64::from(n);
+        for k in 0..3 {
+            let at = time + f64::from(k);
+            let samples = vec![cpu_idle(0, at), cpu_user(0, at / 2.0), sample("node_load1", "{}", 1.0)];
+            let batch = Batch {
+                instances: vec![InstanceRecord { seen: at, ..instance(&id, "asg") }],
+                scrapes: vec![scrape(&id, at, samples)],
+                ..Batch::default()
+            };
+            store.write(&batch).await.unwrap();
+        }
+        if n >= 10 {
+            let gone = format!("i-{:05}", n - 10);
+            let event = EventRecord {
+                time,
+                instance_id: gone,
+                asg_name: Some("web".into()),
+                kind: EventKind::Terminated,
+                detail: String::new(),
+            };
+            store.write(&Batch { events: vec![event], ..Batch::default() }).await.unwrap();
+        }
+        while !matches!(store.maintain(&Retention::DEFAULT, 0.0, false).await.unwrap(), Maintenance::Idle) {}
+        if n % 100 == 99 {
+            footprints.push(store.memory_footprint());
+        }
+    }
+    for (loaded, cpu, remembered) in &footprints {
+        assert!(*loaded <= 11 && *cpu <= 11, "{footprints:?}");
+        // Counters of the instances that appeared in the last compacted block.
+        assert!(*remembered <= 2 * 120, "{footprints:?}");
+    }
+    // A terminated instance scraped again finds its old series (loaded back), not new ones.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM series").fetch_one(store.pool()).await.unwrap();
+    let again = Batch {
+        scrapes: vec![scrape("i-00000", T0 + 4000.0, vec![sample("node_load1", "{}", 2.0)])],
+        ..Batch::default()
+    };
+    assert_eq!(store.write(&again).await.unwrap().new_series, 0);
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM series").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(before, after);
+}
