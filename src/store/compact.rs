@@ -13,7 +13,7 @@
 
 pub mod core;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tracing::{debug, info};
@@ -69,6 +69,12 @@ pub struct Compactor {
     previous: HashMap<i64, (Previous, i64)>,
     /// Rows a step reads before it yields (at least one metric's).
     step_rows: usize,
+    /// Frames seen at ingest, by block: a block seen whole (from
+    /// `observed_from` on) needs no pass over its rows to find them.
+    seen: BTreeMap<i64, HashMap<String, Vec<f64>>>,
+    observed_from: Option<i64>,
+    /// When the oldest block becomes due (by the newest data): no query before.
+    next_due: Option<f64>,
 }
 
 impl Compactor {
@@ -91,9 +97,33 @@ impl Compactor {
         self.step_rows = rows.max(1);
     }
 
-    /// Samples older than this are compacted; a later write of one is dropped.
+    /// Samples older than this are compacted, or in the block being
+    /// compacted; a later write of one is dropped.
     pub fn compacted_until(&self) -> f64 {
+        match &self.job {
+            Some(job) => block_range(job.block).1,
+            None => self.horizon(),
+        }
+    }
+
+    fn horizon(&self) -> f64 {
         self.compacted_until.unwrap_or(f64::NEG_INFINITY)
+    }
+
+    /// Notes a scrape written to the recent tier (its instance's frame).
+    pub fn observe(&mut self, instance: &str, time: f64) {
+        let block = block_of(time);
+        let observed_from = *self.observed_from.get_or_insert(block + 1);
+        if block < observed_from {
+            return;
+        }
+        let by_instance = self.seen.entry(block).or_default();
+        match by_instance.get_mut(instance) {
+            Some(times) => times.push(time),
+            None => {
+                by_instance.insert(instance.to_string(), vec![time]);
+            }
+        }
     }
 
     /// Does one bounded step if a block is due: its end is at least `delay`
@@ -112,11 +142,18 @@ impl Compactor {
         raw_cutoff: f64,
     ) -> Result<Option<StepReport>, Error> {
         if self.job.is_none() {
-            let Some(block) = self.next_block(pool).await? else { return Ok(None) };
-            if ((block + 1) * BLOCK_SECONDS) as f64 + delay > newest {
+            if self.next_due.is_some_and(|due| newest < due) {
                 return Ok(None);
             }
-            self.job = Some(self.start(pool, block, raw_cutoff).await?);
+            let Some(block) = self.next_block(pool).await? else { return Ok(None) };
+            let due = ((block + 1) * BLOCK_SECONDS) as f64 + delay;
+            if due > newest {
+                self.next_due = Some(due);
+                return Ok(None);
+            }
+            self.next_due = None;
+            let job = self.start(pool, block, raw_cutoff).await?;
+            self.job = Some(job);
         }
         let result = self.advance(pool).await;
         if result.is_err() {
@@ -140,13 +177,13 @@ impl Compactor {
         let oldest: Option<f64> = sqlx::query_scalar(
             "SELECT min((SELECT min(time) FROM samples s WHERE s.metric_id = m.metric_id AND s.time >= ?)) FROM metrics m",
         )
-        .bind(self.compacted_until())
+        .bind(self.horizon())
         .fetch_one(pool)
         .await?;
         Ok(oldest.map(block_of))
     }
 
-    async fn start(&self, pool: &SqlitePool, block: i64, raw_cutoff: f64) -> Result<BlockJob, Error> {
+    async fn start(&mut self, pool: &SqlitePool, block: i64, raw_cutoff: f64) -> Result<BlockJob, Error> {
         let metrics = sqlx::query("SELECT metric_id, type FROM metrics ORDER BY metric_id")
             .fetch_all(pool)
             .await?
@@ -161,8 +198,21 @@ impl Compactor {
             frames.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
         }
         let rollups_only = (((block + 1) * BLOCK_SECONDS) as f64) < raw_cutoff;
-        debug!(block, metrics = metrics.len(), rollups_only, "compaction: block started");
-        Ok(BlockJob { block, rollups_only, metrics, frames, phase: Phase::Frames(0) })
+        // Frames seen at ingest spare the pass over the block's rows.
+        let seen_whole = self.observed_from.is_some_and(|from| block >= from);
+        let seen = self.seen.remove(&block);
+        self.seen.retain(|b, _| *b > block);
+        let phase = match seen.filter(|_| seen_whole) {
+            Some(seen) => {
+                for (instance, times) in seen {
+                    frames.entry(instance).or_default().extend(times);
+                }
+                Phase::Frames(metrics.len())
+            }
+            None => Phase::Frames(0),
+        };
+        debug!(block, metrics = metrics.len(), rollups_only, seen_whole, "compaction: block started");
+        Ok(BlockJob { block, rollups_only, metrics, frames, phase })
     }
 
     async fn advance(&mut self, pool: &SqlitePool) -> Result<StepReport, Error> {
@@ -173,7 +223,7 @@ impl Compactor {
             Phase::Frames(mut index) => {
                 while index < job.metrics.len() && report.rows < self.step_rows {
                     let rows = sqlx::query(
-                        "SELECT se.instance_id, s.time FROM samples s JOIN series se ON se.series_id = s.series_id
+                        "SELECT DISTINCT se.instance_id, s.time FROM samples s JOIN series se ON se.series_id = s.series_id
                          WHERE s.metric_id = ? AND s.time >= ? AND s.time < ?",
                     )
                     .bind(job.metrics[index].0)
@@ -213,6 +263,7 @@ impl Compactor {
                 } else {
                     finish_block(pool, job.block).await?;
                     self.compacted_until = Some(to);
+                    self.next_due = None;
                     let block = job.block;
                     self.previous.retain(|_, (_, seen)| *seen == block);
                     report.finished = true;
@@ -258,8 +309,8 @@ async fn move_metric(
     let (from, to) = block_range(job.block);
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT s.series_id, se.instance_id, s.time, CAST(s.value AS REAL) FROM samples s JOIN series se ON se.series_id = s.series_id
-         WHERE s.metric_id = ? AND s.time >= ? AND s.time < ? ORDER BY s.series_id, s.time",
+        "SELECT series_id, time, CAST(value AS REAL) FROM samples
+         WHERE metric_id = ? AND time >= ? AND time < ? ORDER BY series_id, time",
     )
     .bind(metric_id)
     .bind(from)
@@ -268,6 +319,14 @@ async fn move_metric(
     .await?;
     if rows.is_empty() {
         return Ok((0, 0));
+    }
+    let mut instances: HashMap<i64, String> = HashMap::new();
+    for row in sqlx::query("SELECT series_id, instance_id FROM series WHERE metric_id = ?")
+        .bind(metric_id)
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        instances.insert(row.try_get(0)?, row.try_get(1)?);
     }
     let mut points = Vec::new();
     let mut minutes = Vec::new();
@@ -278,15 +337,15 @@ async fn move_metric(
         let mut end = start;
         let mut series_rows = Vec::new();
         while end < rows.len() && rows[end].try_get::<i64, _>(0)? == series_id {
-            let value: Option<f64> = rows[end].try_get(3)?;
-            series_rows.push((rows[end].try_get::<f64, _>(2)?, value.unwrap_or(f64::NAN)));
+            let value: Option<f64> = rows[end].try_get(2)?;
+            series_rows.push((rows[end].try_get::<f64, _>(1)?, value.unwrap_or(f64::NAN)));
             end += 1;
         }
-        let instance: String = rows[start].try_get(1)?;
-        let frames = job.frames.get(&instance).map_or(&[][..], Vec::as_slice);
+        let instance = instances.get(&series_id).map_or("", String::as_str);
+        let frames = job.frames.get(instance).map_or(&[][..], Vec::as_slice);
         let before = match previous.get(&series_id) {
             Some((p, _)) => Some(*p),
-            None if counter => previous_sample(&mut tx, job.block, series_id, &instance).await?,
+            None if counter => previous_sample(&mut tx, job.block, series_id, instance).await?,
             None => None,
         };
         let out = compact_series(job.block, frames, &series_rows, before, counter);

@@ -256,14 +256,16 @@ impl Store {
     pub async fn write(&mut self, batch: &Batch) -> Result<WriteStats, Error> {
         let mut tx = self.pool.begin().await?;
         self.interner.begin();
+        let horizon = self.compactor.compacted_until();
         let result = match self.write_in(&mut tx, batch).await {
             Ok(stats) => tx.commit().await.map(|()| stats).map_err(Error::from),
             Err(e) => Err(e),
         };
         if result.is_ok() {
-            let horizon = self.compactor.compacted_until();
-            let written = batch.scrapes.iter().map(|s| s.time).filter(|t| *t >= horizon);
-            self.newest = written.fold(self.newest, f64::max);
+            for scrape in batch.scrapes.iter().filter(|s| s.time >= horizon) {
+                self.compactor.observe(&scrape.instance_id, scrape.time);
+                self.newest = self.newest.max(scrape.time);
+            }
         }
         // A failed commit leaves nothing behind either: the ids created in the
         // transaction must not outlive it, or later samples would point at
