@@ -222,6 +222,8 @@ def main():
 
     work = tempfile.mkdtemp(prefix="fleetscrape-bench-")
     procs = Processes()
+    # SIGTERM (a killed run) must still stop every child it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     log = open(os.path.join(work, "bench.log"), "w")
     try:
         moto_port = free_port()

@@ -2,7 +2,7 @@
 //! then measures the queries panels run on it. Not part of the test command.
 //!
 //!     cargo bench --bench fill -- [--instances 50] [--days 7] [--interval 60] [--db PATH] [--keep]
-//!                                 [--tiers RAW,1M,5M,1H (hours; default 48,192,720,8760)]
+//!                                 [--tiers RAW,1M,5M,1H (hours; default 48,192,720,8760)] [--payload small]
 //!     cargo bench --bench fill -- --scale 20,1000 [--hours 1.2] [--interval 15]
 //!     cargo bench --bench fill -- --churn 1000
 //!
@@ -13,6 +13,10 @@
 //! clock is the newest sample written, so simulated time drives compaction and
 //! retention exactly as real time would: each round is one `Store::write` (one
 //! flush), followed by the upkeep steps the writer would run between flushes.
+//!
+//! `--payload small` keeps only the series of the metrics the panels below read
+//! (CPU, load, network, memory, filesystem: ~60 of ~500), so that a week of 50
+//! instances fills in minutes; a query's cost depends on the series it reads.
 //!
 //! The first form fills `--days` at `--interval` for `--instances` and reports
 //! disk per sample offered, per-tier rows, the longest write or upkeep step,
@@ -56,7 +60,18 @@ struct Fleet {
     types: Vec<(Arc<str>, &'static str)>,
 }
 
-fn fleet_template() -> Fleet {
+/// The metrics `--payload small` keeps: what the panels measured here read,
+/// and the CPU counters (CPU busy is computed at ingest).
+const SMALL_PAYLOAD: [&str; 6] = [
+    "node_cpu_seconds_total",
+    "node_load",
+    "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total",
+    "node_memory_Mem",
+    "node_filesystem_avail_bytes",
+];
+
+fn fleet_template(small: bool) -> Fleet {
     let first = parse(T0, &Limits::default()).expect("t0 parses");
     let second = parse(T15, &Limits::default()).expect("t15 parses");
     let later: BTreeMap<(&str, &str), f64> =
@@ -65,6 +80,7 @@ fn fleet_template() -> Fleet {
     let series = first
         .samples
         .iter()
+        .filter(|s| !small || SMALL_PAYLOAD.iter().any(|p| s.name.starts_with(p)))
         .map(|s| {
             let labels: BTreeMap<&str, String> = s.labels().map(|(n, v)| (n, v.into_owned())).collect();
             let kind = first.metric_type(s.name);
@@ -135,8 +151,8 @@ struct Filled {
 }
 
 /// Fills `db` with `span` simulated seconds of `count` instances.
-async fn fill(db: &Path, count: usize, span: f64, interval: f64, retention: Retention) -> Filled {
-    let fleet = fleet_template();
+async fn fill(db: &Path, count: usize, span: f64, interval: f64, retention: Retention, small: bool) -> Filled {
+    let fleet = fleet_template(small);
     let mut store = Store::open(db).await.expect("open the database");
     let hour = 3600.0;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
@@ -325,6 +341,7 @@ struct Args {
     hours: f64,
     churn: Option<usize>,
     retention: Retention,
+    small: bool,
 }
 
 fn args() -> Args {
@@ -338,6 +355,7 @@ fn args() -> Args {
         hours: 1.2,
         churn: None,
         retention: Retention::DEFAULT,
+        small: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -350,6 +368,7 @@ fn args() -> Args {
             "--db" => a.db = Some(value().into()),
             "--scale" => a.scale = Some(value().split(',').map(|n| n.parse().expect("--scale N,M")).collect()),
             "--keep" => a.keep = true,
+            "--payload" => a.small = value() == "small",
             "--churn" => a.churn = Some(value().parse().expect("--churn N")),
             "--tiers" => {
                 let hours: Vec<u64> = value().split(',').map(|h| h.parse().expect("--tiers RAW,1M,5M,1H")).collect();
@@ -378,7 +397,7 @@ fn resident_kib() -> u64 {
 
 /// Launches and terminates `total` instances, 10 live at a time.
 async fn churn(db: &Path, total: usize) {
-    let fleet = fleet_template();
+    let fleet = fleet_template(false);
     let mut store = Store::open(db).await.expect("open the database");
     let start = 1_764_000_000.0;
     let lives = 20u64;
@@ -456,7 +475,7 @@ async fn main() {
         for &count in sizes {
             let db = dir.path().join(format!("scale-{count}.db"));
             eprintln!("filling {count} instances × {} h at {} s", args.hours, args.interval);
-            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention).await;
+            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention, args.small).await;
             let sql = format!(
                 "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{}' AND time >= {} AND time < {}",
                 instance_id(count / 2),
@@ -476,7 +495,7 @@ async fn main() {
     }
     let db = args.db.clone().unwrap_or_else(|| dir.path().join("filled.db"));
     eprintln!("filling {} instances × {} days at {} s into {}", args.instances, args.days, args.interval, db.display());
-    let filled = fill(&db, args.instances, args.days * 86_400.0, args.interval, args.retention).await;
+    let filled = fill(&db, args.instances, args.days * 86_400.0, args.interval, args.retention, args.small).await;
     let bytes = disk_bytes(&db);
     println!(
         "\n{} instances × {} simulated days at {} s: {} samples offered, filled in {:.0} s",

@@ -43,9 +43,11 @@ CREATE TABLE rollup_buckets (
 ) WITHOUT ROWID;
 
 -- Rollups of each series per bucket (time = bucket start, integral seconds):
--- count, sum, min, max and last of the values (NaN excluded from all but
--- count), and for counters the reset-aware increase over the bucket and the
+-- count, sum, min, max and last of the values that are numbers (NaN is
+-- left out of all of them), and for counters the reset-aware increase over the bucket and the
 -- seconds it spans (from the sample before the bucket to the last in it).
+-- sum, min and max are NULL when they equal what `last` implies (last ×
+-- count, last, last): the views coalesce them back.
 CREATE TABLE rollup_1m (
     time INTEGER NOT NULL, series_id INTEGER NOT NULL, count INTEGER NOT NULL,
     sum, min, max, last, increase, span,
@@ -106,15 +108,19 @@ WHERE se.metric_id = m.metric_id
                 WHERE q.block = f.block AND q.series_id = se.series_id AND q.toff <= f.toff)
   AND typeof(p.value) <> 'blob';
 
--- Rollup views: one row per series (or instance) per bucket; `time` is the bucket start.
+-- Rollup views: one row per series (or instance) per bucket; `time` is the
+-- bucket start. Buckets outermost: the lookups of one bucket hit the same few
+-- pages (rows are keyed by bucket, then series), twice as fast as series
+-- outermost for one instance and for fifty.
 CREATE VIEW metric_samples_1m AS
 SELECT b.time AS time, se.instance_id AS instance_id, m.name AS metric, se.labels AS labels,
-       CAST(r.sum AS REAL) / r.count AS avg, CAST(r.min AS REAL) AS min, CAST(r.max AS REAL) AS max,
+       CAST(coalesce(r.sum, r.last * r.count) AS REAL) / r.count AS avg,
+       CAST(coalesce(r.min, r.last) AS REAL) AS min, CAST(coalesce(r.max, r.last) AS REAL) AS max,
        CAST(r.last AS REAL) AS last,
        CAST(r.increase AS REAL) AS increase, CAST(r.increase AS REAL) / r.span AS rate, r.count AS count
-FROM metrics m
+FROM rollup_buckets b
+CROSS JOIN metrics m
 CROSS JOIN series se
-CROSS JOIN rollup_buckets b
 CROSS JOIN rollup_1m r
 WHERE se.metric_id = m.metric_id AND b.width = 60
   AND r.time = b.time AND r.series_id = se.series_id;
@@ -127,12 +133,13 @@ JOIN instances i ON i.instance_id = c.instance_id;
 
 CREATE VIEW metric_samples_5m AS
 SELECT b.time AS time, se.instance_id AS instance_id, m.name AS metric, se.labels AS labels,
-       CAST(r.sum AS REAL) / r.count AS avg, CAST(r.min AS REAL) AS min, CAST(r.max AS REAL) AS max,
+       CAST(coalesce(r.sum, r.last * r.count) AS REAL) / r.count AS avg,
+       CAST(coalesce(r.min, r.last) AS REAL) AS min, CAST(coalesce(r.max, r.last) AS REAL) AS max,
        CAST(r.last AS REAL) AS last,
        CAST(r.increase AS REAL) AS increase, CAST(r.increase AS REAL) / r.span AS rate, r.count AS count
-FROM metrics m
+FROM rollup_buckets b
+CROSS JOIN metrics m
 CROSS JOIN series se
-CROSS JOIN rollup_buckets b
 CROSS JOIN rollup_5m r
 WHERE se.metric_id = m.metric_id AND b.width = 300
   AND r.time = b.time AND r.series_id = se.series_id;
@@ -145,12 +152,13 @@ JOIN instances i ON i.instance_id = c.instance_id;
 
 CREATE VIEW metric_samples_1h AS
 SELECT b.time AS time, se.instance_id AS instance_id, m.name AS metric, se.labels AS labels,
-       CAST(r.sum AS REAL) / r.count AS avg, CAST(r.min AS REAL) AS min, CAST(r.max AS REAL) AS max,
+       CAST(coalesce(r.sum, r.last * r.count) AS REAL) / r.count AS avg,
+       CAST(coalesce(r.min, r.last) AS REAL) AS min, CAST(coalesce(r.max, r.last) AS REAL) AS max,
        CAST(r.last AS REAL) AS last,
        CAST(r.increase AS REAL) AS increase, CAST(r.increase AS REAL) / r.span AS rate, r.count AS count
-FROM metrics m
+FROM rollup_buckets b
+CROSS JOIN metrics m
 CROSS JOIN series se
-CROSS JOIN rollup_buckets b
 CROSS JOIN rollup_1h r
 WHERE se.metric_id = m.metric_id AND b.width = 3600
   AND r.time = b.time AND r.series_id = se.series_id;

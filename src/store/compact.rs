@@ -3,8 +3,9 @@
 //! time, in steps of bounded work so ingest never waits long.
 //!
 //! A block's steps: collect its frames (the distinct scrape times of each
-//! instance), write them, then each metric in its own transaction (read its
-//! rows, write points and 1-minute and 5-minute rollups, delete the rows),
+//! instance), write them, then the metrics, as many per transaction as a step
+//! reads (read their rows, write points and 1-minute and 5-minute rollups,
+//! delete the rows),
 //! then the CPU rollups, the 1-hour rollups when an hour is complete, and the
 //! new `compacted_until`. Each transaction leaves the views whole: a metric's
 //! rows are either still in `samples` or already in `points`. Interrupted, a
@@ -251,13 +252,17 @@ impl Compactor {
                 }
             }
             Phase::Metrics(mut index) => {
+                // One transaction per step: per metric, small blocks would
+                // pay a commit (and its B-tree interior pages) 400 times.
+                let mut tx = pool.begin().await?;
                 while index < job.metrics.len() && report.rows < self.step_rows {
                     let (metric_id, counter) = job.metrics[index];
-                    let moved = move_metric(pool, job, metric_id, counter, &mut self.previous).await?;
+                    let moved = move_metric(&mut tx, job, metric_id, counter, &mut self.previous).await?;
                     report.rows += moved.0;
                     report.points += moved.1;
                     index += 1;
                 }
+                tx.commit().await?;
                 if index < job.metrics.len() {
                     job.phase = Phase::Metrics(index);
                 } else {
@@ -298,16 +303,16 @@ async fn write_frames(pool: &SqlitePool, block: i64, frames: &HashMap<String, Ve
     Ok(())
 }
 
-/// Moves one metric's rows of the block in one transaction; returns (rows read, points written).
+/// Moves one metric's rows of the block, in the step's transaction; returns
+/// (rows read, points written).
 async fn move_metric(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     job: &BlockJob,
     metric_id: i64,
     counter: bool,
     previous: &mut HashMap<i64, (Previous, i64)>,
 ) -> Result<(usize, usize), Error> {
     let (from, to) = block_range(job.block);
-    let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "SELECT series_id, time, CAST(value AS REAL) FROM samples
          WHERE metric_id = ? AND time >= ? AND time < ? ORDER BY series_id, time",
@@ -345,7 +350,7 @@ async fn move_metric(
         let frames = job.frames.get(instance).map_or(&[][..], Vec::as_slice);
         let before = match previous.get(&series_id) {
             Some((p, _)) => Some(*p),
-            None if counter => previous_sample(&mut tx, job.block, series_id, instance).await?,
+            None if counter => previous_sample(&mut *tx, job.block, series_id, instance).await?,
             None => None,
         };
         let out = compact_series(job.block, frames, &series_rows, before, counter);
@@ -359,16 +364,15 @@ async fn move_metric(
         minutes.extend(out.minutes.into_iter().map(|b| (series_id, b)));
         start = end;
     }
-    insert_points(&mut tx, job.block, &points).await?;
-    insert_buckets(&mut tx, "rollup_1m", &minutes).await?;
-    insert_buckets(&mut tx, "rollup_5m", &blocks).await?;
+    insert_points(&mut *tx, job.block, &points).await?;
+    insert_buckets(&mut *tx, "rollup_1m", &minutes).await?;
+    insert_buckets(&mut *tx, "rollup_5m", &blocks).await?;
     sqlx::query("DELETE FROM samples WHERE metric_id = ? AND time >= ? AND time < ?")
         .bind(metric_id)
         .bind(from)
         .bind(to)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok((rows.len(), points.len()))
 }
 
@@ -426,10 +430,19 @@ async fn insert_buckets(tx: &mut SqliteConnection, table: &str, buckets: &[(i64,
         builder.push_values(chunk, |mut row, (series_id, bucket)| {
             row.push_bind(bucket.start).push_bind(*series_id).push_bind(i64::from(bucket.count));
             match bucket.stats {
+                // What equals what `last` implies is left NULL (1 byte instead
+                // of up to 8): most series are constant over a bucket, and the
+                // views read `coalesce(sum, last × count)`, `coalesce(min, last)`.
                 Some(s) => {
-                    for v in [s.sum, s.min, s.max, s.last] {
-                        bind_value(&mut row, v);
+                    let implied = [s.sum == s.last * f64::from(bucket.count), s.min == s.last, s.max == s.last];
+                    for (v, implied) in [s.sum, s.min, s.max].into_iter().zip(implied) {
+                        if implied {
+                            row.push_bind(None::<f64>);
+                        } else {
+                            bind_value(&mut row, v);
+                        }
                     }
+                    bind_value(&mut row, s.last);
                 }
                 None => {
                     for _ in 0..4 {
@@ -493,8 +506,8 @@ async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
 /// The 1-hour rollups of the hour starting at `hour`, merged from its 5-minute ones.
 async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error> {
     let rows = sqlx::query(
-        "SELECT series_id, time, count, CAST(sum AS REAL), CAST(min AS REAL), CAST(max AS REAL), CAST(last AS REAL),
-                CAST(increase AS REAL), CAST(span AS REAL) FROM rollup_5m
+        "SELECT series_id, time, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),
+                CAST(coalesce(max, last) AS REAL), CAST(last AS REAL), CAST(increase AS REAL), CAST(span AS REAL) FROM rollup_5m
          WHERE time >= ? AND time < ? ORDER BY series_id, time",
     )
     .bind(hour)

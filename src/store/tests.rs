@@ -271,6 +271,25 @@ async fn rollups_summarise_each_bucket_and_counters_count_through_resets() {
     let got: Vec<f64> = increase.iter().map(|r| r.1).collect();
     assert_eq!(got, [19.0 * 7.5, 20.0 * 7.5, 10.0 * 7.5 + 9.0 * 3.0, 60.0]);
     assert_eq!(increase[1].2, 7.5 / 15.0, "rate per second over the bucket");
+    // A constant reads back whole (its row stores only count and last).
+    let constant: Vec<(f64, f64, f64, f64, i64)> = sqlx::query_as(
+        "SELECT avg, min, max, last, count FROM metric_samples_5m WHERE metric = 'node_memory_MemTotal_bytes'
+         AND instance_id = 'i-a' AND time >= ?1 AND time < ?1 + 1200",
+    )
+    .bind(T0)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(constant, vec![(8e9, 8e9, 8e9, 8e9, 20); 4]);
+    // NaN among numbers: the average is of the numbers.
+    let (weird, count): (f64, i64) = sqlx::query_as(
+        "SELECT avg, count FROM metric_samples_5m WHERE metric = 'node_weird' AND instance_id = 'i-a' AND time >= ?1 AND time < ?1 + 300",
+    )
+    .bind(T0)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((weird, count), (1.0, 17), "3 NaN of 20 (k = 0, 7, 14) are not counted");
     // Gauges have no increase.
     let gauge: Option<f64> = sqlx::query_scalar(
         "SELECT increase FROM metric_samples_5m WHERE metric = 'node_load1' AND time >= ?1 AND time < ?1 + 300 LIMIT 1",

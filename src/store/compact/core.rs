@@ -37,7 +37,7 @@ pub struct Previous {
 pub struct Bucket {
     /// Bucket start, epoch seconds.
     pub start: i64,
-    /// Samples in the bucket, NaN included.
+    /// Samples in the bucket that are numbers (NaN is not counted).
     pub count: u32,
     /// Sum, min, max and last of the values that are not NaN; `None` when all were.
     pub stats: Option<Stats>,
@@ -73,10 +73,10 @@ impl Bucket {
     }
 
     fn add(&mut self, value: f64) {
-        self.count += 1;
         if value.is_nan() {
             return;
         }
+        self.count += 1;
         self.stats = Some(match self.stats {
             None => Stats { sum: value, min: value, max: value, last: value },
             Some(s) => Stats { sum: s.sum + value, min: s.min.min(value), max: s.max.max(value), last: value },
