@@ -223,7 +223,7 @@ impl Compactor {
         match job.phase {
             Phase::Frames(mut index) => {
                 while index < job.metrics.len() && report.rows < self.step_rows {
-                    let rows = sqlx::query(
+                    let rows: Vec<(String, f64)> = sqlx::query_as(
                         "SELECT DISTINCT se.instance_id, s.time FROM samples s JOIN series se ON se.series_id = s.series_id
                          WHERE s.metric_id = ? AND s.time >= ? AND s.time < ?",
                     )
@@ -233,8 +233,8 @@ impl Compactor {
                     .fetch_all(pool)
                     .await?;
                     report.rows += rows.len();
-                    for row in rows {
-                        job.frames.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
+                    for (instance, time) in rows {
+                        job.frames.entry(instance).or_default().push(time);
                     }
                     index += 1;
                 }
@@ -313,7 +313,9 @@ async fn move_metric(
     previous: &mut HashMap<i64, (Previous, i64)>,
 ) -> Result<(usize, usize), Error> {
     let (from, to) = block_range(job.block);
-    let rows = sqlx::query(
+    // Decoded into plain tuples at once: a block of one metric can be
+    // 100,000 rows, and sqlx rows held whole cost ~10× the memory.
+    let rows: Vec<(i64, f64, Option<f64>)> = sqlx::query_as(
         "SELECT series_id, time, CAST(value AS REAL) FROM samples
          WHERE metric_id = ? AND time >= ? AND time < ? ORDER BY series_id, time",
     )
@@ -326,10 +328,17 @@ async fn move_metric(
         return Ok((0, 0));
     }
     let mut instances: HashMap<i64, String> = HashMap::new();
-    for row in sqlx::query("SELECT series_id, instance_id FROM series WHERE metric_id = ?")
-        .bind(metric_id)
-        .fetch_all(&mut *tx)
-        .await?
+    // Only the series in the block: the metric's series of every instance
+    // ever seen would grow with ASG churn.
+    for row in sqlx::query(
+        "SELECT series_id, instance_id FROM series WHERE series_id IN
+           (SELECT DISTINCT series_id FROM samples WHERE metric_id = ? AND time >= ? AND time < ?)",
+    )
+    .bind(metric_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *tx)
+    .await?
     {
         instances.insert(row.try_get(0)?, row.try_get(1)?);
     }
@@ -338,12 +347,11 @@ async fn move_metric(
     let mut blocks = Vec::new();
     let mut start = 0;
     while start < rows.len() {
-        let series_id: i64 = rows[start].try_get(0)?;
+        let series_id = rows[start].0;
         let mut end = start;
         let mut series_rows = Vec::new();
-        while end < rows.len() && rows[end].try_get::<i64, _>(0)? == series_id {
-            let value: Option<f64> = rows[end].try_get(2)?;
-            series_rows.push((rows[end].try_get::<f64, _>(1)?, value.unwrap_or(f64::NAN)));
+        while end < rows.len() && rows[end].0 == series_id {
+            series_rows.push((rows[end].1, rows[end].2.unwrap_or(f64::NAN)));
             end += 1;
         }
         let instance = instances.get(&series_id).map_or("", String::as_str);
