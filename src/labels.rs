@@ -39,6 +39,10 @@ pub fn without_meta(labels: &LabelSet) -> LabelSet {
         .collect()
 }
 
+/// A hash map with a fast, per-process seeded hasher, for the lookups done
+/// per sample on scraped text (series cache, interner, CPU tracker).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

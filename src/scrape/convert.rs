@@ -2,7 +2,9 @@
 //! Prometheus's `exported_` rule for labels that collide with the instance's
 //! own labels, and `metric_relabel_configs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::labels::FastMap;
 use std::sync::Arc;
 
 use crate::discovery::Target;
@@ -63,7 +65,7 @@ pub struct SeriesCache {
     reserved: LabelSet,
     /// metric name → raw label text → the converted series (`None`: dropped
     /// by `metric_relabel_configs`), with the scrape it was last seen in.
-    entries: HashMap<Box<str>, HashMap<Box<str>, Entry>>,
+    entries: FastMap<Box<str>, FastMap<Box<str>, Entry>>,
     len: usize,
     scrapes: u64,
 }
@@ -88,7 +90,7 @@ impl SeriesCache {
             by_labels.retain(|_, (_, seen)| *seen == current);
         }
         self.entries.retain(|_, by_labels| !by_labels.is_empty());
-        self.len = self.entries.values().map(HashMap::len).sum();
+        self.len = self.entries.values().map(FastMap::len).sum();
     }
 }
 

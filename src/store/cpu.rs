@@ -16,6 +16,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::labels::FastMap;
+
 use super::record::SampleRecord;
 
 const CPU_METRIC: &str = "node_cpu_seconds_total";
@@ -24,10 +26,10 @@ const CPU_METRIC: &str = "node_cpu_seconds_total";
 /// of one CPU and mode, shared with the scraper's series cache).
 #[derive(Debug, Default)]
 pub struct CpuTracker {
-    previous: HashMap<String, HashMap<Arc<str>, f64>>,
+    previous: FastMap<String, FastMap<Arc<str>, f64>>,
     /// Labels text → whether it is a CPU's idle mode (`None`: no `cpu` or no
     /// `mode` label). Parsed once per distinct text: a few hundred at most.
-    modes: HashMap<Arc<str>, Option<bool>>,
+    modes: FastMap<Arc<str>, Option<bool>>,
 }
 
 impl CpuTracker {
@@ -36,7 +38,8 @@ impl CpuTracker {
     /// a counter reset in any mode of any CPU (a reboot: that interval is a
     /// gap, not a guess), no CPU in common, or no CPU time elapsed.
     pub fn observe(&mut self, instance_id: &str, samples: &[SampleRecord]) -> Option<f64> {
-        let mut now = HashMap::with_capacity(self.previous.get(instance_id).map_or(16, HashMap::len));
+        let capacity = self.previous.get(instance_id).map_or(16, FastMap::len);
+        let mut now = FastMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default());
         for sample in samples.iter().filter(|s| &*s.metric == CPU_METRIC && s.value.is_finite()) {
             if self.mode(&sample.labels).is_some() {
                 now.insert(Arc::clone(&sample.labels), sample.value);

@@ -4,7 +4,7 @@
 //! allocation nor a query. The store is the only writer, so the cache cannot
 //! go stale; with ASG churn it holds the live fleet, not every instance ever seen.
 
-use std::collections::HashMap;
+use crate::labels::FastMap;
 
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -26,9 +26,9 @@ enum Created {
 #[derive(Debug, Default)]
 pub(super) struct Interner {
     /// name → (id, type)
-    metrics: HashMap<String, (i64, String)>,
+    metrics: FastMap<String, (i64, String)>,
     /// instance → metric id → labels → series id
-    series: HashMap<String, HashMap<i64, HashMap<String, i64>>>,
+    series: FastMap<String, FastMap<i64, FastMap<String, i64>>>,
     log: Vec<Created>,
     /// The next series id to hand out: the store is the only writer, so ids
     /// are assigned here and new series inserted in multi-row statements.
@@ -58,7 +58,7 @@ impl Interner {
         if self.series.contains_key(instance_id) {
             return Ok(());
         }
-        let mut by_metric: HashMap<i64, HashMap<String, i64>> = HashMap::new();
+        let mut by_metric: FastMap<i64, FastMap<String, i64>> = FastMap::default();
         for row in sqlx::query("SELECT series_id, metric_id, labels FROM series WHERE instance_id = ?")
             .bind(instance_id)
             .fetch_all(&mut *tx)
