@@ -22,8 +22,10 @@ use tracing::{debug, info};
 use self::core::{BLOCK_SECONDS, Bucket, PointValue, Previous, block_of, compact_series, offset_ms};
 use super::{Error, bind_value};
 
-/// Rows a step reads before it yields by default: a few hundred milliseconds of work.
-pub const STEP_ROWS: usize = 100_000;
+/// Rows a step reads before it yields by default: ~100 ms of work. Scrapes
+/// wait for the writer (backpressure) while a step runs; at 100,000 rows a
+/// 20-target fleet at 1 s stored 3 % fewer scrapes than Prometheus.
+pub const STEP_ROWS: usize = 25_000;
 
 /// `store_state` key of the compaction horizon.
 const COMPACTED_UNTIL: &str = "compacted_until";
