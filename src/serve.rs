@@ -282,20 +282,34 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
             "Failed compaction or retention steps (retried).",
             writer.maintenance_errors.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "fleetscrape_store_checkpoints_total",
+            "WAL checkpoints run, off the writer's path.",
+            writer.checkpoints.load(Ordering::Relaxed) as f64,
+        ),
     ] {
         out.family(name, "counter", help);
         out.sample(name, &[], value);
     }
-    out.family("fleetscrape_store_checkpoints_total", "counter", "WAL checkpoints run, off the writer's path.");
-    out.sample("fleetscrape_store_checkpoints_total", &[], writer.checkpoints.load(Ordering::Relaxed) as f64);
-    let wal = "fleetscrape_store_wal_bytes";
-    out.family(wal, "gauge", "Size of the WAL file at the last checkpoint.");
-    out.sample(wal, &[], writer.wal_bytes.load(Ordering::Relaxed) as f64);
-    let longest = "fleetscrape_store_longest_checkpoint_seconds";
-    out.family(longest, "gauge", "The longest WAL checkpoint since start.");
-    out.sample(longest, &[], writer.longest_checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e6);
-    let pause = "fleetscrape_store_longest_pause_seconds";
-    out.family(pause, "gauge", "The longest single write or upkeep step since start: how long ingest waited at most.");
-    out.sample(pause, &[], writer.longest_pause_micros.load(Ordering::Relaxed) as f64 / 1e6);
+    for (name, help, value) in [
+        (
+            "fleetscrape_store_wal_bytes",
+            "Size of the WAL file at the last checkpoint.",
+            writer.wal_bytes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "fleetscrape_store_longest_checkpoint_seconds",
+            "The longest WAL checkpoint since start.",
+            writer.longest_checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        (
+            "fleetscrape_store_longest_pause_seconds",
+            "The longest single write or upkeep step since start: how long ingest waited at most.",
+            writer.longest_pause_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+    ] {
+        out.family(name, "gauge", help);
+        out.sample(name, &[], value);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.0)
 }

@@ -73,7 +73,7 @@ async fn connect(path: &Path) -> Result<SqliteConnection, sqlx::Error> {
     SqliteConnectOptions::from_str("sqlite:")?
         .filename(path)
         .busy_timeout(Duration::from_millis(100))
-        .pragma("journal_size_limit", "8388608")
+        .pragma("journal_size_limit", super::JOURNAL_SIZE_LIMIT.to_string())
         .connect()
         .await
 }

@@ -38,6 +38,9 @@ pub use writer::{WriterConfig, WriterHandle, spawn_writer};
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The size the WAL file is truncated back to after a checkpoint, bytes.
+const JOURNAL_SIZE_LIMIT: u64 = 8 << 20;
+
 /// Rows per multi-row INSERT: 4 binds each, well under SQLite's 32,766.
 const ROWS_PER_STATEMENT: usize = 250;
 
@@ -142,7 +145,7 @@ impl Store {
             .pragma("cache_size", "-16384")
             // The WAL file is truncated back to this after a checkpoint, so a
             // burst (a reader pinning it, a compaction) does not stay on disk.
-            .pragma("journal_size_limit", "8388608")
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             .pragma("temp_store", "memory");
         // One connection for the life of the store: it keeps its page cache,
         // and the writer's `wal_autocheckpoint = 0` (writer.rs) stays set.
@@ -257,7 +260,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         self.interner.begin();
         let horizon = self.compactor.compacted_until();
-        let result = match self.write_in(&mut tx, batch).await {
+        let result = match self.write_in(&mut tx, batch, horizon).await {
             Ok(stats) => tx.commit().await.map(|()| stats).map_err(Error::from),
             Err(e) => Err(e),
         };
@@ -276,12 +279,17 @@ impl Store {
         result
     }
 
-    async fn write_in(&mut self, tx: &mut sqlx::SqliteConnection, batch: &Batch) -> Result<WriteStats, Error> {
+    /// Writes `batch` in `tx`; scrapes older than `horizon` (compacted) are late and dropped.
+    async fn write_in(
+        &mut self,
+        tx: &mut sqlx::SqliteConnection,
+        batch: &Batch,
+        horizon: f64,
+    ) -> Result<WriteStats, Error> {
         write_instances(tx, &batch.instances).await?;
         let mut rows = Vec::with_capacity(batch.sample_count());
         let mut new_series = 0;
         let mut late_samples = 0;
-        let horizon = self.compactor.compacted_until();
         for scrape in &batch.scrapes {
             if scrape.time < horizon {
                 late_samples += scrape.samples.len();

@@ -60,7 +60,7 @@ impl Default for Retention {
     }
 }
 
-/// The tables retention trims, each with its key's leading columns, the
+/// The tables retention trims in chunks, each with its primary key, the
 /// column compared with the cutoff, and its tier.
 #[derive(Debug, Clone, Copy)]
 struct Target {
@@ -81,7 +81,7 @@ enum Tier {
     Hour,
 }
 
-const TARGETS: [Target; 13] = [
+const TARGETS: [Target; 12] = [
     Target { table: "points", key: "block, series_id, toff", time: "block", tier: Tier::RawBlocks },
     Target { table: "cpu_samples", key: "time, instance_id", time: "time", tier: Tier::Raw },
     Target { table: "rollup_1m", key: "time, series_id", time: "time", tier: Tier::Minute },
@@ -94,7 +94,6 @@ const TARGETS: [Target; 13] = [
     Target { table: "cpu_rollup_5m", key: "time, instance_id", time: "time", tier: Tier::FiveMinutes },
     Target { table: "rollup_1h", key: "time, series_id", time: "time", tier: Tier::Hour },
     Target { table: "cpu_rollup_1h", key: "time, instance_id", time: "time", tier: Tier::Hour },
-    Target { table: "rollup_buckets", key: "width, time", time: "time", tier: Tier::Minute },
 ];
 
 /// The cutoffs of one sweep, epoch seconds, from the newest data written.
@@ -143,15 +142,14 @@ impl Cutoffs {
 /// [`Error::Sql`].
 pub async fn step(pool: &SqlitePool, cutoffs: &Cutoffs) -> Result<u64, Error> {
     for target in TARGETS {
-        let cutoff = cutoffs.of(target.tier);
-        let deleted = if target.table == "rollup_buckets" {
-            trim_buckets(pool, cutoffs).await?
-        } else {
-            delete_chunk(pool, target, cutoff).await?
-        };
+        let deleted = delete_chunk(pool, target, cutoffs.of(target.tier)).await?;
         if deleted > 0 {
             return Ok(deleted);
         }
+    }
+    let deleted = trim_buckets(pool, cutoffs).await?;
+    if deleted > 0 {
+        return Ok(deleted);
     }
     trim_frames(pool, cutoffs.raw).await
 }
