@@ -103,16 +103,62 @@ pub async fn assert_no_misattribution(pool: &SqlitePool, host: &FakeHost) -> usi
     values.len()
 }
 
-/// The largest deviation of any stored CPU busy point of `host` from its
-/// set level (percent points), and the number of points.
-pub async fn cpu_deviation(pool: &SqlitePool, instance_id: &str, level_percent: f64) -> (f64, usize) {
-    let values: Vec<f64> = sqlx::query_scalar("SELECT value FROM cpu_utilization WHERE instance_id = ? ORDER BY time")
-        .bind(instance_id)
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    let worst = values.iter().map(|v| (v - level_percent).abs()).fold(0.0, f64::max);
-    (worst, values.len())
+/// How far the stored CPU busy points of an instance are from its host's set
+/// level, against what the counters can resolve.
+#[derive(Debug)]
+pub struct CpuDeviation {
+    /// The largest deviation of any point (percent points).
+    pub worst: f64,
+    /// How many points there are.
+    pub points: usize,
+    /// Points farther from the level than their counters' resolution allows.
+    pub beyond_resolution: Vec<String>,
+}
+
+/// Compares every stored CPU busy point of `instance_id` with `level_percent`.
+///
+/// A point is a ratio of counter deltas between two stored scrapes. The fake
+/// host's summed counters are exact to under one tick at each end (see
+/// `fakehost::Cpu`), so with `T` ticks of user + idle time between the two
+/// scrapes the ratio is within `1 / (T − 2)` of the level: a bound from the
+/// stored counters themselves, tight at any interval (two stores 0.4 s
+/// apart resolve only ~0.6 points; 4 CPU-seconds resolve 0.25).
+pub async fn cpu_deviation(pool: &SqlitePool, instance_id: &str, level_percent: f64) -> CpuDeviation {
+    let points: Vec<(f64, f64)> =
+        sqlx::query_as("SELECT time, value FROM cpu_utilization WHERE instance_id = ? ORDER BY time")
+            .bind(instance_id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    // Summed user + idle seconds of every stored scrape (the only modes the fake host moves).
+    let moving: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT time, sum(value) FROM metric_samples WHERE instance_id = ? AND metric = 'node_cpu_seconds_total' \
+         AND json_extract(labels, '$.mode') IN ('user', 'idle') GROUP BY time ORDER BY time",
+    )
+    .bind(instance_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut beyond_resolution = Vec::new();
+    for &(time, value) in &points {
+        let deviation = (value - level_percent).abs();
+        let at = moving.partition_point(|(t, _)| *t < time);
+        let ticks = match (at.checked_sub(1).and_then(|i| moving.get(i)), moving.get(at)) {
+            (Some((_, before)), Some((t, now))) if *t == time => (now - before) * 100.0,
+            _ => {
+                beyond_resolution.push(format!("t={time:.3}: no stored counters around the point"));
+                continue;
+            }
+        };
+        let resolution = 100.0 / (ticks - 2.0);
+        if ticks <= 2.0 || deviation >= resolution {
+            beyond_resolution.push(format!(
+                "t={time:.3}: {value:.3}% is {deviation:.3} points off; {ticks:.0} ticks resolve {resolution:.3}"
+            ));
+        }
+    }
+    let worst = points.iter().map(|(_, v)| (v - level_percent).abs()).fold(0.0, f64::max);
+    CpuDeviation { worst, points: points.len(), beyond_resolution }
 }
 
 /// Per instance, how many payloads were stored in the same round window of
