@@ -16,11 +16,13 @@ pub mod core;
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use rusqlite::types::Value;
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use tracing::{debug, info};
 
 use self::core::{BLOCK_SECONDS, Bucket, PointValue, Previous, block_of, compact_series, offset_ms};
-use super::{Error, bind_value};
+use super::Error;
+use super::raw::{self, Number};
 
 /// Rows a step reads before it yields by default: ~100 ms of work. Scrapes
 /// wait for the writer (backpressure) while a step runs; at 100,000 rows a
@@ -224,22 +226,25 @@ impl Compactor {
         let mut report = StepReport { block: job.block, ..StepReport::default() };
         match job.phase {
             Phase::Frames(mut index) => {
-                while index < job.metrics.len() && report.rows < self.step_rows {
-                    let rows: Vec<(String, f64)> = sqlx::query_as(
+                let step_rows = self.step_rows;
+                let mut conn = pool.acquire().await?;
+                index = raw::with_handle(&mut conn, |db| {
+                    let mut select = db.prepare(
                         "SELECT DISTINCT se.instance_id, s.time FROM samples s JOIN series se ON se.series_id = s.series_id
-                         WHERE s.metric_id = ? AND s.time >= ? AND s.time < ?",
-                    )
-                    .bind(job.metrics[index].0)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(pool)
-                    .await?;
-                    report.rows += rows.len();
-                    for (instance, time) in rows {
-                        job.frames.entry(instance).or_default().push(time);
+                         WHERE s.metric_id = ?1 AND s.time >= ?2 AND s.time < ?3",
+                    )?;
+                    while index < job.metrics.len() && report.rows < step_rows {
+                        let mut rows = select.query(rusqlite::params![job.metrics[index].0, from, to])?;
+                        while let Some(row) = rows.next()? {
+                            report.rows += 1;
+                            job.frames.entry(row.get(0)?).or_default().push(row.get(1)?);
+                        }
+                        index += 1;
                     }
-                    index += 1;
-                }
+                    Ok(index)
+                })
+                .await?;
+                drop(conn);
                 if index < job.metrics.len() {
                     job.phase = Phase::Frames(index);
                 } else {
@@ -256,14 +261,19 @@ impl Compactor {
             Phase::Metrics(mut index) => {
                 // One transaction per step: per metric, small blocks would
                 // pay a commit (and its B-tree interior pages) 400 times.
+                let (step_rows, previous) = (self.step_rows, &mut self.previous);
                 let mut tx = pool.begin().await?;
-                while index < job.metrics.len() && report.rows < self.step_rows {
-                    let (metric_id, counter) = job.metrics[index];
-                    let moved = move_metric(&mut tx, job, metric_id, counter, &mut self.previous).await?;
-                    report.rows += moved.0;
-                    report.points += moved.1;
-                    index += 1;
-                }
+                index = raw::with_handle(&mut tx, |db| {
+                    while index < job.metrics.len() && report.rows < step_rows {
+                        let (metric_id, counter) = job.metrics[index];
+                        let moved = move_metric(db, job, metric_id, counter, previous)?;
+                        report.rows += moved.0;
+                        report.points += moved.1;
+                        index += 1;
+                    }
+                    Ok(index)
+                })
+                .await?;
                 tx.commit().await?;
                 if index < job.metrics.len() {
                     job.phase = Phase::Metrics(index);
@@ -290,77 +300,64 @@ fn block_range(block: i64) -> (f64, f64) {
 }
 
 async fn write_frames(pool: &SqlitePool, block: i64, frames: &HashMap<String, Vec<f64>>) -> Result<(), Error> {
-    let rows: Vec<(&str, f64)> =
-        frames.iter().flat_map(|(instance, times)| times.iter().map(move |t| (instance.as_str(), *t))).collect();
     let mut tx = pool.begin().await?;
-    for chunk in rows.chunks(500) {
-        let mut builder: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR IGNORE INTO frames (instance_id, time, block, toff) ");
-        builder.push_values(chunk, |mut row, (instance, time)| {
-            row.push_bind(*instance).push_bind(*time).push_bind(block).push_bind(offset_ms(block, *time));
-        });
-        builder.build().execute(&mut *tx).await?;
-    }
+    raw::with_handle(&mut tx, |db| {
+        let mut insert =
+            db.prepare("INSERT OR IGNORE INTO frames (instance_id, time, block, toff) VALUES (?1, ?2, ?3, ?4)")?;
+        for (instance, times) in frames {
+            for time in times {
+                insert.execute(rusqlite::params![instance, time, block, offset_ms(block, *time)])?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Moves one metric's rows of the block, in the step's transaction; returns
 /// (rows read, points written).
-async fn move_metric(
-    tx: &mut SqliteConnection,
+fn move_metric(
+    db: &rusqlite::Connection,
     job: &BlockJob,
     metric_id: i64,
     counter: bool,
     previous: &mut HashMap<i64, (Previous, i64)>,
-) -> Result<(usize, usize), Error> {
+) -> rusqlite::Result<(usize, usize)> {
     let (from, to) = block_range(job.block);
-    // Decoded into plain tuples at once: a block of one metric can be
-    // 100,000 rows, and sqlx rows held whole cost ~10× the memory.
-    let rows: Vec<(i64, f64, Option<f64>)> = sqlx::query_as(
+    let range = rusqlite::params![metric_id, from, to];
+    let mut select = db.prepare_cached(
         "SELECT series_id, time, CAST(value AS REAL) FROM samples
-         WHERE metric_id = ? AND time >= ? AND time < ? ORDER BY series_id, time",
-    )
-    .bind(metric_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *tx)
-    .await?;
+         WHERE metric_id = ?1 AND time >= ?2 AND time < ?3 ORDER BY series_id, time",
+    )?;
+    let rows = select
+        .query_map(range, |row| Ok((row.get::<_, i64>(0)?, row.get::<_, f64>(1)?, row.get::<_, Option<f64>>(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     if rows.is_empty() {
         return Ok((0, 0));
     }
-    let mut instances: HashMap<i64, String> = HashMap::new();
     // Only the series in the block: the metric's series of every instance
     // ever seen would grow with ASG churn.
-    for row in sqlx::query(
+    let mut select = db.prepare_cached(
         "SELECT series_id, instance_id FROM series WHERE series_id IN
-           (SELECT DISTINCT series_id FROM samples WHERE metric_id = ? AND time >= ? AND time < ?)",
-    )
-    .bind(metric_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *tx)
-    .await?
-    {
-        instances.insert(row.try_get(0)?, row.try_get(1)?);
-    }
+           (SELECT DISTINCT series_id FROM samples WHERE metric_id = ?1 AND time >= ?2 AND time < ?3)",
+    )?;
+    let instances = select
+        .query_map(range, |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<HashMap<_, _>>>()?;
     let mut points = Vec::new();
     let mut minutes = Vec::new();
     let mut blocks = Vec::new();
-    let mut start = 0;
-    while start < rows.len() {
-        let series_id = rows[start].0;
-        let mut end = start;
-        let mut series_rows = Vec::new();
-        while end < rows.len() && rows[end].0 == series_id {
-            series_rows.push((rows[end].1, rows[end].2.unwrap_or(f64::NAN)));
-            end += 1;
-        }
+    for series_rows in rows.chunk_by(|a, b| a.0 == b.0) {
+        let series_id = series_rows[0].0;
+        let series_rows: Vec<(f64, f64)> =
+            series_rows.iter().map(|(_, time, value)| (*time, value.unwrap_or(f64::NAN))).collect();
         let instance = instances.get(&series_id).map_or("", String::as_str);
         let frames = job.frames.get(instance).map_or(&[][..], Vec::as_slice);
         let before = match previous.get(&series_id) {
             Some((p, _)) => Some(*p),
-            None if counter => previous_sample(&mut *tx, job.block, series_id, instance).await?,
+            None if counter => previous_sample(db, job.block, series_id, instance)?,
             None => None,
         };
         let out = compact_series(job.block, frames, &series_rows, before, counter);
@@ -372,105 +369,83 @@ async fn move_metric(
         }
         blocks.extend(out.block_bucket(job.block).map(|b| (series_id, b)));
         minutes.extend(out.minutes.into_iter().map(|b| (series_id, b)));
-        start = end;
     }
-    insert_points(&mut *tx, job.block, &points).await?;
-    insert_buckets(&mut *tx, "rollup_1m", &minutes).await?;
-    insert_buckets(&mut *tx, "rollup_5m", &blocks).await?;
-    sqlx::query("DELETE FROM samples WHERE metric_id = ? AND time >= ? AND time < ?")
-        .bind(metric_id)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
+    insert_points(db, job.block, &points)?;
+    insert_buckets(db, "rollup_1m", &minutes)?;
+    insert_buckets(db, "rollup_5m", &blocks)?;
+    db.prepare_cached("DELETE FROM samples WHERE metric_id = ?1 AND time >= ?2 AND time < ?3")?.execute(range)?;
     Ok((rows.len(), points.len()))
 }
 
 /// A counter's last sample in the previous block, read back from the
 /// compacted tier (after a restart the compactor remembers nothing): the
 /// value of the block's last point, at its instance's last frame.
-async fn previous_sample(
-    tx: &mut SqliteConnection,
+fn previous_sample(
+    db: &rusqlite::Connection,
     block: i64,
     series_id: i64,
     instance: &str,
-) -> Result<Option<Previous>, Error> {
-    let row = sqlx::query(
+) -> rusqlite::Result<Option<Previous>> {
+    let mut select = db.prepare_cached(
         "SELECT (SELECT CASE WHEN typeof(value) IN ('integer', 'real') THEN CAST(value AS REAL) END
                  FROM points WHERE block = ?1 AND series_id = ?2 ORDER BY toff DESC LIMIT 1),
                 (SELECT max(time) FROM frames WHERE instance_id = ?3 AND block = ?1)",
-    )
-    .bind(block - 1)
-    .bind(series_id)
-    .bind(instance)
-    .fetch_one(&mut *tx)
-    .await?;
+    )?;
     // An absent marker or a NaN reads as no number.
-    let value: Option<f64> = row.try_get(0)?;
-    let time: Option<f64> = row.try_get(1)?;
+    let (value, time): (Option<f64>, Option<f64>) =
+        select.query_row(rusqlite::params![block - 1, series_id, instance], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(value.zip(time).map(|(value, time)| Previous { time, value }))
 }
 
-async fn insert_points(tx: &mut SqliteConnection, block: i64, points: &[(i64, i64, PointValue)]) -> Result<(), Error> {
-    for chunk in points.chunks(250) {
-        let mut builder: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR REPLACE INTO points (block, series_id, toff, value) ");
-        builder.push_values(chunk, |mut row, (series_id, toff, value)| {
-            row.push_bind(block).push_bind(*series_id).push_bind(*toff);
-            match value {
-                PointValue::Value(v) if v.is_nan() => {
-                    row.push_bind(None::<f64>);
-                }
-                PointValue::Value(v) => bind_value(&mut row, *v),
-                PointValue::Absent => {
-                    row.push_bind(Vec::<u8>::new());
-                }
-            }
-        });
-        builder.build().persistent(true).execute(&mut *tx).await?;
+fn insert_points(db: &rusqlite::Connection, block: i64, points: &[(i64, i64, PointValue)]) -> rusqlite::Result<()> {
+    let mut insert =
+        db.prepare_cached("INSERT OR REPLACE INTO points (block, series_id, toff, value) VALUES (?1, ?2, ?3, ?4)")?;
+    for (series_id, toff, value) in points {
+        let value = match value {
+            PointValue::Value(v) => Number(*v).value(),
+            PointValue::Absent => Value::Blob(Vec::new()),
+        };
+        insert.execute(rusqlite::params![block, series_id, toff, value])?;
     }
     Ok(())
 }
 
-async fn insert_buckets(tx: &mut SqliteConnection, table: &str, buckets: &[(i64, Bucket)]) -> Result<(), Error> {
-    for chunk in buckets.chunks(100) {
-        let mut builder: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "INSERT OR REPLACE INTO {table} (time, series_id, count, sum, min, max, last, increase, span) "
-        ));
-        builder.push_values(chunk, |mut row, (series_id, bucket)| {
-            row.push_bind(bucket.start).push_bind(*series_id).push_bind(i64::from(bucket.count));
-            match bucket.stats {
-                // What equals what `last` implies is left NULL (1 byte instead
-                // of up to 8): most series are constant over a bucket, and the
-                // views read `coalesce(sum, last × count)`, `coalesce(min, last)`.
-                Some(s) => {
-                    let implied = [s.sum == s.last * f64::from(bucket.count), s.min == s.last, s.max == s.last];
-                    for (v, implied) in [s.sum, s.min, s.max].into_iter().zip(implied) {
-                        if implied {
-                            row.push_bind(None::<f64>);
-                        } else {
-                            bind_value(&mut row, v);
-                        }
-                    }
-                    bind_value(&mut row, s.last);
-                }
-                None => {
-                    for _ in 0..4 {
-                        row.push_bind(None::<f64>);
-                    }
-                }
+fn insert_buckets(db: &rusqlite::Connection, table: &str, buckets: &[(i64, Bucket)]) -> rusqlite::Result<()> {
+    let mut insert = db.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table} (time, series_id, count, sum, min, max, last, increase, span)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?;
+    for (series_id, bucket) in buckets {
+        // What equals what `last` implies is left NULL (1 byte instead of up
+        // to 8): most series are constant over a bucket, and the views read
+        // `coalesce(sum, last × count)`, `coalesce(min, last)`.
+        let [sum, min, max, last] = match bucket.stats {
+            Some(s) => {
+                let implied = |v: f64, by: f64| (v != by).then_some(Number(v));
+                [
+                    implied(s.sum, s.last * f64::from(bucket.count)),
+                    implied(s.min, s.last),
+                    implied(s.max, s.last),
+                    Some(Number(s.last)),
+                ]
             }
-            match bucket.increase {
-                Some(i) => {
-                    bind_value(&mut row, i.increase);
-                    bind_value(&mut row, i.span);
-                }
-                None => {
-                    row.push_bind(None::<f64>).push_bind(None::<f64>);
-                }
-            }
-        });
-        builder.build().persistent(true).execute(&mut *tx).await?;
+            None => [None; 4],
+        };
+        let (increase, span) = match bucket.increase {
+            Some(i) => (Some(Number(i.increase)), Some(Number(i.span))),
+            None => (None, None),
+        };
+        insert.execute(rusqlite::params![
+            bucket.start,
+            series_id,
+            i64::from(bucket.count),
+            sum,
+            min,
+            max,
+            last,
+            increase,
+            span
+        ])?;
     }
     Ok(())
 }
@@ -515,25 +490,26 @@ async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
 
 /// The 1-hour rollups of the hour starting at `hour`, merged from its 5-minute ones.
 async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error> {
-    let rows = sqlx::query(
-        "SELECT series_id, time, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),
-                CAST(coalesce(max, last) AS REAL), CAST(last AS REAL), CAST(increase AS REAL), CAST(span AS REAL) FROM rollup_5m
-         WHERE time >= ? AND time < ? ORDER BY series_id, time",
-    )
-    .bind(hour)
-    .bind(hour + 3600.0)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut merged: Vec<(i64, Bucket)> = Vec::new();
-    for row in &rows {
-        let series_id: i64 = row.try_get(0)?;
-        let bucket = bucket_from_row(row, hour as i64)?;
-        match merged.last_mut() {
-            Some((id, into)) if *id == series_id => into.merge(&bucket),
-            _ => merged.push((series_id, bucket)),
+    let merged = raw::with_handle(tx, |db| {
+        let mut select = db.prepare(
+            "SELECT series_id, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),
+                    CAST(coalesce(max, last) AS REAL), CAST(last AS REAL), CAST(increase AS REAL), CAST(span AS REAL)
+             FROM rollup_5m WHERE time >= ?1 AND time < ?2 ORDER BY series_id, time",
+        )?;
+        let mut rows = select.query(rusqlite::params![hour, hour + 3600.0])?;
+        let mut merged: Vec<(i64, Bucket)> = Vec::new();
+        while let Some(row) = rows.next()? {
+            let series_id: i64 = row.get(0)?;
+            let bucket = bucket_from_row(row, hour as i64)?;
+            match merged.last_mut() {
+                Some((id, into)) if *id == series_id => into.merge(&bucket),
+                _ => merged.push((series_id, bucket)),
+            }
         }
-    }
-    insert_buckets(tx, "rollup_1h", &merged).await?;
+        insert_buckets(db, "rollup_1h", &merged)?;
+        Ok(merged.len())
+    })
+    .await?;
     sqlx::query(
         "INSERT OR REPLACE INTO cpu_rollup_1h (time, instance_id, count, sum, min, max)
          SELECT ?1, instance_id, sum(count), sum(sum), min(min), max(max) FROM cpu_rollup_5m
@@ -542,34 +518,32 @@ async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error>
     .bind(hour)
     .execute(&mut *tx)
     .await?;
-    if !merged.is_empty() {
+    if merged > 0 {
         sqlx::query("INSERT OR IGNORE INTO rollup_buckets (width, time) VALUES (3600, ?)")
             .bind(hour)
             .execute(&mut *tx)
             .await?;
     }
-    if !rows.is_empty() {
-        info!(hour, series = merged.len(), "compaction: hour rolled up");
+    if merged > 0 {
+        info!(hour, series = merged, "compaction: hour rolled up");
     }
     Ok(())
 }
 
-fn bucket_from_row(row: &sqlx::sqlite::SqliteRow, start: i64) -> Result<Bucket, sqlx::Error> {
-    let sum: Option<f64> = row.try_get(3)?;
+/// A 5-minute bucket read back: series_id, count, then sum, min, max, last
+/// (implied values filled in), increase, span.
+fn bucket_from_row(row: &rusqlite::Row<'_>, start: i64) -> rusqlite::Result<Bucket> {
+    let sum: Option<f64> = row.get(2)?;
+    let number = |i: usize| row.get::<_, Option<f64>>(i).map(|v| v.unwrap_or(f64::NAN));
     let stats = match sum {
-        Some(sum) => Some(self::core::Stats {
-            sum,
-            min: row.try_get::<Option<f64>, _>(4)?.unwrap_or(f64::NAN),
-            max: row.try_get::<Option<f64>, _>(5)?.unwrap_or(f64::NAN),
-            last: row.try_get::<Option<f64>, _>(6)?.unwrap_or(f64::NAN),
-        }),
+        Some(sum) => Some(self::core::Stats { sum, min: number(3)?, max: number(4)?, last: number(5)? }),
         None => None,
     };
-    let increase: Option<f64> = row.try_get(7)?;
-    let span: Option<f64> = row.try_get(8)?;
+    let increase: Option<f64> = row.get(6)?;
+    let span: Option<f64> = row.get(7)?;
     Ok(Bucket {
         start,
-        count: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+        count: u32::try_from(row.get::<_, i64>(1)?).unwrap_or(u32::MAX),
         stats,
         increase: increase.zip(span).map(|(increase, span)| self::core::Increase { increase, span }),
     })

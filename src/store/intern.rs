@@ -157,16 +157,21 @@ impl Interner {
         self.series.remove(instance_id);
     }
 
-    /// Inserts the series queued since the checkpoint, 200 per statement.
+    /// Inserts the series queued since the checkpoint.
     pub(super) async fn insert_pending(&mut self, tx: &mut SqliteConnection) -> Result<(), Error> {
-        for chunk in self.pending.chunks(200) {
-            let mut builder: sqlx::QueryBuilder<sqlx::Sqlite> =
-                sqlx::QueryBuilder::new("INSERT INTO series (series_id, metric_id, instance_id, labels) ");
-            builder.push_values(chunk, |mut row, (id, metric_id, instance_id, labels)| {
-                row.push_bind(*id).push_bind(*metric_id).push_bind(instance_id.as_str()).push_bind(labels.as_str());
-            });
-            builder.build().persistent(true).execute(&mut *tx).await?;
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        let pending = &self.pending;
+        super::raw::with_handle(tx, |db| {
+            let mut insert =
+                db.prepare("INSERT INTO series (series_id, metric_id, instance_id, labels) VALUES (?1, ?2, ?3, ?4)")?;
+            for (id, metric_id, instance_id, labels) in pending {
+                insert.execute(rusqlite::params![id, metric_id, instance_id, labels])?;
+            }
+            Ok(())
+        })
+        .await?;
         self.pending.clear();
         Ok(())
     }

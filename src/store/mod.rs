@@ -4,14 +4,15 @@
 //!
 //! Writes go through one connection (SQLite has one writer) in one
 //! transaction per [`Batch`]. Samples are sorted by the `samples` key
-//! (metric, time, series) and inserted 250 rows per statement, so a round
-//! appends to each metric's tail. Metric and series ids are interned in
+//! (metric, time, series) and inserted by one prepared statement on the
+//! connection's own handle (`raw`), so a round appends to each metric's tail. Metric and series ids are interned in
 //! memory; a known series costs no allocation and no lookup query.
 
 mod checkpoint;
 pub mod compact;
 mod cpu;
 mod intern;
+mod raw;
 pub mod record;
 pub mod retention;
 mod space;
@@ -21,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::scrape::failure::FailureReason;
 
@@ -40,9 +41,6 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The size the WAL file is truncated back to after a checkpoint, bytes.
 const JOURNAL_SIZE_LIMIT: u64 = 8 << 20;
-
-/// Rows per multi-row INSERT: 4 binds each, well under SQLite's 32,766.
-const ROWS_PER_STATEMENT: usize = 250;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +77,9 @@ pub enum Error {
     /// A statement failed.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A bulk statement (on the connection's own handle) failed.
+    #[error("database error: {0}")]
+    Bulk(#[from] rusqlite::Error),
 }
 
 /// What one [`Store::write`] did.
@@ -310,9 +311,7 @@ impl Store {
         rows.sort_unstable_by(|a, b| {
             (a.0, a.1, a.2).partial_cmp(&(b.0, b.1, b.2)).unwrap_or(std::cmp::Ordering::Equal)
         });
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            insert_samples(tx, chunk).await?;
-        }
+        raw::with_handle(tx, |db| insert_samples(db, &rows)).await?;
         let cpu_rows = self.write_cpu(tx, &batch.scrapes).await?;
         write_statuses(tx, &batch.statuses).await?;
         write_rounds(tx, &batch.rounds).await?;
@@ -408,24 +407,12 @@ fn share_with_group(path: &Path) {
     }
 }
 
-/// Integral values are stored as INTEGER (1–8 bytes instead of 8).
-fn bind_value(builder: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, value: f64) {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    if value.fract() == 0.0 && value.abs() < EXACT {
-        builder.push_bind(value as i64);
-    } else {
-        builder.push_bind(value);
+fn insert_samples(db: &rusqlite::Connection, rows: &[(i64, f64, i64, f64)]) -> rusqlite::Result<()> {
+    let mut insert =
+        db.prepare("INSERT OR IGNORE INTO samples (metric_id, time, series_id, value) VALUES (?1, ?2, ?3, ?4)")?;
+    for (metric_id, time, series_id, value) in rows {
+        insert.execute(rusqlite::params![metric_id, time, series_id, raw::Number(*value)])?;
     }
-}
-
-async fn insert_samples(tx: &mut sqlx::SqliteConnection, rows: &[(i64, f64, i64, f64)]) -> Result<(), Error> {
-    let mut builder: QueryBuilder<Sqlite> =
-        QueryBuilder::new("INSERT OR IGNORE INTO samples (metric_id, time, series_id, value) ");
-    builder.push_values(rows, |mut row, (metric_id, time, series_id, value)| {
-        row.push_bind(*metric_id).push_bind(*time).push_bind(*series_id);
-        bind_value(&mut row, *value);
-    });
-    builder.build().persistent(true).execute(&mut *tx).await?;
     Ok(())
 }
 

@@ -640,8 +640,10 @@ async fn a_reader_pinning_the_wal_delays_its_truncation_and_nothing_else() {
         }
     }
     wait_for(210_000).await;
+    // ~4.2–4.5 MB here, with how many batches each commit takes; the
+    // claim is that it stays well past the 1 MiB it is truncated to.
     let held = wal();
-    assert!(held > 4 << 20, "the pinned reader holds the WAL: {held} bytes");
+    assert!(held > 2 << 20, "the pinned reader holds the WAL: {held} bytes");
     let still: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(&mut pinned).await.unwrap();
     assert_eq!(still, 10_000, "the pinned reader keeps its snapshot");
     pinned.close().await.unwrap();
@@ -710,4 +712,29 @@ async fn memory_follows_the_live_fleet_under_churn() {
     assert_eq!(store.write(&again).await.unwrap().new_series, 0);
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM series").fetch_one(store.pool()).await.unwrap();
     assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn batches_of_every_size_leave_a_fixed_set_of_prepared_statements() {
+    // The measured defect: multi-row INSERTs had a statement per chunk size,
+    // and the connection cached 100 of them: ~130 MiB of RSS under ASG churn.
+    use sqlx::Connection;
+    let (mut store, _dir) = open().await;
+    for n in 1..=120u32 {
+        // A new series count, a new sample count and a new instance every batch.
+        let samples = (0..n).map(|s| sample("node_wide", &format!(r#"{{"n":"{s}"}}"#), f64::from(s))).collect();
+        let id = format!("i-{n:03}");
+        let time = T0 + 20.0 * f64::from(n);
+        let batch = Batch {
+            instances: vec![InstanceRecord { seen: time, ..instance(&id, "asg") }],
+            scrapes: vec![scrape(&id, time, samples)],
+            ..Batch::default()
+        };
+        store.write(&batch).await.unwrap();
+        while !matches!(store.maintain(&Retention::DEFAULT, 0.0, false).await.unwrap(), Maintenance::Idle) {}
+    }
+    let compacted: i64 = sqlx::query_scalar("SELECT count(*) FROM points").fetch_one(store.pool()).await.unwrap();
+    assert!(compacted > 0, "blocks were compacted too");
+    let cached = store.pool().acquire().await.unwrap().cached_statements_size();
+    assert!(cached <= 40, "{cached} statements cached by the writer's connection");
 }
