@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench fill -- [--instances 50] [--days 7] [--interval 60] [--db PATH] [--keep]
 //!                                 [--tiers RAW,1M,5M,1H (hours; default 48,192,720,8760)] [--payload small]
+//!                                 [--prometheus]
 //!     cargo bench --bench fill -- --scale 20,1000 [--hours 1.2] [--interval 15]
 //!     cargo bench --bench fill -- --churn 1000
 //!
@@ -21,7 +22,11 @@
 //! The first form fills `--days` at `--interval` for `--instances` and reports
 //! disk per sample offered, per-tier rows, the longest write or upkeep step,
 //! and the latency of 24-hour and 7-day panels (each query on a new read-only
-//! connection, as Grafana's plugin opens them; median of 5). The second fills
+//! connection, as Grafana's plugin opens them; median of 5). With
+//! `--prometheus` every sample offered is also written to an OpenMetrics file,
+//! backfilled into Debian's Prometheus (`promtool tsdb create-blocks-from
+//! openmetrics`, 24-hour blocks), and each panel's PromQL equivalent is timed
+//! through `query_range` on loopback beside it. The second fills
 //! one database per fleet size with the same hours and compares "one metric of
 //! one instance over the last hour" between them. The third launches and
 //! terminates instances (10 live at a time, each scraped 20 times at 15 s) and
@@ -29,6 +34,7 @@
 //! after the first 100 terminations and after all of them.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -48,6 +54,8 @@ const T15: &str = include_str!("../bench/data/node_exporter-t15.prom");
 struct Series {
     metric: Arc<str>,
     labels: Arc<str>,
+    /// The labels as exposition text (`,name="value"…`), for the Prometheus backfill.
+    text_labels: String,
     base: f64,
     /// Change per second (counters), or amplitude (gauges); 0 for constants.
     delta: f64,
@@ -88,9 +96,11 @@ fn fleet_template(small: bool) -> Fleet {
             let base = if s.value.is_finite() { s.value } else { 0.0 };
             let next = later.get(&(s.name, s.raw_labels())).copied().unwrap_or(base);
             let counter = kind == MetricType::Counter;
+            let text_labels = labels.iter().map(|(n, v)| format!(",{n}=\"{}\"", escape(v))).collect();
             Series {
                 metric: s.name.into(),
                 labels: serde_json::to_string(&labels).expect("labels to JSON").into(),
+                text_labels,
                 base,
                 delta: if next.is_finite() && next != base {
                     (next - base) / if counter { 15.0 } else { 1.0 }
@@ -103,6 +113,28 @@ fn fleet_template(small: bool) -> Fleet {
         })
         .collect();
     Fleet { series, types: types.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
+}
+
+/// A label value escaped for the exposition format.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Appends `scrape` to an OpenMetrics file for `promtool tsdb create-blocks-from openmetrics`.
+fn write_openmetrics(out: &mut impl Write, fleet: &Fleet, scrape: &ScrapeRecord) -> std::io::Result<()> {
+    for (series, sample) in fleet.series.iter().zip(&scrape.samples) {
+        let value = match sample.value {
+            v if v.is_nan() => "NaN".to_string(),
+            v if v.is_infinite() => if v > 0.0 { "+Inf" } else { "-Inf" }.to_string(),
+            v => v.to_string(),
+        };
+        writeln!(
+            out,
+            "{}{{instance=\"{}\"{}}} {value} {:.3}",
+            series.metric, scrape.instance_id, series.text_labels, scrape.time
+        )?;
+    }
+    Ok(())
 }
 
 fn instance_id(n: usize) -> String {
@@ -151,8 +183,20 @@ struct Filled {
 }
 
 /// Fills `db` with `span` simulated seconds of `count` instances.
-async fn fill(db: &Path, count: usize, span: f64, interval: f64, retention: Retention, small: bool) -> Filled {
+/// With `openmetrics`, every sample offered is also written there, for the
+/// same data in Prometheus.
+async fn fill(
+    db: &Path,
+    count: usize,
+    span: f64,
+    interval: f64,
+    retention: Retention,
+    small: bool,
+    openmetrics: Option<&Path>,
+) -> Filled {
     let fleet = fleet_template(small);
+    let mut openmetrics = openmetrics
+        .map(|path| std::io::BufWriter::new(std::fs::File::create(path).expect("create the OpenMetrics file")));
     let mut store = Store::open(db).await.expect("open the database");
     let hour = 3600.0;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
@@ -172,6 +216,11 @@ async fn fill(db: &Path, count: usize, span: f64, interval: f64, retention: Rete
             })
             .collect();
         offered += scrapes.iter().map(|s| s.samples.len() as u64).sum::<u64>();
+        if let Some(out) = openmetrics.as_mut() {
+            for scrape in &scrapes {
+                write_openmetrics(out, &fleet, scrape).expect("write the OpenMetrics file");
+            }
+        }
         let refresh = round % (60.0 / interval).max(1.0) as u64 == 0;
         let batch = Batch {
             instances: if refresh { instances(count, round_start) } else { vec![] },
@@ -206,6 +255,9 @@ async fn fill(db: &Path, count: usize, span: f64, interval: f64, retention: Rete
                 disk_bytes(db) as f64 / (1 << 20) as f64
             );
         }
+    }
+    if let Some(mut out) = openmetrics {
+        writeln!(out, "# EOF").and_then(|()| out.flush()).expect("write the OpenMetrics file");
     }
     let end = store.newest();
     store.close().await;
@@ -251,64 +303,205 @@ fn tiered_gauge(metric: &str, instance_filter: &str, from: f64, to: f64) -> Stri
         .replace("$instances", instance_filter)
 }
 
-async fn panels(db: &Path, count: usize, end: f64) {
+/// The panels' queries, on the filled database and, with `prometheus`, their
+/// PromQL equivalents on the same samples, side by side.
+async fn panels(db: &Path, count: usize, end: f64, interval: f64, prometheus: Option<&Prometheus>) {
     let one = instance_id(0);
     let all: Vec<String> = (0..count).map(|n| format!("'{}'", instance_id(n))).collect();
     let all = all.join(", ");
-    let (day, week) = (end - 86_400.0, end - 7.0 * 86_400.0);
-    let cases = [
+    let (hour, day, week) = (end - 3600.0, end - 86_400.0, end - 7.0 * 86_400.0);
+    // PromQL as a Grafana panel of the same range would ask it: raw panels at
+    // the scrape interval, 24-hour panels at 1 minute, 7-day ones at 5 minutes
+    // (~2,000 points); rate() over at least two scrapes.
+    let raw = interval;
+    let window = |step: f64| format!("{}s", (2.0 * interval).max(step) as u64);
+    let cpu = |step: f64| {
+        format!("100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{{mode=\"idle\"}}[{}])))", window(step))
+    };
+    let cases: Vec<(String, String, (String, f64, f64))> = vec![
         (
-            "CPU busy of every instance, 24 h, raw (cpu_utilization)",
+            "CPU busy of every instance, 24 h, raw (cpu_utilization)".into(),
             format!("SELECT time, instance_id, value FROM cpu_utilization WHERE time >= {day} AND time < {end}"),
+            (cpu(raw), day, raw),
         ),
         (
-            "CPU busy of every instance, 24 h, 1-minute tier",
+            "CPU busy of every instance, 24 h, 1-minute tier".into(),
             format!("SELECT time, instance_id, avg FROM cpu_utilization_1m WHERE time >= {day} AND time < {end}"),
+            (cpu(60.0), day, 60.0),
         ),
         (
-            "CPU busy of every instance, 7 d, 5-minute tier",
+            "CPU busy of every instance, 7 d, 5-minute tier".into(),
             format!("SELECT time, instance_id, avg FROM cpu_utilization_5m WHERE time >= {week} AND time < {end}"),
+            (cpu(300.0), week, 300.0),
         ),
         (
-            "node_load1 of one instance, 1 h, raw",
+            "node_load1 of one instance, 1 h, raw".into(),
             format!(
-                "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{one}' AND time >= {} AND time < {end}",
-                end - 3600.0
+                "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{one}' AND time >= {hour} AND time < {end}"
             ),
+            (format!("node_load1{{instance=\"{one}\"}}"), hour, raw),
         ),
         (
-            "node_load1 of one instance, 24 h, raw",
+            "node_load1 of one instance, 24 h, raw".into(),
             format!(
                 "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{one}' AND time >= {day} AND time < {end}"
             ),
+            (format!("node_load1{{instance=\"{one}\"}}"), day, raw),
         ),
         (
-            "node_load1 of one instance, 24 h, 1-minute tier",
+            "node_load1 of one instance, 24 h, 1-minute tier".into(),
             format!(
                 "SELECT time, avg FROM metric_samples_1m WHERE metric = 'node_load1' AND instance_id = '{one}' AND time >= {day} AND time < {end}"
             ),
+            (format!("avg_over_time(node_load1{{instance=\"{one}\"}}[{}])", window(60.0)), day, 60.0),
         ),
         (
-            "network receive rate of one instance, 7 d, 5-minute tier",
+            "network receive rate of one instance, 7 d, 5-minute tier".into(),
             format!(
                 "SELECT time, labels, rate FROM metric_samples_5m WHERE metric = 'node_network_receive_bytes_total' AND instance_id = '{one}' AND time >= {week} AND time < {end}"
             ),
+            (format!("rate(node_network_receive_bytes_total{{instance=\"{one}\"}}[{}])", window(300.0)), week, 300.0),
         ),
         (
-            &*format!("7-day node_load1 panel of {count} instances, tier chosen from the range"),
+            format!("7-day node_load1 panel of {count} instances, tier chosen from the range"),
             tiered_gauge("node_load1", &all, week, end),
+            (format!("avg_over_time(node_load1[{}])", window(300.0)), week, 300.0),
         ),
         (
-            &*format!("24-hour node_load1 panel of {count} instances, tier chosen from the range"),
+            format!("24-hour node_load1 panel of {count} instances, tier chosen from the range"),
             tiered_gauge("node_load1", &all, day, end),
+            (format!("avg_over_time(node_load1[{}])", window(60.0)), day, 60.0),
         ),
     ];
-    println!("| query | ms (median of 5) | rows |");
-    println!("|---|---|---|");
-    for (name, sql) in cases {
-        let (ms, rows) = latency(db, &sql).await;
-        println!("| {name} | {ms:.1} | {rows} |");
+    match prometheus {
+        None => {
+            println!("| query | ms (median of 5) | rows |");
+            println!("|---|---|---|");
+        }
+        Some(_) => {
+            println!("| query | fleetscrape ms (rows) | PromQL | Prometheus ms (points) | fleetscrape / Prometheus |");
+            println!("|---|---|---|---|---|");
+        }
     }
+    for (name, sql, (promql, from, step)) in cases {
+        let (ms, rows) = latency(db, &sql).await;
+        match prometheus {
+            None => println!("| {name} | {ms:.1} | {rows} |"),
+            Some(prometheus) => {
+                let (prom_ms, points) = prometheus.query_range(&promql, from, end, step).await;
+                println!(
+                    "| {name} | {ms:.1} ({rows}) | `{promql}` step {step} s | {prom_ms:.1} ({points}) | {:.2}× |",
+                    ms / prom_ms
+                );
+            }
+        }
+    }
+}
+
+/// Debian's Prometheus over the same samples, backfilled with promtool, on loopback.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Prometheus {
+    async fn backfill_and_start(openmetrics: &Path, dir: &Path) -> Self {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("create the Prometheus directory");
+        eprintln!("backfilling Prometheus from {} (promtool)", openmetrics.display());
+        let t = Instant::now();
+        let status = std::process::Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics", "-q"])
+            .arg(openmetrics)
+            .arg(&data)
+            .status()
+            .expect("run promtool (apt-get install -y prometheus)");
+        assert!(status.success(), "promtool failed: {status}");
+        eprintln!("backfilled in {:.0} s", t.elapsed().as_secs_f64());
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("write prometheus.yml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .args(["--storage.tsdb.retention.time=3650d", "--log.level=warn"])
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Self { child, url: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new() };
+        prometheus.wait_ready().await;
+        prometheus.wait_compacted(&data).await;
+        prometheus
+    }
+
+    /// Waits until Prometheus has compacted the backfilled 2-hour blocks as a
+    /// long-running one would have (its block count steady for 30 s).
+    async fn wait_compacted(&self, data: &Path) {
+        let blocks = || {
+            std::fs::read_dir(data)
+                .map(|entries| entries.filter_map(Result::ok).filter(|e| e.path().join("meta.json").exists()).count())
+                .unwrap_or(0)
+        };
+        let (mut last, mut steady, started) = (blocks(), 0, Instant::now());
+        eprintln!("Prometheus started with {last} blocks; waiting for its compaction");
+        while steady < 6 && started.elapsed() < Duration::from_secs(900) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let now = blocks();
+            steady = if now == last { steady + 1 } else { 0 };
+            last = now;
+        }
+        eprintln!("{last} blocks after {:.0} s", started.elapsed().as_secs_f64());
+    }
+
+    async fn wait_ready(&self) {
+        let ready = format!("{}/-/ready", self.url);
+        for _ in 0..600 {
+            if self.client.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("Prometheus was not ready in 120 s at {}", self.url);
+    }
+
+    /// Median latency of a `query_range` over 5 runs, and the points it returned.
+    async fn query_range(&self, query: &str, start: f64, end: f64, step: f64) -> (f64, usize) {
+        let url = format!(
+            "{}/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            self.url,
+            percent_encode(query)
+        );
+        let mut timings = Vec::new();
+        let mut points = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let body = self.client.get(&url).send().await.and_then(|r| r.error_for_status()).expect("query_range");
+            let body: serde_json::Value = serde_json::from_slice(&body.bytes().await.expect("response")).expect("JSON");
+            timings.push(t.elapsed().as_secs_f64() * 1000.0);
+            let series = body["data"]["result"].as_array().cloned().unwrap_or_default();
+            points = series.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum();
+        }
+        timings.sort_by(f64::total_cmp);
+        (timings[2], points)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn tier_rows(db: &Path) {
@@ -342,6 +535,7 @@ struct Args {
     churn: Option<usize>,
     retention: Retention,
     small: bool,
+    prometheus: bool,
 }
 
 fn args() -> Args {
@@ -356,6 +550,7 @@ fn args() -> Args {
         churn: None,
         retention: Retention::DEFAULT,
         small: false,
+        prometheus: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -368,6 +563,7 @@ fn args() -> Args {
             "--db" => a.db = Some(value().into()),
             "--scale" => a.scale = Some(value().split(',').map(|n| n.parse().expect("--scale N,M")).collect()),
             "--keep" => a.keep = true,
+            "--prometheus" => a.prometheus = true,
             "--payload" => a.small = value() == "small",
             "--churn" => a.churn = Some(value().parse().expect("--churn N")),
             "--tiers" => {
@@ -475,7 +671,7 @@ async fn main() {
         for &count in sizes {
             let db = dir.path().join(format!("scale-{count}.db"));
             eprintln!("filling {count} instances × {} h at {} s", args.hours, args.interval);
-            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention, args.small).await;
+            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention, args.small, None).await;
             let sql = format!(
                 "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{}' AND time >= {} AND time < {}",
                 instance_id(count / 2),
@@ -495,7 +691,17 @@ async fn main() {
     }
     let db = args.db.clone().unwrap_or_else(|| dir.path().join("filled.db"));
     eprintln!("filling {} instances × {} days at {} s into {}", args.instances, args.days, args.interval, db.display());
-    let filled = fill(&db, args.instances, args.days * 86_400.0, args.interval, args.retention, args.small).await;
+    let openmetrics = args.prometheus.then(|| dir.path().join("offered.om"));
+    let filled = fill(
+        &db,
+        args.instances,
+        args.days * 86_400.0,
+        args.interval,
+        args.retention,
+        args.small,
+        openmetrics.as_deref(),
+    )
+    .await;
     let bytes = disk_bytes(&db);
     println!(
         "\n{} instances × {} simulated days at {} s: {} samples offered, filled in {:.0} s",
@@ -509,7 +715,11 @@ async fn main() {
     );
     tier_rows(&db).await;
     println!();
-    panels(&db, args.instances, filled.end).await;
+    let prometheus = match openmetrics {
+        Some(om) => Some(Prometheus::backfill_and_start(&om, &dir.path().join("prometheus")).await),
+        None => None,
+    };
+    panels(&db, args.instances, filled.end, args.interval, prometheus.as_ref()).await;
     if args.keep {
         let kept = dir.keep();
         eprintln!("kept {}", kept.display());
