@@ -16,6 +16,7 @@ pub mod core;
 
 use std::collections::{BTreeMap, HashMap};
 
+use rusqlite::OptionalExtension;
 use rusqlite::types::Value;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tracing::{debug, info};
@@ -337,15 +338,9 @@ fn move_metric(
     if rows.is_empty() {
         return Ok((0, 0));
     }
-    // Only the series in the block: the metric's series of every instance
-    // ever seen would grow with ASG churn.
-    let mut select = db.prepare_cached(
-        "SELECT series_id, instance_id FROM series WHERE series_id IN
-           (SELECT DISTINCT series_id FROM samples WHERE metric_id = ?1 AND time >= ?2 AND time < ?3)",
-    )?;
-    let instances = select
-        .query_map(range, |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
-        .collect::<rusqlite::Result<HashMap<_, _>>>()?;
+    // One seek per series of the block (not a second pass over its rows,
+    // nor the metric's series of every instance ever seen).
+    let mut instance_of = db.prepare_cached("SELECT instance_id FROM series WHERE series_id = ?1")?;
     let mut points = Vec::new();
     let mut minutes = Vec::new();
     let mut blocks = Vec::new();
@@ -353,7 +348,8 @@ fn move_metric(
         let series_id = series_rows[0].0;
         let series_rows: Vec<(f64, f64)> =
             series_rows.iter().map(|(_, time, value)| (*time, value.unwrap_or(f64::NAN))).collect();
-        let instance = instances.get(&series_id).map_or("", String::as_str);
+        let instance: String = instance_of.query_row([series_id], |row| row.get(0)).optional()?.unwrap_or_default();
+        let instance = instance.as_str();
         let frames = job.frames.get(instance).map_or(&[][..], Vec::as_slice);
         let before = match previous.get(&series_id) {
             Some((p, _)) => Some(*p),
