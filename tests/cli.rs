@@ -269,6 +269,7 @@ async fn run_flushes_and_exits_zero_on_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(exit.success(), "exit {exit:?}; log:\n{log}");
     assert!(log.contains("final flush"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log written to a pipe:\n{log:?}");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM scrape_status").fetch_one(&pool).await.unwrap();
     assert!(rows >= 3, "the buffered statuses were flushed at shutdown ({rows} rows)");

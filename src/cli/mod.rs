@@ -74,6 +74,13 @@ impl Cli {
     }
 }
 
+/// Whether log lines carry ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+/// A pipe, a file or journald gets plain text.
+pub fn log_colors(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Runs the parsed command.
 ///
 /// # Errors
@@ -148,4 +155,17 @@ async fn discover(config: &Config, format: OutputFormat) -> anyhow::Result<()> {
     };
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(super::log_colors(true, None));
+        assert!(super::log_colors(true, Some(OsStr::new(""))), "an empty NO_COLOR does not count");
+        assert!(!super::log_colors(true, Some(OsStr::new("1"))));
+        assert!(!super::log_colors(false, None), "a pipe or a file gets plain text");
+        assert!(!super::log_colors(false, Some(OsStr::new("1"))));
+    }
 }
