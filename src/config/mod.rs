@@ -316,7 +316,8 @@ impl Config {
         Self::from_raw(raw, &base).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
     }
 
-    fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Self, Vec<Problem>> {
+    fn from_raw(mut raw: RawConfig, base_dir: &Path) -> Result<Self, Vec<Problem>> {
+        raw.scrape.clamp_default_timeouts();
         let storage_path = base_dir.join(&raw.storage.path.value);
         let mut problems = Problems::default();
         problems.check_aws(&raw.aws);

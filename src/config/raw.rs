@@ -220,3 +220,18 @@ impl Default for RawStorage {
         }
     }
 }
+
+impl RawScrape {
+    /// Prometheus's rule for an unset `scrape_timeout`: the default (10s), or
+    /// the interval if that is shorter; the direct-connect timeout's default
+    /// follows the timeout. Values written in the file are left to the checks.
+    pub(super) fn clamp_default_timeouts(&mut self) {
+        let unset = |d: &Spanned<PromDuration>| d.referenced == Location::UNKNOWN;
+        if unset(&self.timeout) && self.timeout.value > self.interval.value {
+            self.timeout = unlocated(self.interval.value);
+        }
+        if unset(&self.direct_connect_timeout) && self.direct_connect_timeout.value > self.timeout.value {
+            self.direct_connect_timeout = unlocated(self.timeout.value);
+        }
+    }
+}

@@ -94,6 +94,20 @@ fn timeout_longer_than_interval_is_rejected() {
 }
 
 #[test]
+fn a_short_interval_alone_clamps_the_default_timeouts_as_prometheus_does() {
+    // Prometheus: an unset scrape_timeout is the global 10s, or the interval if shorter.
+    let config = parse("scrape:\n  interval: 5s\n").unwrap();
+    assert_eq!(config.scrape.timeout.to_string(), "5s");
+    let config = parse("scrape:\n  interval: 500ms\n").unwrap();
+    assert_eq!(config.scrape.timeout.to_string(), "500ms");
+    assert_eq!(config.scrape.direct_connect_timeout.to_string(), "500ms", "the connect timeout follows");
+    // A timeout written in the file is never changed, only checked.
+    assert_contains(&error("scrape:\n  interval: 5s\n  timeout: 10s\n"), &["line 3", "scrape.timeout"]);
+    let config = parse("scrape:\n  interval: 5s\n  timeout: 2s\n").unwrap();
+    assert_eq!(config.scrape.timeout.to_string(), "2s");
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let err = error("scrape:\n  interval: 0s\n  metrics_path: metrics\naws:\n  endpoint_url: localhost:5000\n");
     assert_contains(&err, &["scrape.interval", "scrape.metrics_path", "aws.endpoint_url", "line 5"]);
