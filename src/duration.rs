@@ -84,6 +84,9 @@ impl FromStr for PromDuration {
             }
             let number: u64 = rest[..digits].parse().map_err(|_| fail("number too large"))?;
             rest = &rest[digits..];
+            if rest.starts_with(['.', ',']) {
+                return Err(fail("fractions are not allowed: combine units instead, e.g. 1m30s for 1.5m"));
+            }
             let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
@@ -167,6 +170,14 @@ mod tests {
         let err = parse("10 seconds").unwrap_err().to_string();
         assert!(err.contains("\"10 seconds\""), "{err}");
         assert!(err.contains("Prometheus syntax"), "{err}");
+    }
+
+    #[test]
+    fn a_fraction_is_named_as_such() {
+        // "1.5m" used to read as "missing unit" (after "1").
+        let err = parse("1.5m").unwrap_err().to_string();
+        assert!(err.contains("fractions are not allowed"), "{err}");
+        assert!(err.contains("1m30s"), "{err}");
     }
 
     #[test]
