@@ -311,7 +311,7 @@ impl Config {
         if text.trim().is_empty() {
             return Err(Error::Empty { path: path.to_path_buf() });
         }
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, &e))?;
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
         let base = absolute_parent(path);
         Self::from_raw(raw, &base).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
     }
@@ -513,12 +513,61 @@ fn read_config_file(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Unreadable { path: owned(), source })
 }
 
-fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> Error {
+fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> Error {
     let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
     let rendered = error.render_with_options(options);
     let message = rendered.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
     let line = error.location().and_then(line_of);
-    Error::Syntax { path: path.to_path_buf(), line, message: strip_location_suffix(&message) }
+    let message = plain_words(&strip_location_suffix(&message));
+    // The parser names the line but not the key: take it from the file.
+    let message = match line.and_then(|l| key_at_line(text, l)) {
+        Some(key) if !message.contains(&key) => format!("{key}: {message}"),
+        _ => message,
+    };
+    Error::Syntax { path: path.to_path_buf(), line, message }
+}
+
+/// serde-saphyr's messages in the words of a config file's reader.
+fn plain_words(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!("{key} is set more than once");
+    }
+    match message {
+        "invalid u64" | "invalid u32" | "invalid usize" | "invalid u16" | "invalid u8" => {
+            format!("{message}: expected a whole number (0 or more)")
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// The dotted key (`scrape.sample_limit`) written on 1-based `line` of a YAML
+/// block mapping, found from the indentation of the lines above it.
+fn key_at_line(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let key_of = |l: &str| {
+        let trimmed = l.trim_start();
+        let key = trimmed.split_once(':')?.0.trim();
+        let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        plain.then(|| (l.len() - trimmed.len(), key.to_string()))
+    };
+    let (mut indent, key) = key_of(lines.get(index)?)?;
+    let mut path = vec![key];
+    for l in lines[..index].iter().rev() {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some((i, key)) = key_of(l).filter(|(i, _)| *i < indent) {
+            path.push(key);
+            indent = i;
+            if i == 0 {
+                break;
+            }
+        }
+    }
+    path.reverse();
+    Some(path.join("."))
 }
 
 /// serde-saphyr ends plain messages with "at line L, column C"; the line is

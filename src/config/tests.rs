@@ -108,6 +108,15 @@ fn a_short_interval_alone_clamps_the_default_timeouts_as_prometheus_does() {
 }
 
 #[test]
+fn type_errors_and_duplicates_name_the_key_in_plain_words() {
+    let err = error("aws:\n  region: x\nscrape:\n  interval: 5s\n  sample_limit: -5\n");
+    assert_contains(&err, &["line 5", "scrape.sample_limit", "a whole number"]);
+    let err = error("scrape:\n  interval: 5s\n  interval: 10s\n");
+    assert_contains(&err, &["line 3", "scrape.interval", "more than once"]);
+    assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let err = error("scrape:\n  interval: 0s\n  metrics_path: metrics\naws:\n  endpoint_url: localhost:5000\n");
     assert_contains(&err, &["scrape.interval", "scrape.metrics_path", "aws.endpoint_url", "line 5"]);
