@@ -97,7 +97,10 @@ fn fleet_template(small: bool) -> Fleet {
             let base = if s.value.is_finite() { s.value } else { 0.0 };
             let next = later.get(&(s.name, s.raw_labels())).copied().unwrap_or(base);
             let counter = kind == MetricType::Counter;
-            let text_labels = labels.iter().map(|(n, v)| format!(",{n}=\"{}\"", escape(v))).collect();
+            let text_labels = labels
+                .iter()
+                .map(|(n, v)| format!(",{n}=\"{}\"", fleetscrape::exposition::escape_label_value(v)))
+                .collect();
             Series {
                 metric: s.name.into(),
                 labels: serde_json::to_string(&labels).expect("labels to JSON").into(),
@@ -114,11 +117,6 @@ fn fleet_template(small: bool) -> Fleet {
         })
         .collect();
     Fleet { series, types: types.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
-}
-
-/// A label value escaped for the exposition format.
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Appends `scrape` to an OpenMetrics file for `promtool tsdb create-blocks-from openmetrics`.

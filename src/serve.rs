@@ -112,10 +112,6 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 struct Exposition(String);
 
 impl Exposition {
@@ -124,7 +120,8 @@ impl Exposition {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+        let labels: Vec<String> =
+            labels.iter().map(|(k, v)| format!("{k}=\"{}\"", crate::exposition::escape_label_value(v))).collect();
         let braces = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
         let _ = writeln!(self.0, "{name}{braces} {value}");
     }

@@ -308,5 +308,14 @@ fn check_labels(raw_labels: &str, limits: &Limits) -> Result<(), ErrorKind> {
     Ok(())
 }
 
+/// A label value escaped for the text format (`\\`, `\"`, `\n`): the
+/// inverse of what [`Sample::labels`] undoes. Borrows when nothing needs it.
+pub fn escape_label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    std::borrow::Cow::Owned(value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+}
+
 #[cfg(test)]
 mod tests;

@@ -249,3 +249,13 @@ fn bodies_decode_under_the_size_limit() {
     let e = decode_body(b"a 1\nb{x=\"\xff\"} 1\n".to_vec(), None, 0).unwrap_err();
     assert!(matches!(e, BodyError::Utf8 { line: 2 }), "{e}");
 }
+
+#[test]
+fn escaped_label_values_parse_back_to_themselves() {
+    for value in ["plain", r"C:\temp", r#"say "hi""#, "two\nlines", r#"\"\n"#, ""] {
+        let line = format!("m{{l=\"{}\"}} 1\n", escape_label_value(value));
+        let payload = parse(&line, &Limits::default()).unwrap();
+        assert_eq!(payload.samples[0].label("l").as_deref(), Some(value), "{line}");
+    }
+    assert!(matches!(escape_label_value("plain"), std::borrow::Cow::Borrowed(_)));
+}
