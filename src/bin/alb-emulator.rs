@@ -109,15 +109,7 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let ansi = fleetscrape::cli::log_colors(
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
+    fleetscrape::cli::init_logging("warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

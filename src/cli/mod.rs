@@ -74,6 +74,16 @@ impl Cli {
     }
 }
 
+/// Logs to stderr at `default_filter` unless `RUST_LOG` says otherwise, with
+/// colours only where [`log_colors`] allows them. For every binary of the crate.
+pub fn init_logging(default_filter: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let ansi = log_colors(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
 /// Whether log lines carry ANSI colours: only on a terminal, and never when
 /// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
 /// A pipe, a file or journald gets plain text.
