@@ -37,7 +37,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,8 +44,6 @@ use fleetscrape::exposition::{Limits, MetricType, parse};
 use fleetscrape::store::{
     Batch, EventKind, EventRecord, InstanceRecord, Maintenance, Retention, SampleRecord, ScrapeRecord, Store,
 };
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 const T0: &str = include_str!("../bench/data/node_exporter-t0.prom");
 const T15: &str = include_str!("../bench/data/node_exporter-t15.prom");
@@ -276,13 +273,11 @@ fn disk_bytes(db: &Path) -> u64 {
 /// and its rows. Through SQLite directly, as the plugin's Go driver steps it:
 /// sqlx would add a thread wake-up per row to the figure.
 fn latency(db: &Path, sql: &str) -> (f64, usize) {
-    use rusqlite::OpenFlags;
     let mut timings = Vec::new();
     let mut rows = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open");
-        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        let conn = open_read_only(db);
         let mut statement = conn.prepare(sql).expect("prepare");
         let columns = statement.column_count();
         let mut result = statement.query([]).expect("query");
@@ -477,16 +472,22 @@ impl Prometheus {
 
     /// Median latency of a `query_range` over 5 runs, and the points it returned.
     async fn query_range(&self, query: &str, start: f64, end: f64, step: f64) -> (f64, usize) {
-        let url = format!(
-            "{}/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
-            self.url,
-            percent_encode(query)
-        );
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query_range", self.url),
+            [
+                ("query", query),
+                ("start", &format!("{start:.3}")),
+                ("end", &format!("{end:.3}")),
+                ("step", &step.to_string()),
+            ],
+        )
+        .expect("query_range URL");
         let mut timings = Vec::new();
         let mut points = 0;
         for _ in 0..5 {
             let t = Instant::now();
-            let body = self.client.get(&url).send().await.and_then(|r| r.error_for_status()).expect("query_range");
+            let body =
+                self.client.get(url.clone()).send().await.and_then(|r| r.error_for_status()).expect("query_range");
             let body: serde_json::Value = serde_json::from_slice(&body.bytes().await.expect("response")).expect("JSON");
             timings.push(t.elapsed().as_secs_f64() * 1000.0);
             let series = body["data"]["result"].as_array().cloned().unwrap_or_default();
@@ -504,33 +505,21 @@ impl Drop for Prometheus {
     }
 }
 
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A new read-only connection, as the plugin opens one per query.
+fn open_read_only(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn
 }
 
-async fn tier_rows(db: &Path) {
-    let mut conn = SqliteConnectOptions::from_str("sqlite:")
-        .expect("options")
-        .filename(db)
-        .read_only(true)
-        .connect()
-        .await
-        .expect("connect");
+fn tier_rows(db: &Path) {
+    let conn = open_read_only(db);
     println!("| table | rows |");
     println!("|---|---|");
     for table in ["samples", "frames", "points", "rollup_1m", "rollup_5m", "rollup_1h", "series"] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(&mut conn)
-            .await
-            .expect("count");
+        let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).expect("count");
         println!("| {table} | {n} |");
     }
-    conn.close().await.expect("close");
 }
 
 struct Args {
@@ -722,7 +711,7 @@ async fn main() {
         bytes as f64 / filled.offered as f64,
         filled.longest_step.as_secs_f64() * 1000.0
     );
-    tier_rows(&db).await;
+    tier_rows(&db);
     println!();
     let prometheus = match openmetrics {
         Some(om) => Some(Prometheus::backfill_and_start(&om, &dir.path().join("prometheus")).await),
