@@ -41,6 +41,9 @@ pub enum Error {
     /// The final flush did not finish within `shutdown_timeout`.
     #[error("the shutdown budget ({0:?}) ran out before the final flush finished; the last batch may be lost")]
     ShutdownBudget(std::time::Duration),
+    /// `run --once` stored no target: every scrape failed, or there was none.
+    #[error("no target was stored: {0}")]
+    NothingStored(PassSummary),
     /// The HTTP endpoint could not listen.
     #[error("cannot listen on {address} (http.listen_address): {source}")]
     Listen {
@@ -49,6 +52,24 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// What a `--once` pass that stored nothing saw: failures by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PassSummary {
+    /// Failed instance scrapes by reason.
+    pub failed: std::collections::BTreeMap<scrape::FailureReason, u64>,
+}
+
+impl std::fmt::Display for PassSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: u64 = self.failed.values().sum();
+        if total == 0 {
+            return f.write_str("discovery found no target to scrape");
+        }
+        let reasons: Vec<String> = self.failed.iter().map(|(reason, n)| format!("{reason}: {n}")).collect();
+        write!(f, "{total} failed ({})", reasons.join(", "))
+    }
 }
 
 /// Runs until `shutdown` is cancelled, or one discovery and one scrape pass
@@ -160,6 +181,11 @@ async fn run_once(
     };
     writer.send(sink.batch_for(&topology, scrape::now_seconds())).await;
     scraper.run_once().await;
+    let counters = scraper.state().counters();
+    // A pass cut by a signal is a requested stop, not a failure.
+    if counters.scrapes_stored.values().sum::<u64>() == 0 && !shutdown.is_cancelled() {
+        return Err(Error::NothingStored(PassSummary { failed: counters.scrape_failures }));
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The `fleetscrape` binary: parse arguments, set up logging, run, and turn
-//! any error into one line on stderr and a non-zero exit code.
+//! any error into one line on stderr and a non-zero exit code
+//! ([`fleetscrape::cli::exit_code`]).
 
 use std::process::ExitCode;
 
@@ -8,20 +9,21 @@ use fleetscrape::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.default_log_filter());
+    let logging = cli::init_logging("fleetscrape", cli.default_log_filter(), cli.log_format);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
+    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => match runtime.block_on(cli::run(cli)) {
+            Ok(()) => 0,
+            Err(e) => {
+                logging.final_error(&format!("{e:#}"));
+                cli::exit_code(&e)
+            }
+        },
         Err(e) => {
-            eprintln!("fleetscrape: error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            logging.final_error(&format!("cannot start the async runtime: {e}"));
+            1
         }
     };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fleetscrape: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    logging.flush();
+    ExitCode::from(code)
 }

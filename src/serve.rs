@@ -275,6 +275,11 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
             writer.retention_rows.load(Ordering::Relaxed) as f64,
         ),
         (
+            "fleetscrape_log_lines_dropped_total",
+            "Log lines not written: stderr's reader was too slow (queue full) or gone (broken pipe).",
+            crate::cli::dropped_lines() as f64,
+        ),
+        (
             "fleetscrape_store_maintenance_errors_total",
             "Failed compaction or retention steps (retried).",
             writer.maintenance_errors.load(Ordering::Relaxed) as f64,

@@ -109,19 +109,18 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    fleetscrape::cli::init_logging("warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("alb-emulator: error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let logging = fleetscrape::cli::init_logging("alb-emulator", "warn", fleetscrape::cli::LogFormat::Text);
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(e) => Err(anyhow::Error::from(e).context("cannot start the async runtime")),
     };
-    match runtime.block_on(run(args)) {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("alb-emulator: error: {e:#}");
+            logging.final_error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
-    }
+    };
+    logging.flush();
+    code
 }

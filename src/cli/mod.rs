@@ -1,6 +1,7 @@
 //! The command-line interface: argument definitions and the commands.
 //! `main.rs` parses, sets up logging, and reports the error this returns.
 
+mod logging;
 mod output;
 
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::discovery::Discoverer;
 
+pub use logging::{LogFormat, LogPipe, dropped_lines};
+
 /// Discovers EC2 instances behind ALB listeners and Auto Scaling groups and
 /// scrapes each one with per-instance attribution.
 #[derive(Debug, Parser)]
@@ -19,6 +22,10 @@ pub struct Cli {
     /// Configuration file (YAML).
     #[arg(long, short = 'c', global = true, env = "FLEETSCRAPE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+
+    /// How log lines on stderr are written: text for people, JSON (one object per line) for log shippers.
+    #[arg(long, global = true, env = "FLEETSCRAPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// What to do.
     #[command(subcommand)]
@@ -29,6 +36,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Discover, scrape and store until SIGINT or SIGTERM (then flush and exit 0).
+    #[command(after_help = "Exit codes: 0 done (or stopped by SIGINT/SIGTERM); 1 an error (one line on stderr); \
+                            2 a usage error; 3 --once stored no target (each failure is logged at warn).")]
     Run {
         /// One discovery and one scrape pass (every member reached or its
         /// round's budget spent), then flush and exit.
@@ -74,14 +83,60 @@ impl Cli {
     }
 }
 
-/// Logs to stderr at `default_filter` unless `RUST_LOG` says otherwise, with
-/// colours only where [`log_colors`] allows them. For every binary of the crate.
-pub fn init_logging(default_filter: &str) {
+/// What `main` needs of the logging set up by [`init_logging`]: its last
+/// line and the flush before exit.
+#[derive(Debug)]
+pub struct Logging {
+    program: &'static str,
+    pipe: Option<LogPipe>,
+    format: LogFormat,
+}
+
+impl Logging {
+    /// Writes `message` as the process's last word: `PROGRAM: error: …` in
+    /// text, an ERROR event in JSON. Never panics on a closed stderr.
+    pub fn final_error(&self, message: &str) {
+        match (&self.pipe, self.format) {
+            (Some(_), LogFormat::Json) => tracing::error!("{message}"),
+            (Some(pipe), LogFormat::Text) => {
+                pipe.write_line(format!("{}: error: {message}\n", self.program).into_bytes());
+            }
+            (None, _) => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "{}: error: {message}", self.program);
+            }
+        }
+    }
+
+    /// Waits (at most a second: a pipe nobody reads stays full) for the
+    /// queued lines to reach stderr.
+    pub fn flush(&self) {
+        if let Some(pipe) = &self.pipe {
+            pipe.flush(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+/// Logs to stderr at `default_filter` unless `RUST_LOG` says otherwise, in
+/// `format`, with colours only where [`log_colors`] allows them, through a
+/// [`LogPipe`] so that a closed or full stderr never panics or stalls the
+/// caller. For every binary of the crate.
+pub fn init_logging(program: &'static str, default_filter: &str, format: LogFormat) -> Logging {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let ansi = log_colors(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let Ok(pipe) = LogPipe::spawn(std::io::stderr()) else {
+        // No thread for the writer: log nothing rather than risk a blocking stderr.
+        return Logging { program, pipe: None, format };
+    };
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(pipe.clone()).log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    Logging { program, pipe: Some(pipe), format }
 }
 
 /// Whether log lines carry ANSI colours: only on a terminal, and never when
@@ -89,6 +144,16 @@ pub fn init_logging(default_filter: &str) {
 /// A pipe, a file or journald gets plain text.
 pub fn log_colors(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// The exit code for an error `run` returned: 3 when `run --once` stored no
+/// target (every scrape failed, or discovery found none), 1 for any other
+/// error. clap exits 2 on a usage error; success is 0.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<crate::daemon::Error>() {
+        Some(crate::daemon::Error::NothingStored(_)) => 3,
+        _ => 1,
+    }
 }
 
 /// Runs the parsed command.
@@ -141,17 +206,29 @@ async fn report(db: &std::path::Path, png: Option<&std::path::Path>) -> anyhow::
         anyhow::bail!("database {}: not found", db.display());
     }
     let history = crate::report::read(db).await?;
-    print!("{}", crate::report::table(&history));
+    print_stdout(&crate::report::table(&history))?;
     if let Some(png) = png {
         crate::report::draw(&history, png)?;
-        println!("chart written to {}", png.display());
+        print_stdout(&format!("chart written to {}\n", png.display()))?;
     }
     Ok(())
 }
 
+/// Writes a command's result to stdout. A reader that has gone
+/// (`fleetscrape discover | head -1`) is no error, where `println!` would
+/// panic; any other write error (a full disk behind a redirect) is.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::from(e).context("writing to stdout")),
+        _ => Ok(()),
+    }
+}
+
 fn check_config(config: &Config) -> anyhow::Result<()> {
     let yaml = config.to_yaml().context("printing the effective configuration")?;
-    println!("{}", yaml.trim_end());
+    print_stdout(&format!("{}\n", yaml.trim_end()))?;
     Ok(())
 }
 
@@ -163,7 +240,7 @@ async fn discover(config: &Config, format: OutputFormat) -> anyhow::Result<()> {
         OutputFormat::Json => output::json(&refresh.topology)?,
         OutputFormat::Table => output::table(&refresh),
     };
-    println!("{text}");
+    print_stdout(&format!("{text}\n"))?;
     Ok(())
 }
 

@@ -51,6 +51,7 @@ use crate::exposition::Limits;
 use crate::store::{Batch, WriterHandle};
 pub use client::{Fetch, FetchRequest, HttpClient};
 pub use convert::ConvertOptions;
+pub use failure::FailureReason;
 use schedule::{Clock, Schedule, Tick};
 pub use state::{ScrapeState, TargetStatus};
 

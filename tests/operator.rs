@@ -1,0 +1,237 @@
+//! The operator's view of `fleetscrape run` (issue #11, item 5), run as a
+//! user would: failures logged once per change of state, exit codes, logs
+//! to a closed or full pipe, JSON logs.
+
+mod common;
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::seed::Seeder;
+use common::{Moto, TEST_ENV, free_port, set_test_env, write_config};
+
+/// A config whose every listener address is a closed loopback port: each
+/// interval records up=0 (`connect_error`) for the seed topology's three
+/// instances. `extra` is appended as top-level YAML.
+fn failing_config(dir: &std::path::Path, moto: &Moto, http: &str, extra: &str) -> std::path::PathBuf {
+    let closed = format!("127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n\
+         relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{closed}'}}\n\
+         storage:\n  path: {}\n  flush_interval: 1s\nhttp:\n  listen_address: {http}\n{extra}",
+        moto.url,
+        dir.join("operator.db").display()
+    );
+    write_config(dir, &yaml)
+}
+
+fn command(args: &[&str], home: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetscrape"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(TEST_ENV)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Waits for `child` to exit; panics past `limit` (a hang guard, not a timing assertion).
+fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            return exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `fleetscrape_scrape_failures_total` summed over reasons, from `/metrics`.
+async fn failures_counted(http: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics")).await.ok()?.text().await.ok()?;
+    let total = text
+        .lines()
+        .filter(|l| l.starts_with("fleetscrape_scrape_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Some(total)
+}
+
+/// Waits until the daemon has counted more than `above` failed scrapes.
+async fn wait_failures_above(child: &mut Child, http: &str, above: f64, what: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(child.try_wait().expect("wait").is_none(), "{what}: fleetscrape run exited early");
+        if let Some(total) = failures_counted(http).await
+            && total > above
+        {
+            return total;
+        }
+        assert!(Instant::now() < deadline, "{what}: scraping stopped (failures stayed at or below {above})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `fleetscrape_log_lines_dropped_total`, from `/metrics`.
+async fn dropped_log_lines(http: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("fleetscrape_log_lines_dropped_total "))?.parse().ok()
+}
+
+fn sigterm(child: &Child) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_with_every_target_down_exits_3_and_logs_each_failure_at_warn() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = failing_config(dir.path(), &moto, &http, "");
+    let home = tempfile::tempdir().unwrap();
+    let output = command(&["run", "--once", "--config", config.to_str().unwrap()], home.path(), &[])
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run --once");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "exit {:?}; log:\n{log}", output.status);
+    let failing: Vec<&str> = log.lines().filter(|l| l.contains("scrape failing")).collect();
+    assert_eq!(failing.len(), 3, "one warning per instance:\n{log}");
+    assert!(failing.iter().all(|l| l.contains("WARN") && l.contains("connect_error")), "{failing:#?}");
+    let last = log.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("error: no target was stored") && last.contains("3 failed (connect_error: 3)"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_target_is_logged_once_while_it_keeps_failing() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = failing_config(dir.path(), &moto, &http, "");
+    let home = tempfile::tempdir().unwrap();
+    let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Three instances fail every second: 12 failures are four intervals.
+    wait_failures_above(&mut child, &http, 12.0, "steady failure").await;
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(30), "run");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    assert_eq!(log.lines().filter(|l| l.contains("scrape failing")).count(), 3, "{log}");
+}
+
+/// `fleetscrape run … 2>&1 | head -2`: the reader goes away after two lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stderr_pipe_neither_panics_nor_stops_scraping() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = failing_config(dir.path(), &moto, &http, "");
+    let home = tempfile::tempdir().unwrap();
+    let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[("RUST_LOG", "debug")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let first = wait_failures_above(&mut child, &http, 0.0, "closed pipe").await;
+    wait_failures_above(&mut child, &http, first + 6.0, "closed pipe").await;
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(30), "run with a closed stderr");
+    assert!(exit.success(), "exit {exit:?} (101 is a panic)");
+}
+
+/// A log reader that stops reading (a stuck log shipper): the pipe fills and
+/// every write to it would block.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_stderr_pipe_never_stalls_scraping_or_shutdown() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = failing_config(dir.path(), &moto, &http, "");
+    let home = tempfile::tempdir().unwrap();
+    // Trace level fills a 64 KiB pipe within the first discovery.
+    let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[("RUST_LOG", "trace")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _never_read = child.stderr.take();
+    // Once lines are being dropped the pipe and the queue are full: from
+    // then on every write would have blocked.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while dropped_log_lines(&http).await.is_none_or(|d| d == 0.0) {
+        assert!(Instant::now() < deadline, "the log never filled the pipe");
+        assert!(child.try_wait().expect("wait").is_none(), "fleetscrape run exited early");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = wait_failures_above(&mut child, &http, 0.0, "full pipe").await;
+    wait_failures_above(&mut child, &http, first + 6.0, "full pipe").await;
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(30), "run with a full stderr");
+    assert!(exit.success(), "exit {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_format_json_writes_one_object_per_line() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = failing_config(dir.path(), &moto, &http, "");
+    let home = tempfile::tempdir().unwrap();
+    let output =
+        command(&["--log-format", "json", "run", "--once", "--config", config.to_str().unwrap()], home.path(), &[])
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run --once");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let mut warnings = 0;
+    for line in log.lines() {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON object ({e}): {line:?}\n{log}"));
+        if object["fields"]["message"] == "scrape failing" {
+            assert_eq!(object["level"], "WARN", "{object}");
+            assert_eq!(object["fields"]["reason"], "connect_error", "{object}");
+            assert!(object["fields"]["instance"].as_str().is_some_and(|i| i.starts_with("i-")), "{object}");
+            warnings += 1;
+        }
+    }
+    assert_eq!(warnings, 3, "{log}");
+    assert_eq!(output.status.code(), Some(3));
+}
+
+/// `fleetscrape check-config | head -0`: stdout's reader has gone before the
+/// first write.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "aws:\n  region: ap-northeast-2\n");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = command(&["check-config", "--config", config.to_str().unwrap()], dir.path(), &[])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("check-config");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?} (101 is a panic):\n{err}", output.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
