@@ -32,6 +32,9 @@ pub enum Error {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// Another `run` writes to the same database.
+    #[error(transparent)]
+    Lock(#[from] store::lock::LockError),
     /// AWS set-up or the first discovery (`--once`) failed.
     #[error(transparent)]
     Discovery(#[from] discovery::Error),
@@ -78,7 +81,13 @@ impl std::fmt::Display for PassSummary {
 /// # Errors
 /// [`Error`] when a part cannot start (with `once`, also when discovery fails).
 pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Result<(), Error> {
-    let store = Store::open(&config.storage.path).await?;
+    let path = &config.storage.path;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| store::Error::Directory { path: dir.to_path_buf(), source })?;
+    }
+    // Held until `run` returns: one writer per database.
+    let _lock = store::lock::WriterLock::acquire(path)?;
+    let store = Store::open(path).await?;
     info!(path = %store.path().display(), "database open");
     let refresher = Refresher::new(Discoverer::from_config(&config).await?, config.discovery.refresh_interval.as_std())
         .with_early_refresh_min_interval(config.discovery.early_refresh_min_interval.as_std());

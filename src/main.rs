@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(runtime) => match runtime.block_on(cli::run(cli)) {
             Ok(()) => 0,
             Err(e) => {
-                logging.final_error(&format!("{e:#}"));
+                logging.final_error(&cli::error_line(&e));
                 cli::exit_code(&e)
             }
         },

@@ -26,6 +26,9 @@ pub enum Error {
         /// The cause.
         source: sqlx::Error,
     },
+    /// The path holds no fleetscrape database.
+    #[error("{}", .0)]
+    NotFleetscrape(String),
     /// The database has no CPU values yet.
     #[error("{} has no CPU values yet (cpu_utilization is empty): let fleetscrape run for a few intervals", .0.display())]
     Empty(std::path::PathBuf),
@@ -33,7 +36,7 @@ pub enum Error {
     #[error("no font for the chart: install fonts-dejavu-core (looked for {})", FONTS.join(", "))]
     NoFont,
     /// Drawing or writing the PNG failed.
-    #[error("cannot draw {}: {message}", path.display())]
+    #[error("{message}")]
     Draw {
         /// The PNG path.
         path: std::path::PathBuf,
@@ -74,11 +77,29 @@ pub struct CpuHistory {
 /// # Errors
 /// [`Error::Database`], or [`Error::Empty`] when there is nothing to show.
 pub async fn read(db: &Path) -> Result<CpuHistory, Error> {
+    use crate::store::identify::{self, Contents};
     let fail = |source| Error::Database { path: db.to_path_buf(), source };
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .pragma("query_only", "1")
-        .busy_timeout(Duration::from_secs(5));
+    match identify::identify(db).await {
+        Ok(Contents::Fleetscrape) => {}
+        Ok(Contents::Missing) => return Err(Error::NotFleetscrape(format!("database {}: not found", db.display()))),
+        Ok(Contents::Empty) => {
+            return Err(Error::NotFleetscrape(format!(
+                "{} is empty: not a fleetscrape database (yet: fleetscrape run creates its schema)",
+                db.display()
+            )));
+        }
+        Ok(Contents::Foreign(tables)) => {
+            return Err(Error::NotFleetscrape(format!(
+                "{} is not a fleetscrape database (it has tables {})",
+                db.display(),
+                tables.join(", ")
+            )));
+        }
+        Err(e) => return Err(Error::NotFleetscrape(e.to_string())),
+    }
+    // Read-only: a user who can read the database (and a live writer's
+    // -wal and -shm) but not write its directory can run the report.
+    let options = identify::read_only_options(db).busy_timeout(Duration::from_secs(5));
     let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(fail)?;
     let rows = sqlx::query("SELECT time, instance_id, role, value FROM cpu_utilization ORDER BY instance_id, time")
         .fetch_all(&pool)
@@ -149,7 +170,16 @@ fn load_font() -> Result<(), Error> {
 /// [`Error::NoFont`] or [`Error::Draw`].
 pub fn draw(history: &CpuHistory, png: &Path) -> Result<(), Error> {
     load_font()?;
-    let draw_error = |e: &dyn std::fmt::Display| Error::Draw { path: png.to_path_buf(), message: e.to_string() };
+    // The bitmap backend writes at the end and reports a failure as
+    // `ImageError(IoError(…))`: find out first, in plain words.
+    std::fs::File::create(png).map_err(|e| Error::Draw {
+        path: png.to_path_buf(),
+        message: format!("cannot write the chart to {}: {e}", png.display()),
+    })?;
+    let draw_error = |e: &dyn std::fmt::Display| Error::Draw {
+        path: png.to_path_buf(),
+        message: format!("cannot draw {}: {e}", png.display()),
+    };
     let start = history.series.iter().flat_map(|s| s.points.first()).map(|p| p.0).fold(f64::MAX, f64::min);
     let end = history.series.iter().flat_map(|s| s.points.last()).map(|p| p.0).fold(f64::MIN, f64::max);
     let minutes = |t: f64| (t - start) / 60.0;

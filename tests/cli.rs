@@ -275,12 +275,11 @@ async fn run_flushes_and_exits_zero_on_sigterm() {
     assert!(rows >= 3, "the buffered statuses were flushed at shutdown ({rows} rows)");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn report_prints_cpu_per_instance_and_draws_a_png() {
+/// A database with ten CPU points for a basic instance (90 %) and an ASG
+/// member (30 %), and one scale-out event.
+async fn write_report_db(db: &Path) {
     use fleetscrape::store::{Batch, EventKind, EventRecord, InstanceRecord, SampleRecord, ScrapeRecord, Store};
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("report.db");
-    let mut store = Store::open(&db).await.unwrap();
+    let mut store = Store::open(db).await.unwrap();
     let instance = |id: &str, role: &str| InstanceRecord {
         instance_id: id.into(),
         role: role.into(),
@@ -315,6 +314,14 @@ async fn report_prints_cpu_per_instance_and_draws_a_png() {
     });
     store.write(&batch).await.unwrap();
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_prints_cpu_per_instance_and_draws_a_png() {
+    use fleetscrape::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("report.db");
+    write_report_db(&db).await;
 
     let png = dir.path().join("cpu.png");
     let output = fleetscrape(&["report", "--db", db.to_str().unwrap(), "--png", png.to_str().unwrap()], &[]);
@@ -335,6 +342,87 @@ async fn report_prints_cpu_per_instance_and_draws_a_png() {
     let empty = dir.path().join("empty.db");
     Store::open(&empty).await.unwrap().close().await;
     assert_fails_with(&fleetscrape(&["report", "--db", empty.to_str().unwrap()], &[]), &["no CPU values yet"]);
+}
+
+/// Runs `fleetscrape args` as `nobody` (not root: file modes apply), from a
+/// copy of the binary that user can execute.
+fn fleetscrape_as_nobody(args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("fleetscrape");
+    std::fs::copy(env!("CARGO_BIN_EXE_fleetscrape"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("setpriv")
+}
+
+/// Issue #11: `report` needed write access to the database's directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_works_for_a_user_who_can_only_read_the_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("report.db");
+    write_report_db(&db).await;
+    // Root's directory, readable by all, writable by none but root.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = db.to_str().unwrap();
+    let closed = fleetscrape_as_nobody(&["report", "--db", path]);
+    assert!(closed.status.success(), "a closed database (no -wal): {}", stderr(&closed));
+    assert!(stdout(&closed).contains("i-basic"), "{}", stdout(&closed));
+
+    // A live writer: -wal and -shm exist, with the database's mode.
+    let store = fleetscrape::store::Store::open(&db).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let live = fleetscrape_as_nobody(&["report", "--db", path]);
+    assert!(live.status.success(), "beside a live writer: {}", stderr(&live));
+    assert!(stdout(&live).contains("i-asg"), "{}", stdout(&live));
+    store.close().await;
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "report created no file beside the database");
+}
+
+/// Issue #11: a directory was "not found", an empty file "no such table", an
+/// unwritable `--png` `ImageError(IoError(…))`.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_errors_say_what_is_wrong_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("report.db");
+    write_report_db(&db).await;
+    let report = |db: &Path, png: Option<&Path>| {
+        let mut args = vec!["report".to_string(), "--db".into(), db.display().to_string()];
+        if let Some(png) = png {
+            args.extend(["--png".into(), png.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fleetscrape(&args, &[])
+    };
+    assert_fails_with(&report(dir.path(), None), &["is a directory, not a database file"]);
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    assert_fails_with(&report(&empty, None), &["is empty: not a fleetscrape database"]);
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello, this is not SQLite\n".repeat(100)).unwrap();
+    assert_fails_with(&report(&text, None), &["is not a SQLite database"]);
+    let other = dir.path().join("other.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}?mode=rwc", other.display())).await.unwrap();
+    sqlx::query("CREATE TABLE customers (id INTEGER)").execute(&pool).await.unwrap();
+    pool.close().await;
+    assert_fails_with(&report(&other, None), &["is not a fleetscrape database", "customers"]);
+    let png = dir.path().join("no/such/dir/cpu.png");
+    let output = report(&db, Some(&png));
+    assert_fails_with(&output, &["cannot write the chart to", "No such file or directory"]);
+    assert!(!stderr(&output).contains("ImageError"), "{}", stderr(&output));
 }
 
 /// A loopback "exporter" that accepts connections and never answers;

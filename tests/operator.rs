@@ -235,3 +235,65 @@ fn a_closed_stdout_is_no_panic() {
     assert!(output.status.success(), "exit {:?} (101 is a panic):\n{err}", output.status);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Issue #11: two `run` processes on one database both wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_on_the_same_database_is_refused_at_start() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = failing_config(dir.path(), &moto, &http, "");
+    let home = tempfile::tempdir().unwrap();
+    let mut first = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_failures_above(&mut first, &http, 0.0, "first run").await;
+    // Another HTTP port, the same database.
+    let second_config = failing_config(dir.path(), &moto, &format!("127.0.0.1:{}", free_port()), "");
+    let output = command(&["run", "--once", "--config", second_config.to_str().unwrap()], home.path(), &[])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("is in use by another fleetscrape run") && last.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    assert!(!err.contains("database open"), "refused before opening the database:\n{err}");
+    sigterm(&first);
+    assert!(wait_exit(&mut first, Duration::from_secs(30), "first run").success());
+    // The lock went with the process: the next run starts.
+    let output = command(&["run", "--once", "--config", second_config.to_str().unwrap()], home.path(), &[])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Issue #11: `run` added its schema to any SQLite file it was pointed at.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_a_database_that_is_not_fleetscrape_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("operator.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}?mode=rwc", db.display())).await.unwrap();
+    sqlx::query("CREATE TABLE invoices (id INTEGER)").execute(&pool).await.unwrap();
+    pool.close().await;
+    let before = std::fs::read(&db).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("aws:\n  endpoint_url: http://127.0.0.1:{}\nstorage:\n  path: {}\n", free_port(), db.display()),
+    );
+    let output = command(&["run", "--once", "--config", config.to_str().unwrap()], dir.path(), &[])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not a fleetscrape database (it has tables invoices)"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
+}

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            logging.final_error(&format!("{e:#}"));
+            logging.final_error(&fleetscrape::cli::error_line(&e));
             ExitCode::FAILURE
         }
     };

@@ -146,6 +146,24 @@ pub fn log_colors(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) 
     stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
+/// An error and its causes on one line, `outer: cause: root`, each text
+/// once: a cause already quoted by the message before it (thiserror's
+/// `{source}` in a message, the SDK's nested errors) is not repeated.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// The exit code for an error `run` returned: 3 when `run --once` stored no
 /// target (every scrape failed, or discovery found none), 1 for any other
 /// error. clap exits 2 on a usage error; success is 0.
@@ -202,9 +220,6 @@ async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
 }
 
 async fn report(db: &std::path::Path, png: Option<&std::path::Path>) -> anyhow::Result<()> {
-    if !db.is_file() {
-        anyhow::bail!("database {}: not found", db.display());
-    }
     let history = crate::report::read(db).await?;
     print_stdout(&crate::report::table(&history))?;
     if let Some(png) = png {
@@ -221,7 +236,9 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::from(e).context("writing to stdout")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::from(e).context("writing to stdout"))
+        }
         _ => Ok(()),
     }
 }
@@ -246,6 +263,16 @@ async fn discover(config: &Config, format: OutputFormat) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_line_quotes_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let store = crate::store::lock::LockError::Io { lock: "/x.lock".into(), source: io };
+        let error = anyhow::Error::from(store).context("starting");
+        assert_eq!(super::error_line(&error), "starting: cannot lock /x.lock: permission denied");
+        let nested = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(super::error_line(&nested), "top: middle: root");
+    }
+
     #[test]
     fn logs_are_coloured_only_on_a_terminal_without_no_color() {
         use std::ffi::OsStr;

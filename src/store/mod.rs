@@ -11,7 +11,9 @@
 mod checkpoint;
 pub mod compact;
 mod cpu;
+pub mod identify;
 mod intern;
+pub mod lock;
 mod raw;
 pub mod record;
 pub mod retention;
@@ -52,6 +54,22 @@ pub enum Error {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The path is not a database file (a directory, unreadable, not SQLite).
+    #[error(transparent)]
+    Path(#[from] identify::PathError),
+    /// The database belongs to something else: fleetscrape adds its schema
+    /// only to its own databases, a new file, or an empty one.
+    #[error(
+        "{} is not a fleetscrape database (it has tables {}): point storage.path at a new file",
+        path.display(),
+        tables.join(", ")
+    )]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// Its tables.
+        tables: Vec<String>,
     },
     /// Opening the database or applying the migrations failed.
     #[error("cannot open the database {}: {source}", path.display())]
@@ -128,6 +146,9 @@ impl Store {
     pub async fn open(path: &Path) -> Result<Self, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| Error::Directory { path: dir.to_path_buf(), source })?;
+        }
+        if let identify::Contents::Foreign(tables) = identify::identify(path).await? {
+            return Err(Error::Foreign { path: path.to_path_buf(), tables });
         }
         let open_error =
             |source: Box<dyn std::error::Error + Send + Sync>| Error::Open { path: path.to_path_buf(), source };
