@@ -128,6 +128,7 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         run_once(&refresher, &scraper, &writer, &mut sink, &shutdown).await
     } else {
         let tasks = [
+            tokio::spawn(record_refresh_outcomes(refresher.outcomes(), writer.clone(), shutdown.clone())),
             tokio::spawn(refresher.run(shutdown.clone())),
             tokio::spawn(scraper.clone().run(shutdown.clone())),
             tokio::spawn(sink.run(topology, writer.clone(), shutdown.clone())),
@@ -184,10 +185,15 @@ async fn run_once(
 ) -> Result<(), Error> {
     // A signal during discovery ends the pass at once (no AWS retries to sit
     // out); once scraping, the shutdown budget cuts the rounds.
-    let topology = tokio::select! {
-        topology = refresher.refresh() => topology?,
+    let refreshed = tokio::select! {
+        refreshed = refresher.refresh() => refreshed,
         () = shutdown.cancelled() => return Ok(()),
     };
+    let outcome = refresher.outcomes().borrow().clone();
+    if let Some(outcome) = outcome {
+        writer.send(Batch { components: vec![discovery_status(&outcome)], ..Batch::default() }).await;
+    }
+    let topology = refreshed?;
     writer.send(sink.batch_for(&topology, scrape::now_seconds())).await;
     scraper.run_once().await;
     let counters = scraper.state().counters();
@@ -196,6 +202,32 @@ async fn run_once(
         return Err(Error::NothingStored(PassSummary { failed: counters.scrape_failures }));
     }
     Ok(())
+}
+
+/// The `component_status` row of a refresh.
+fn discovery_status(outcome: &discovery::RefreshOutcome) -> store::ComponentRecord {
+    store::ComponentRecord {
+        component: store::Component::Discovery,
+        checked: outcome.time,
+        ok: outcome.error.is_none(),
+        error: outcome.error.clone(),
+    }
+}
+
+/// Writes each refresh's outcome to `component_status`.
+async fn record_refresh_outcomes(
+    mut outcomes: tokio::sync::watch::Receiver<Option<discovery::RefreshOutcome>>,
+    writer: store::WriterHandle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = outcomes.changed() => if changed.is_err() { return },
+        }
+        let Some(outcome) = outcomes.borrow_and_update().clone() else { continue };
+        writer.send(Batch { components: vec![discovery_status(&outcome)], ..Batch::default() }).await;
+    }
 }
 
 /// What the sink remembers of an instance between refreshes.

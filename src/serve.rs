@@ -34,9 +34,25 @@ pub struct State {
 pub fn router(state: State) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/targets", get(targets))
         .with_state(state)
+}
+
+/// `/ready`: 200 once a discovery has succeeded, else 503 with the reason.
+/// `/healthz` stays liveness (the process answers), so that compose can
+/// start Grafana, which shows the problem, while discovery fails.
+async fn ready(axum::extract::State(state): axum::extract::State<State>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    if state.discovery.ready() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let reason = match state.discovery.last_error() {
+        Some(error) => format!("not ready: no discovery has succeeded yet; the last one failed: {error}\n"),
+        None => "not ready: the first discovery is under way\n".to_string(),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
 /// Serves until `shutdown`.

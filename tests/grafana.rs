@@ -78,6 +78,11 @@ fn provisioning_has_the_keys_the_plugin_and_grafana_read() {
         let time_columns = target["timeColumns"].as_array().unwrap();
         assert!(time_columns.iter().any(|c| c == "time"), "{place}: time must be listed in timeColumns");
         let sql = target["rawQueryText"].as_str().unwrap();
+        // The status panel shows the daemon's state now: one row per component, no history to bound.
+        if sql.contains("FROM component_status") {
+            assert!(sql.contains("$__to"), "{place}: ages are taken at the range's end");
+            continue;
+        }
         assert!(sql.contains("$__from") && sql.contains("$__to"), "{place}: reads only the visible range");
     }
     let titles: Vec<&str> =
@@ -88,6 +93,7 @@ fn provisioning_has_the_keys_the_plugin_and_grafana_read() {
         "ASG members",
         "Memory available",
         "Load average (1 min)",
+        "fleetscrape status: discovery and store",
     ] {
         assert!(titles.contains(&wanted), "{titles:?}");
     }
@@ -247,6 +253,12 @@ async fn every_dashboard_query_runs_bounded_on_a_live_database() {
             .await
             .unwrap_or_else(|e| panic!("{place}: {e}\n{sql}"));
         assert!(!rows.is_empty(), "{place} returned no rows:\n{sql}");
+        if sql.contains("FROM component_status") {
+            let components: Vec<String> = rows.iter().map(|r| r.get("component")).collect();
+            assert_eq!(components, ["discovery", "store"], "{place}");
+            assert!(rows.iter().all(|r| r.get::<String, _>("state") == "ok"), "{place}: a healthy daemon");
+            continue;
+        }
         let times: Vec<f64> = rows.iter().map(time_of).collect();
         let (low, high) = (from_ms as f64 / 1000.0 - bucket as f64, to_ms as f64 / 1000.0);
         assert!(

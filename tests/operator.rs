@@ -297,3 +297,123 @@ async fn run_refuses_a_database_that_is_not_fleetscrape_s() {
     assert!(err.contains("is not a fleetscrape database (it has tables invoices)"), "{err}");
     assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
 }
+
+/// Issue #11: with AWS failing at start, `run` sat at 0 targets, `/healthz`
+/// 200, retrying once per `refresh_interval` (5 min by default).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_first_discovery_is_retried_with_backoff_and_not_ready_until_it_succeeds() {
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let proxy = common::AwsProxy::start(&moto.url).await;
+    proxy.set_outage(true);
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let db = dir.path().join("operator.db");
+    let yaml = format!(
+        "aws:\n  endpoint_url: {}\n  max_attempts: 1\ndiscovery:\n  refresh_interval: 5m\n\
+         storage:\n  path: {}\n  flush_interval: 1s\nhttp:\n  listen_address: {http}\n",
+        proxy.url,
+        db.display()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let home = tempfile::tempdir().unwrap();
+    let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = client.get(format!("http://{http}{path}")).send();
+        async move {
+            let reply = request.await.ok()?;
+            Some((reply.status().as_u16(), reply.text().await.ok()?))
+        }
+    };
+    // Attempts at about 0, 1, 3 and 7 s: four within seconds, not one per 5 min.
+    let mut attempts = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while attempts < 4 {
+        assert!(Instant::now() < deadline, "only {attempts} discovery attempts during the outage");
+        assert!(child.try_wait().unwrap().is_none(), "run exited during the outage");
+        attempts += proxy.take_calls().get("DescribeLoadBalancers").copied().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get("/healthz").await.map(|r| r.0), Some(200), "liveness stays up");
+    let (status, body) = get("/ready").await.expect("/ready answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no discovery has succeeded yet") && body.contains("ServiceUnavailable"), "{body}");
+    let pool = common::e2e::reader(&db).await;
+    let row = || async {
+        sqlx::query_as::<_, (i64, Option<f64>, Option<String>)>(
+            "SELECT ok, last_ok, error FROM component_status WHERE component = 'discovery'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        if let Some(row) = row().await {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "no discovery row in component_status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failed.0 == 0 && failed.1.is_none() && failed.2.as_deref().is_some_and(|e| e.contains("ServiceUnavailable")),
+        "{failed:?}"
+    );
+
+    proxy.set_outage(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/ready").await.map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "not ready after the outage ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = row().await;
+        if ok.as_ref().is_some_and(|r| r.0 == 1 && r.1.is_some() && r.2.is_none()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "discovery row never turned ok: {ok:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let store: (i64, Option<f64>) =
+        sqlx::query_as("SELECT ok, last_ok FROM component_status WHERE component = 'store'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(store.0 == 1 && store.1.is_some(), "{store:?}");
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(30), "run");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    let warned = log.lines().filter(|l| l.contains("discovery refresh failed")).count();
+    assert_eq!(warned, 1, "the same failure is logged once, not per retry:\n{log}");
+    assert!(log.contains("discovery recovered"), "{log}");
+}
+
+/// Issue #11: a missing credential printed the SDK's provider chain.
+#[test]
+fn no_credentials_is_one_actionable_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("aws:\n  endpoint_url: http://127.0.0.1:{}\n", free_port()));
+    let output = Command::new(env!("CARGO_BIN_EXE_fleetscrape"))
+        .args(["discover", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_REGION", "ap-northeast-2")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("no AWS credentials: set AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(!err.contains("Attempted:"), "not the provider chain: {err}");
+}

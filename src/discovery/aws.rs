@@ -92,6 +92,9 @@ where
     E: StdError + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug + 'static,
 {
+    if no_credentials(&error) {
+        return Error::NoCredentials;
+    }
     let message = match error.as_service_error() {
         Some(service) => match (service.code(), service.message()) {
             (Some(code), Some(text)) => format!("{code}: {text}"),
@@ -101,6 +104,20 @@ where
         None => causes(&error),
     };
     Error::Api { operation, message }
+}
+
+/// Whether the SDK's credential chain found nothing: the one cause that
+/// retrying cannot mend and whose chain text is a paragraph.
+fn no_credentials(error: &(dyn StdError + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(CredentialsError::CredentialsNotLoaded(_)) = current.downcast_ref::<CredentialsError>() {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 /// The error and its sources joined with ": ", skipping a cause whose text

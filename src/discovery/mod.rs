@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 pub use aws::Clients;
@@ -45,6 +45,13 @@ pub enum Error {
     /// No region in the config, the environment or the profile.
     #[error("no AWS region: set aws.region in the config, or AWS_REGION in the environment")]
     NoRegion,
+    /// No credential provider of the SDK's chain found credentials.
+    #[error(
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role \
+         (instance profile, ECS task role, web identity); looked in the environment, the profile files, web identity, \
+         ECS and instance metadata"
+    )]
+    NoCredentials,
     /// An AWS API call failed after the SDK's retries.
     #[error("{operation} failed: {message}")]
     Api {
@@ -161,6 +168,45 @@ pub struct RefreshStats {
     pub api_calls: Mutex<BTreeMap<&'static str, u64>>,
     /// The last failure's message, cleared by the next success.
     pub last_error: Mutex<Option<String>>,
+    /// Failures since the last success.
+    pub consecutive_failures: AtomicU64,
+    /// Epoch seconds of the last success; `None` until the first.
+    pub last_success: Mutex<Option<f64>>,
+}
+
+impl RefreshStats {
+    /// Whether a discovery has succeeded since start (`/ready`).
+    pub fn ready(&self) -> bool {
+        self.last_success.lock().is_ok_and(|last| last.is_some())
+    }
+
+    /// The last failure's message, if the last refresh failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+/// The wait before the next refresh after `failures` failed refreshes in a
+/// row: the interval after a success; else 1 s, doubling, at most a minute
+/// and never longer than the interval. A first discovery that fails (no
+/// credentials yet, an endpoint still starting) is retried in seconds, and a
+/// throttled or failing API is not hammered.
+pub fn next_refresh_delay(interval: Duration, failures: u64) -> Duration {
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    if failures == 0 {
+        return interval;
+    }
+    let doubled = Duration::from_secs(1u64 << (failures - 1).min(16));
+    doubled.min(MAX_BACKOFF).min(interval)
+}
+
+/// What one refresh came to, for the `component_status` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshOutcome {
+    /// Epoch seconds when it ended.
+    pub time: f64,
+    /// The error, if it failed.
+    pub error: Option<String>,
 }
 
 /// The latest good topology, `None` until the first refresh succeeds.
@@ -215,6 +261,7 @@ pub struct Refresher {
     discoverer: Box<dyn Discover>,
     interval: Duration,
     published: watch::Sender<Option<Arc<Topology>>>,
+    outcomes: watch::Sender<Option<RefreshOutcome>>,
     stats: Arc<RefreshStats>,
     early: EarlyRefresh,
 }
@@ -223,10 +270,12 @@ impl Refresher {
     /// A refresher running `discoverer` every `interval`.
     pub fn new(discoverer: impl Discover + 'static, interval: Duration) -> Self {
         let (published, _) = watch::channel(None);
+        let (outcomes, _) = watch::channel(None);
         Self {
             discoverer: Box::new(discoverer),
             interval,
             published,
+            outcomes,
             stats: Arc::default(),
             early: EarlyRefresh::new(Duration::from_secs(10)),
         }
@@ -249,36 +298,61 @@ impl Refresher {
         self.published.subscribe()
     }
 
+    /// A receiver of each refresh's outcome, success or failure.
+    pub fn outcomes(&self) -> watch::Receiver<Option<RefreshOutcome>> {
+        self.outcomes.subscribe()
+    }
+
     /// The refresh counters.
     pub fn stats(&self) -> Arc<RefreshStats> {
         Arc::clone(&self.stats)
     }
 
     /// Runs one refresh. On success the topology is published; on failure
-    /// the error is logged once and counted, and the previous topology stays.
+    /// the previous topology stays, the failure is counted, and logged at
+    /// warn when it is new (the first, or another error than the last one).
     ///
     /// # Errors
     /// The refresh's [`Error`], after it has been logged and counted.
     pub async fn refresh(&self) -> Result<Arc<Topology>, Error> {
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-        match self.discoverer.discover().await {
+        let result = self.discoverer.discover().await;
+        let now = crate::scrape::now_seconds();
+        match result {
             Ok(refresh) => {
                 self.add_api_calls(&refresh.api_calls);
+                let failed_before = self.stats.consecutive_failures.swap(0, Ordering::Relaxed);
+                if failed_before > 0 {
+                    info!(failed_refreshes = failed_before, "discovery recovered");
+                }
                 self.log_success(&refresh);
                 let topology = Arc::new(refresh.topology);
                 self.published.send_replace(Some(Arc::clone(&topology)));
                 if let Ok(mut last) = self.stats.last_error.lock() {
                     *last = None;
                 }
+                if let Ok(mut last) = self.stats.last_success.lock() {
+                    *last = Some(now);
+                }
+                self.outcomes.send_replace(Some(RefreshOutcome { time: now, error: None }));
                 Ok(topology)
             }
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let failures = self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let kept = self.published.borrow().as_ref().map_or(0, |t| t.targets.len());
-                warn!(endpoint = %self.discoverer.endpoint(), %error, kept_targets = kept, "discovery refresh failed; keeping the previous topology");
-                if let Ok(mut last) = self.stats.last_error.lock() {
-                    *last = Some(error.to_string());
+                let message = error.to_string();
+                let retry_seconds = next_refresh_delay(self.interval, failures).as_secs_f64();
+                let repeated = self.stats.last_error().as_deref() == Some(message.as_str());
+                if repeated {
+                    debug!(endpoint = %self.discoverer.endpoint(), %error, failures, retry_seconds, "discovery refresh failed again");
+                } else {
+                    warn!(endpoint = %self.discoverer.endpoint(), %error, kept_targets = kept, retry_seconds, "discovery refresh failed; keeping the previous topology");
                 }
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = Some(message.clone());
+                }
+                self.outcomes.send_replace(Some(RefreshOutcome { time: now, error: Some(message) }));
                 Err(error)
             }
         }
@@ -307,15 +381,15 @@ impl Refresher {
     }
 
     /// Refreshes now, then every interval (and early when asked, rate
-    /// limited), until `shutdown` is cancelled — also in the middle of a
+    /// limited); after a failure, sooner, with [`next_refresh_delay`]'s
+    /// backoff. Until `shutdown` is cancelled — also in the middle of a
     /// refresh, so that AWS retries never hold up a shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(self.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
+                () = tokio::time::sleep_until(next) => {}
                 () = self.early.requested() => {
                     info!("early discovery refresh: a payload named an unknown instance");
                 }
@@ -328,6 +402,8 @@ impl Refresher {
                 // A failure is already logged and counted; the loop goes on.
                 _ = self.refresh() => {}
             }
+            let failures = self.stats.consecutive_failures.load(Ordering::Relaxed);
+            next = tokio::time::Instant::now() + next_refresh_delay(self.interval, failures);
             self.early.refreshed();
         }
     }
@@ -361,6 +437,69 @@ mod tests {
         fn endpoint(&self) -> &str {
             "fake"
         }
+    }
+
+    /// A discovery that fails its first `failures` calls, then succeeds.
+    #[derive(Debug)]
+    struct FailsFirst {
+        failures: u64,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl Discover for FailsFirst {
+        fn discover(&self) -> BoxFuture<'_, Result<Refresh, Error>> {
+            let call = self.calls.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                if call < self.failures {
+                    return Err(Error::NoCredentials);
+                }
+                let topology = Topology {
+                    targets: vec![],
+                    auto_scaling_groups: vec![],
+                    refreshed_at: std::time::SystemTime::UNIX_EPOCH,
+                };
+                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: Duration::ZERO })
+            })
+        }
+
+        fn endpoint(&self) -> &str {
+            "fake"
+        }
+    }
+
+    #[test]
+    fn failed_refreshes_are_retried_with_a_doubling_delay_capped_by_the_interval() {
+        let minute = Duration::from_secs(60);
+        let delays: Vec<u64> = (0..9).map(|n| next_refresh_delay(Duration::from_secs(300), n).as_secs()).collect();
+        assert_eq!(delays, [300, 1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(next_refresh_delay(Duration::from_secs(5), 4), Duration::from_secs(5), "never later than a success");
+        assert_eq!(next_refresh_delay(minute, 40), minute, "no overflow");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_first_discovery_is_retried_with_backoff_not_once_per_interval() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let refresher = Refresher::new(FailsFirst { failures: 3, calls: Arc::clone(&calls) }, Duration::from_secs(300));
+        let stats = refresher.stats();
+        let topology = refresher.subscribe();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(refresher.run(shutdown.clone()));
+        // Failures at 0 s, 1 s, 3 s; the fourth attempt (at 7 s) succeeds.
+        tokio::time::sleep(Duration::from_millis(6_900)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert!(!stats.ready(), "not ready before a discovery has succeeded");
+        assert_eq!(stats.consecutive_failures.load(Ordering::Relaxed), 3);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        assert!(stats.ready() && topology.borrow().is_some());
+        assert_eq!(stats.consecutive_failures.load(Ordering::Relaxed), 0);
+        // Then the interval again.
+        tokio::time::sleep(Duration::from_secs(299)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,7 +33,8 @@ use compact::Compactor;
 pub use cpu::CpuTracker;
 use intern::Interner;
 pub use record::{
-    AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, SampleRecord, ScrapeRecord, StatusRecord,
+    AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, SampleRecord,
+    ScrapeRecord, StatusRecord,
 };
 pub use retention::Retention;
 pub use writer::{WriterConfig, WriterHandle, spawn_writer};
@@ -338,6 +339,7 @@ impl Store {
         write_rounds(tx, &batch.rounds).await?;
         write_memberships(tx, &batch.memberships).await?;
         write_events(tx, &batch.events).await?;
+        write_components(tx, &batch.components).await?;
         for e in &batch.events {
             if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
                 self.cpu.forget(&e.instance_id);
@@ -528,6 +530,23 @@ async fn write_events(tx: &mut sqlx::SqliteConnection, events: &[EventRecord]) -
             .bind(&e.detail)
             .execute(&mut *tx)
             .await?;
+    }
+    Ok(())
+}
+
+async fn write_components(tx: &mut sqlx::SqliteConnection, components: &[ComponentRecord]) -> Result<(), Error> {
+    for c in components {
+        sqlx::query(
+            "INSERT INTO component_status (component, checked, ok, last_ok, error) VALUES (?1, ?2, ?3, CASE WHEN ?3 THEN ?2 END, ?4)
+             ON CONFLICT (component) DO UPDATE SET checked = excluded.checked, ok = excluded.ok,
+               last_ok = coalesce(excluded.last_ok, component_status.last_ok), error = excluded.error",
+        )
+        .bind(c.component.as_str())
+        .bind(c.checked)
+        .bind(c.ok)
+        .bind(&c.error)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }

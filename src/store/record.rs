@@ -144,6 +144,38 @@ pub struct EventRecord {
     pub detail: String,
 }
 
+/// A part of the daemon whose state is kept in `component_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// Discovery refreshes.
+    Discovery,
+    /// The store's flushes.
+    Store,
+}
+
+impl Component {
+    /// The name stored in `component_status.component`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discovery => "discovery",
+            Self::Store => "store",
+        }
+    }
+}
+
+/// One attempt of a component: a `component_status` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentRecord {
+    /// Which part.
+    pub component: Component,
+    /// Epoch seconds of the attempt.
+    pub checked: f64,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
 /// Records written together in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
@@ -159,6 +191,8 @@ pub struct Batch {
     pub memberships: Vec<(f64, String, u32)>,
     /// Membership events.
     pub events: Vec<EventRecord>,
+    /// Component states (`component_status`).
+    pub components: Vec<ComponentRecord>,
 }
 
 impl Batch {
@@ -175,6 +209,7 @@ impl Batch {
             && self.rounds.is_empty()
             && self.memberships.is_empty()
             && self.events.is_empty()
+            && self.components.is_empty()
     }
 
     /// Moves everything from `other` into this batch.
@@ -185,5 +220,6 @@ impl Batch {
         self.rounds.extend(other.rounds);
         self.memberships.extend(other.memberships);
         self.events.extend(other.events);
+        self.components.extend(other.components);
     }
 }

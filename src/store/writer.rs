@@ -134,6 +134,7 @@ pub fn spawn_writer(
         sweeping: false,
         dropping_late: false,
         reported_backlog: false,
+        failed_flush: None,
     };
     let task = tokio::spawn(async move {
         let store = writer.run(receiver, shutdown).await;
@@ -155,6 +156,14 @@ struct Writer {
     dropping_late: bool,
     /// A compaction backlog was reported (logged once until it clears).
     reported_backlog: bool,
+    /// The error of a flush that failed since the last successful one, for
+    /// the `store` row of `component_status`.
+    failed_flush: Option<String>,
+}
+
+/// Now, in epoch seconds.
+fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Writer {
@@ -197,12 +206,19 @@ impl Writer {
         if self.buffer.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.buffer);
+        let mut batch = std::mem::take(&mut self.buffer);
+        batch.components.push(super::ComponentRecord {
+            component: super::Component::Store,
+            checked: epoch_seconds(),
+            ok: true,
+            error: self.failed_flush.clone(),
+        });
         let started = Instant::now();
         let result = self.store.write(&batch).await;
         self.note_pause(started);
         match result {
             Ok(written) => {
+                self.failed_flush = None;
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.note_late(written.late_samples);
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +227,7 @@ impl Writer {
                 debug!(samples = written.samples, new_series = written.new_series, micros, "flushed");
             }
             Err(e) => {
+                self.failed_flush = Some(e.to_string());
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 self.stats.dropped_samples.fetch_add(batch.sample_count() as u64, Ordering::Relaxed);
                 error!(error = %e, samples = batch.sample_count(), "store write failed; batch dropped");
