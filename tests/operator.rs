@@ -417,3 +417,41 @@ fn no_credentials_is_one_actionable_line() {
     assert!(err.contains("no AWS credentials: set AWS_ACCESS_KEY_ID"), "{err}");
     assert!(!err.contains("Attempted:"), "not the provider chain: {err}");
 }
+
+/// Issue #11: an AWS endpoint that accepts but never answers took 93 s to
+/// fail (30 s per attempt, three attempts). `aws.call_timeout` now bounds
+/// the whole call, retries included.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_endpoint_that_never_answers_fails_within_the_call_timeout_without_retrying() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("aws:\n  endpoint_url: {endpoint}\n  call_timeout: 2s\n"));
+    let mut child = command(&["discover", "--config", config.to_str().unwrap()], dir.path(), &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = wait_exit(&mut child, Duration::from_secs(60), "discover against a silent endpoint");
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (exit, err)
+    })
+    .await
+    .unwrap();
+    let (exit, err) = exit;
+    assert_eq!(exit.code(), Some(1), "{err}");
+    assert!(err.contains("no answer within aws.call_timeout (2s)"), "{err}");
+    // A refresh starts with DescribeLoadBalancers and DescribeAutoScalingGroups
+    // side by side: one attempt of each, not max_attempts (3) of each.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "no retry after the call timeout");
+}

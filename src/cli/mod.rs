@@ -45,6 +45,9 @@ pub enum Command {
         once: bool,
     },
     /// Run one discovery against AWS and print every instance found, with its paths and labels.
+    #[command(after_help = "An AWS endpoint that refuses connections fails after aws.max_attempts attempts of \
+                            aws.connect_timeout (3s) each; one that accepts and never answers fails after \
+                            aws.call_timeout (10s) for the whole call, retries included.")]
     Discover {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]

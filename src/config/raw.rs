@@ -100,7 +100,7 @@ impl Default for RawAws {
             endpoint_url: None,
             max_attempts: unlocated(3),
             connect_timeout: secs(3),
-            call_timeout: secs(30),
+            call_timeout: secs(10),
         }
     }
 }

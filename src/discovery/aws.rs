@@ -26,6 +26,8 @@ pub struct Clients {
     pub endpoint: String,
     /// Requests sent, by operation, since the counter was last taken.
     pub(super) calls: ApiCallCounter,
+    /// `aws.call_timeout`, for error messages.
+    pub call_timeout: crate::duration::PromDuration,
 }
 
 impl Clients {
@@ -47,6 +49,7 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             endpoint,
             calls: ApiCallCounter::default(),
+            call_timeout: config.call_timeout,
         })
     }
 }
@@ -55,6 +58,9 @@ async fn sdk_config(config: &AwsConfig) -> SdkConfig {
     let retry = RetryConfig::standard().with_max_attempts(config.max_attempts);
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(config.connect_timeout.as_std())
+        // The whole call, retries included: an endpoint that accepts and
+        // never answers fails after call_timeout, not max_attempts of them.
+        .operation_timeout(config.call_timeout.as_std())
         .operation_attempt_timeout(config.call_timeout.as_std())
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).timeout_config(timeouts);
@@ -94,6 +100,9 @@ where
 {
     if no_credentials(&error) {
         return Error::NoCredentials;
+    }
+    if matches!(error, SdkError::TimeoutError(_)) {
+        return Error::CallTimeout { operation, limit: None };
     }
     let message = match error.as_service_error() {
         Some(service) => match (service.code(), service.message()) {

@@ -52,6 +52,17 @@ pub enum Error {
          ECS and instance metadata"
     )]
     NoCredentials,
+    /// An AWS API call got no answer within `aws.call_timeout` (retries included).
+    #[error(
+        "{operation} failed: no answer within aws.call_timeout{}",
+        limit.map(|l| format!(" ({l})")).unwrap_or_default()
+    )]
+    CallTimeout {
+        /// The API operation.
+        operation: &'static str,
+        /// The limit, once known.
+        limit: Option<crate::duration::PromDuration>,
+    },
     /// An AWS API call failed after the SDK's retries.
     #[error("{operation} failed: {message}")]
     Api {
@@ -114,7 +125,12 @@ impl Discoverer {
     pub async fn discover(&self) -> Result<Refresh, Error> {
         let started = Instant::now();
         self.clients.calls.take();
-        let result = self.inventory().await;
+        let result = self.inventory().await.map_err(|e| match e {
+            Error::CallTimeout { operation, .. } => {
+                Error::CallTimeout { operation, limit: Some(self.clients.call_timeout) }
+            }
+            other => other,
+        });
         let api_calls = self.clients.calls.take();
         let topology = topology::join(&result?, &self.join_options);
         Ok(Refresh { topology, api_calls, elapsed: started.elapsed() })
