@@ -10,7 +10,8 @@
 //!   into [`config::Config`]; every error names its key and line.
 //! - [`duration`]: durations in Prometheus syntax (`15s`, `1m30s`, `15d`).
 //! - [`exposition`]: the Prometheus text format: a zero-copy parser with
-//!   scrape limits, and gzip decoding under a size limit.
+//!   scrape limits, and gzip decoding under a size limit (the workspace
+//!   crate `crates/exposition`, re-exported here).
 //! - [`labels`]: label sets and Prometheus label-name rules.
 //! - [`relabel`]: Prometheus `relabel_configs`, applied to discovered targets.
 //! - [`discovery`]: ELBv2 → Auto Scaling → EC2 discovery, joined into one
@@ -38,7 +39,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod duration;
 pub mod emulator;
-pub mod exposition;
+pub use fleetscrape_exposition as exposition;
 pub mod labels;
 pub mod relabel;
 pub mod report;

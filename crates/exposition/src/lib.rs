@@ -14,7 +14,7 @@
 //! given twice in one sample (Prometheus rejects the latter when appending).
 //!
 //! ```
-//! use fleetscrape::exposition::{parse, Limits, MetricType};
+//! use fleetscrape_exposition::{parse, Limits, MetricType};
 //! let text = "# TYPE node_cpu_seconds_total counter\n\
 //!             node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1234.5\n";
 //! let payload = parse(text, &Limits::default()).unwrap();
@@ -24,6 +24,9 @@
 //! assert_eq!(sample.value, 1234.5);
 //! assert_eq!(payload.metric_type(sample.name), MetricType::Counter);
 //! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod body;
 mod line;

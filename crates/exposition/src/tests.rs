@@ -6,8 +6,8 @@ use std::io::Write;
 
 use super::*;
 
-const FULL: &str = include_str!("../../tests/testdata/node_exporter-1.5.0-full.prom");
-const IDENTITY: &str = include_str!("../../tests/testdata/node_exporter-1.5.0-identity.prom");
+const FULL: &str = include_str!("../../../tests/testdata/node_exporter-1.5.0-full.prom");
+const IDENTITY: &str = include_str!("../../../tests/testdata/node_exporter-1.5.0-identity.prom");
 
 fn ok(text: &str) -> Payload<'_> {
     parse(text, &Limits::default()).unwrap_or_else(|e| panic!("should parse: {e}"))
