@@ -154,7 +154,9 @@ fn convert(
     options: &ConvertOptions,
 ) -> Option<Converted> {
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in sample.labels() {
+    // An empty value is no label, in Prometheus's data model (node_exporter
+    // writes some, e.g. `duplex=""`): kept, `{x=""}` and `{}` would be two series.
+    for (name, value) in sample.labels().filter(|(_, value)| !value.is_empty()) {
         let name = if !options.honor_labels && reserved.contains_key(name) {
             format!("exported_{name}")
         } else {
@@ -227,6 +229,15 @@ mod tests {
         let honored =
             to_record(&payload, &target(), 10.0, &ConvertOptions { honor_labels: true, ..Default::default() });
         assert_eq!(&*honored.samples[0].labels, r#"{"az":"a","instance_id":"i-0abc1234def567890"}"#);
+    }
+
+    #[test]
+    fn a_label_with_an_empty_value_is_no_label_as_in_prometheus() {
+        let payload =
+            parse("node_network_info{device=\"eth0\",duplex=\"\"} 1\nb{x=\"\"} 2\nb 3\n", &Limits::default()).unwrap();
+        let record = to_record(&payload, &target(), 1.0, &ConvertOptions::default());
+        let labels: Vec<&str> = record.samples.iter().map(|s| &*s.labels).collect();
+        assert_eq!(labels, [r#"{"device":"eth0"}"#, "{}", "{}"], "b{{x=\"\"}} and b are one series");
     }
 
     #[test]

@@ -254,7 +254,9 @@ pub fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Payload<'a>, ParseErr
     let mut payload = Payload { samples: Vec::with_capacity(text.len() / 64), types: HashMap::new() };
     for (index, raw_line) in text.split('\n').enumerate() {
         let line_no = index + 1;
-        let line_text = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        // A CR before the LF stays in the line, as in Prometheus: after a
+        // value it is an error; in a comment or HELP text it is text.
+        let line_text = raw_line;
         let fail = |kind| ParseError::new(line_no, line_text, kind);
         match line::parse_line(line_text).map_err(fail)? {
             Line::Blank | Line::Comment | Line::Help => {}
@@ -264,6 +266,11 @@ pub fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Payload<'a>, ParseErr
                 payload.types.insert(name, kind);
             }
             Line::Sample { name, raw_labels, value, timestamp_ms } => {
+                // Prometheus holds the name as the value of `__name__`.
+                if limits.label_value_length_limit > 0 && name.len() > limits.label_value_length_limit {
+                    let limit = limits.label_value_length_limit;
+                    return Err(fail(ErrorKind::LabelValueLength { length: name.len(), limit }));
+                }
                 check_labels(raw_labels, limits).map_err(fail)?;
                 if limits.sample_limit > 0 && payload.samples.len() >= limits.sample_limit {
                     return Err(fail(ErrorKind::SampleLimit(limits.sample_limit)));
@@ -319,6 +326,8 @@ pub fn escape_label_value(value: &str) -> std::borrow::Cow<'_, str> {
     }
     std::borrow::Cow::Owned(value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
+
+pub mod check;
 
 #[cfg(test)]
 mod tests;

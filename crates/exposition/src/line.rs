@@ -78,13 +78,15 @@ fn is_label_name_char(index: usize, b: u8) -> bool {
 /// Lexes one line (without its newline).
 pub(super) fn parse_line(line: &str) -> Result<Line<'_>> {
     let mut cursor = Cursor { text: line, pos: 0 };
-    cursor.skip_blanks();
+    let indented = cursor.skip_blanks();
     match cursor.peek() {
         None => Ok(Line::Blank),
         Some(b'#') => {
             cursor.pos += 1;
             comment(cursor)
         }
+        // Prometheus's lexer rejects it too.
+        Some(_) if indented => Err(ErrorKind::Syntax("a sample line must not start with a blank")),
         Some(_) => sample(cursor),
     }
 }
@@ -138,7 +140,12 @@ fn sample(mut cursor: Cursor<'_>) -> Result<Line<'_>> {
         None
     } else {
         let text = cursor.token();
-        let ts = text.parse::<i64>().map_err(|_| ErrorKind::Number { what: "timestamp", text: text.into() })?;
+        let invalid = || ErrorKind::Number { what: "timestamp", text: text.into() };
+        // Digits only, as Prometheus's lexer reads them: no sign.
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let ts = text.parse::<i64>().map_err(|_| invalid())?;
         cursor.skip_blanks();
         if !cursor.at_end() {
             return Err(ErrorKind::Syntax("expected the end of the line after the timestamp"));
@@ -202,8 +209,13 @@ fn parse_value(text: &str) -> Result<f64> {
     let invalid = || ErrorKind::Number { what: "value", text: text.into() };
     // Go's ParseFloat (which Prometheus uses) and Rust's agree on decimal,
     // exponent, NaN and Inf spellings; underscores and hex floats are refused
-    // by both, so nothing else needs checking here.
-    text.parse::<f64>().map_err(|_| invalid())
+    // by both. Where they differ: a finite literal beyond f64's range is
+    // ±Inf to Rust and an error (ErrRange) to Go, so Prometheus rejects it.
+    let value = text.parse::<f64>().map_err(|_| invalid())?;
+    if value.is_infinite() && !text.bytes().any(|b| b == b'i' || b == b'I') {
+        return Err(ErrorKind::Number { what: "value (out of range)", text: text.into() });
+    }
+    Ok(value)
 }
 
 /// Iterates over a validated label block: `(name, raw value without quotes)`.

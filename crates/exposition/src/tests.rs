@@ -149,10 +149,26 @@ fn errors_name_the_line_and_quote_it() {
     assert!(err(&long).text.chars().count() <= 121);
 }
 
+/// What Prometheus 2.42 rejects and an earlier parser took (found by the
+/// differential test, tests/exposition_corpus.rs).
+#[test]
+fn signed_timestamps_overflowing_values_indented_samples_and_cr_are_rejected_as_prometheus_does() {
+    for text in
+        ["a 1 -1\n", "a 1 +5\n", "a 1e400\n", "a -1e400\n", "   a 1\n", "a 1\r\n", &format!("{} 1\n", "n".repeat(4097))]
+    {
+        assert!(parse(text, &Limits::DEFAULT).is_err(), "accepted {text:?}");
+    }
+    for text in
+        ["a 1 00001\n", "a +Inf\n", "a -inf\n", "  # indented comment\n", "# HELP a text\r\na 1\n", "a 1e-400\n"]
+    {
+        assert!(parse(text, &Limits::DEFAULT).is_ok(), "rejected {text:?}");
+    }
+}
+
 #[test]
 fn escapes_special_values_and_timestamps() {
     let payload = ok("a{x=\"back\\\\slash\",y=\"new\\nline\",z=\"tab\\tkept\",w=\"ünï\"} NaN\n\
-                      b +Inf -1\nc -Inf 1700000000000\nd 1e-3\ne -0.5\r\nf inf\n");
+                      b +Inf 0\nc -Inf 1700000000000\nd 1e-3\ne -0.5\nf inf\n");
     let a = &payload.samples[0];
     assert!(a.value.is_nan());
     assert_eq!(
@@ -169,7 +185,7 @@ fn escapes_special_values_and_timestamps() {
     assert_eq!(
         values,
         [
-            (f64::INFINITY, Some(-1)),
+            (f64::INFINITY, Some(0)),
             (f64::NEG_INFINITY, Some(1_700_000_000_000)),
             (0.001, None),
             (-0.5, None),
