@@ -36,6 +36,16 @@ pub enum FetchError {
     /// A non-2xx answer.
     #[error("HTTP status {0}")]
     Status(u16),
+    /// A redirect: never followed. A payload fetched from elsewhere would be
+    /// handed to attribution as this target's, and could come from outside
+    /// the monitored network.
+    #[error("HTTP status {status}: redirect to {location} not followed (fleetscrape follows no redirect)")]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// Its `Location` header, as sent.
+        location: String,
+    },
     /// The body is too large, corrupt or not UTF-8.
     #[error("{0}")]
     Body(#[from] BodyError),
@@ -58,7 +68,7 @@ impl FetchError {
         match self {
             Self::Timeout(_) => FailureReason::Timeout,
             Self::Connect(_) => FailureReason::ConnectError,
-            Self::Status(_) | Self::Http(_) => FailureReason::HttpError,
+            Self::Status(_) | Self::Redirect { .. } | Self::Http(_) => FailureReason::HttpError,
             Self::Body(BodyError::TooLarge { .. }) => FailureReason::LimitExceeded,
             Self::Body(_) => FailureReason::BodyError,
             Self::Credentials { .. } => FailureReason::CredentialsError,
@@ -214,6 +224,7 @@ impl TlsSettings {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
             .danger_accept_invalid_certs(self.insecure);
         for root in &self.roots {
             builder = builder.add_root_certificate(root.clone());
@@ -394,8 +405,20 @@ impl HttpClient {
         }
         request = self.authorize(request)?;
         let mut response = request.send().await.map_err(|e| classify(e, timeout))?;
-        if !response.status().is_success() {
-            return Err(FetchError::Status(response.status().as_u16()));
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            return Err(FetchError::Redirect {
+                status: status.as_u16(),
+                location: location.unwrap_or("(no Location header)").to_string(),
+            });
+        }
+        if !status.is_success() {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        // A declared length past the limit fails before a byte is read.
+        if self.body_size_limit > 0 && response.content_length().is_some_and(|n| n > self.body_size_limit as u64) {
+            return Err(BodyError::TooLarge { limit: self.body_size_limit, decoded: false }.into());
         }
         let stickiness = stickiness(response.headers());
         let encoding = response.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
