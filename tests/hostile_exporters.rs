@@ -84,7 +84,9 @@ async fn answer(mut socket: TcpStream, behaviour: Behaviour, good: String) {
             let _ = socket.write_all((head("200 OK", "content-length: 1000\r\n") + "a_total 1\n").as_bytes()).await;
         }
         Behaviour::Reset => {
-            let _ = socket.set_linger(Some(Duration::ZERO));
+            // A zero linger makes the close a reset.
+            let _ = socket.set_zero_linger();
+            return;
         }
         Behaviour::Redirect => {
             let reply = head("302 Found", &format!("location: {good}\r\ncontent-length: 0\r\n"));
