@@ -267,7 +267,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
         ("fleetscrape_store_errors_total", "Failed store transactions.", writer.errors.load(Ordering::Relaxed) as f64),
         (
             "fleetscrape_store_dropped_samples_total",
-            "Samples lost to failed transactions.",
+            "Samples lost: held past the bound while writes failed, or held when the writer stopped.",
             writer.dropped_samples.load(Ordering::Relaxed) as f64,
         ),
         (
@@ -310,6 +310,11 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
         out.sample(name, &[], value);
     }
     for (name, help, value) in [
+        (
+            "fleetscrape_store_held_samples",
+            "Samples waiting in memory while store writes fail (a full disk), retried every flush interval.",
+            writer.held_samples.load(Ordering::Relaxed) as f64,
+        ),
         (
             "fleetscrape_store_wal_bytes",
             "Size of the WAL file at the last checkpoint.",

@@ -129,6 +129,11 @@ pub enum Maintenance {
 #[derive(Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// What the connection is opened with, for [`Store::reset_connection`].
+    options: SqliteConnectOptions,
+    /// Tests: while set, every write fails as a full disk would.
+    #[cfg(test)]
+    refuse_writes: std::sync::Arc<std::sync::atomic::AtomicBool>,
     path: PathBuf,
     interner: Interner,
     cpu: CpuTracker,
@@ -170,21 +175,51 @@ impl Store {
             // burst (a reader pinning it, a compaction) does not stay on disk.
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             .pragma("temp_store", "memory");
-        // One connection for the life of the store: it keeps its page cache,
-        // and the writer's `wal_autocheckpoint = 0` (writer.rs) stays set.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_with(options)
-            .await
-            .map_err(|e| open_error(e.into()))?;
+        let pool = connect(&options).await.map_err(|e| open_error(e.into()))?;
         migrate(&pool, path).await?;
         share_with_group(path);
         let interner = Interner::load(&pool).await?;
         let compactor = Compactor::load(&pool).await?;
         let newest = newest_time(&pool).await?;
-        Ok(Self { pool, path: path.to_path_buf(), interner, cpu: CpuTracker::default(), compactor, newest })
+        Ok(Self {
+            pool,
+            options,
+            #[cfg(test)]
+            refuse_writes: std::sync::Arc::default(),
+            path: path.to_path_buf(),
+            interner,
+            cpu: CpuTracker::default(),
+            compactor,
+            newest,
+        })
+    }
+
+    /// Hands WAL checkpoints to another connection (the writer's
+    /// checkpointer): `wal_autocheckpoint = 0` on this one, now and after a
+    /// [`Store::reset_connection`].
+    ///
+    /// # Errors
+    /// [`Error::Sql`].
+    pub async fn disable_auto_checkpoints(&mut self) -> Result<(), Error> {
+        self.options = self.options.clone().pragma("wal_autocheckpoint", "0");
+        sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the connection and opens a new one. After a failed write
+    /// (SQLITE_FULL, an I/O error) SQLite may have rolled the transaction
+    /// back on its own; sqlx's ROLLBACK then fails and it goes on counting a
+    /// transaction open, so every later BEGIN would become a SAVEPOINT and
+    /// nothing would reach the file. A new connection starts clean.
+    ///
+    /// # Errors
+    /// [`Error::Open`] when the database cannot be opened again (it is
+    /// retried at the next write).
+    pub async fn reset_connection(&mut self) -> Result<(), Error> {
+        self.pool.close().await;
+        self.pool =
+            connect(&self.options).await.map_err(|e| Error::Open { path: self.path.clone(), source: e.into() })?;
+        Ok(())
     }
 
     /// Sets the rows a compaction step reads before it yields (default
@@ -280,12 +315,20 @@ impl Store {
     /// [`Error::Sql`]; the transaction is rolled back and the interner forgets
     /// ids it created in it.
     pub async fn write(&mut self, batch: &Batch) -> Result<WriteStats, Error> {
+        #[cfg(test)]
+        if self.refuse_writes.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Sql(sqlx::Error::Protocol("database or disk is full (test)".into())));
+        }
         let mut tx = self.pool.begin().await?;
         self.interner.begin();
         let horizon = self.compactor.compacted_until();
         let result = match self.write_in(&mut tx, batch, horizon).await {
             Ok(stats) => tx.commit().await.map(|()| stats).map_err(Error::from),
-            Err(e) => Err(e),
+            Err(e) => {
+                // Back to the pool first: a reset below waits for it.
+                drop(tx);
+                Err(e)
+            }
         };
         if result.is_ok() {
             for scrape in batch.scrapes.iter().filter(|s| s.time >= horizon) {
@@ -298,6 +341,9 @@ impl Store {
         // series that were never stored.
         if result.is_err() {
             self.interner.rollback();
+            if let Err(e) = self.reset_connection().await {
+                tracing::warn!(error = %e, "cannot reopen the database after a failed write; retried at the next write");
+            }
         }
         result
     }
@@ -378,6 +424,16 @@ impl Store {
 /// transaction: interrupted, it leaves the database as it was, and the next
 /// start applies it again. The data move of store v2 happens after, in
 /// compaction steps that resume where they stopped.
+/// One connection for the life of the store: it keeps its page cache.
+async fn connect(options: &SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_with(options.clone())
+        .await
+}
+
 async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), Error> {
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(pool)

@@ -451,6 +451,86 @@ async fn range_queries_are_bounded_by_the_range_in_their_plan() {
     }
 }
 
+/// Issue #11: a failed flush dropped its batch. A write that fails (a full
+/// disk: tests/storage_faults.rs; here a store refusing writes) now holds the data, bounded,
+/// and writes it once the store takes writes again.
+#[tokio::test]
+async fn a_failed_flush_holds_its_samples_within_a_bound_and_writes_them_when_the_store_recovers() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (store, _dir) = open().await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}?mode=ro", store.path().display())).await.unwrap();
+    let refuse = std::sync::Arc::clone(&store.refuse_writes);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config =
+        WriterConfig { flush_interval: Duration::from_millis(50), max_held_samples: 25, ..WriterConfig::default() };
+    let (handle, task) = spawn_writer(store, config, shutdown.clone());
+    let send = |t: u32| {
+        let samples = (0..5).map(|i| sample("m", &format!(r#"{{"i":"{i}"}}"#), f64::from(t))).collect();
+        handle.send(Batch { scrapes: vec![scrape("i-a", f64::from(t), samples)], ..Batch::default() })
+    };
+    assert!(send(0).await);
+    let written =
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM samples").fetch_one(&pool).await.unwrap() };
+    while written().await < 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    refuse.store(true, Relaxed);
+    // 8 scrapes of 5 samples while writes fail: 40 offered, 25 held at most.
+    for t in 1..=8 {
+        assert!(send(t).await);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    while handle.stats.errors.load(Relaxed) < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(written().await, 5, "nothing written while the store refuses");
+    assert_eq!(handle.stats.held_samples.load(Relaxed), 25, "held up to the bound");
+    assert_eq!(handle.stats.dropped_samples.load(Relaxed), 15, "the oldest beyond it dropped and counted");
+    refuse.store(false, Relaxed);
+    while handle.stats.held_samples.load(Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    let store = task.await.unwrap();
+    let times: Vec<f64> =
+        sqlx::query_scalar("SELECT DISTINCT time FROM samples ORDER BY time").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(times, [0.0, 4.0, 5.0, 6.0, 7.0, 8.0], "the newest 25 samples (5 scrapes) were kept and written");
+}
+
+/// Found by the disk-full test (tests/storage_faults.rs, which failed before
+/// the fix): after a write failed with SQLITE_FULL on a full tmpfs, later
+/// "committed" writes never reached the file. SQLite may roll a transaction
+/// back on its own after SQLITE_FULL; sqlx's ROLLBACK then fails and it goes
+/// on counting a transaction open (its worker decrements the depth only when
+/// the statement succeeds). A failed write now resets the connection. This
+/// test (SQLITE_FULL from a page limit, which fails inside the transaction
+/// rather than at COMMIT) guards the reset path: later writes reach the file.
+#[tokio::test]
+async fn writes_after_a_failed_one_reach_the_file_for_other_connections() {
+    let (mut store, _dir) = open().await;
+    let db = store.path().to_path_buf();
+    let other = || async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}?mode=ro", db.display())).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
+    };
+    let batch = |t: f64| Batch { scrapes: vec![scrape("i-a", t, vec![sample("m", "{}", t)])], ..Batch::default() };
+    store.write(&batch(1.0)).await.unwrap();
+    assert_eq!(other().await, 1);
+    // SQLITE_FULL, as a full disk gives it: the file may not grow a page.
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(store.pool()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}"))).execute(store.pool()).await.unwrap();
+    let big: Vec<SampleRecord> = (0..5000).map(|i| sample("m", &format!(r#"{{"i":"{i}"}}"#), 1.0)).collect();
+    let full = store.write(&Batch { scrapes: vec![scrape("i-a", 2.0, big)], ..Batch::default() }).await;
+    assert!(full.as_ref().is_err_and(|e| e.to_string().contains("full")), "{full:?}");
+    sqlx::query("PRAGMA max_page_count = 1073741823").execute(store.pool()).await.unwrap();
+    for t in 3..6 {
+        store.write(&batch(f64::from(t))).await.unwrap();
+    }
+    assert_eq!(other().await, 4, "every write after the failure is on disk");
+}
+
 #[tokio::test]
 async fn the_writer_flushes_on_shutdown() {
     let (store, _dir) = open().await;

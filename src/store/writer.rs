@@ -35,6 +35,10 @@ pub struct WriterConfig {
     pub maintenance_interval: Duration,
     /// How often the WAL is checkpointed, by a connection of its own.
     pub checkpoint_interval: Duration,
+    /// While writes fail (a full disk, an I/O error), at most this many
+    /// samples wait in memory for the store to take writes again; beyond it
+    /// the oldest scrapes are dropped and counted. ~40 bytes each.
+    pub max_held_samples: usize,
 }
 
 impl Default for WriterConfig {
@@ -47,6 +51,7 @@ impl Default for WriterConfig {
             compaction_delay: Duration::from_secs(60),
             maintenance_interval: Duration::from_millis(200),
             checkpoint_interval: Duration::from_secs(1),
+            max_held_samples: 2_000_000,
         }
     }
 }
@@ -62,8 +67,11 @@ pub struct WriterStats {
     pub flush_micros: AtomicU64,
     /// Failed transactions.
     pub errors: AtomicU64,
-    /// Samples lost to failed transactions.
+    /// Samples lost: held past `max_held_samples` while writes failed, or
+    /// still held when the writer stopped.
     pub dropped_samples: AtomicU64,
+    /// Samples waiting in memory for a failed write to be retried.
+    pub held_samples: AtomicU64,
     /// Samples dropped because their block was already compacted.
     pub late_samples: AtomicU64,
     /// Compaction steps done.
@@ -169,7 +177,7 @@ fn epoch_seconds() -> f64 {
 impl Writer {
     async fn run(mut self, mut receiver: mpsc::Receiver<Batch>, shutdown: CancellationToken) -> Store {
         // The checkpointer task checkpoints from now on, off this path.
-        if let Err(e) = sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(self.store.pool()).await {
+        if let Err(e) = self.store.disable_auto_checkpoints().await {
             error!(error = %e, "cannot hand WAL checkpoints to the checkpointer; the writer keeps doing them");
         }
         let mut flush = tokio::time::interval(self.config.flush_interval);
@@ -182,7 +190,10 @@ impl Writer {
                 batch = receiver.recv() => match batch {
                     Some(batch) => {
                         self.buffer.append(batch);
-                        if self.buffer.sample_count() >= self.config.max_buffered_samples {
+                        if self.failed_flush.is_some() {
+                            // Failing: retried at the flush interval only, held within the bound.
+                            self.trim_held();
+                        } else if self.buffer.sample_count() >= self.config.max_buffered_samples {
                             self.flush().await;
                         }
                     }
@@ -198,6 +209,11 @@ impl Writer {
             self.buffer.append(batch);
         }
         self.flush().await;
+        if self.failed_flush.is_some() {
+            let lost = self.buffer.sample_count();
+            self.stats.dropped_samples.fetch_add(lost as u64, Ordering::Relaxed);
+            error!(samples = lost, "store writer stopped with writes still failing; the held samples are lost");
+        }
         info!(samples = self.stats.samples.load(Ordering::Relaxed), "store writer stopped after a final flush");
         self.store
     }
@@ -207,6 +223,7 @@ impl Writer {
             return;
         }
         let mut batch = std::mem::take(&mut self.buffer);
+        batch.components.retain(|c| c.component != super::Component::Store);
         batch.components.push(super::ComponentRecord {
             component: super::Component::Store,
             checked: epoch_seconds(),
@@ -218,7 +235,10 @@ impl Writer {
         self.note_pause(started);
         match result {
             Ok(written) => {
-                self.failed_flush = None;
+                if let Some(error) = self.failed_flush.take() {
+                    info!(samples = written.samples, after = %error, "store writes again; the held samples are written");
+                }
+                self.stats.held_samples.store(0, Ordering::Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.note_late(written.late_samples);
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -227,12 +247,37 @@ impl Writer {
                 debug!(samples = written.samples, new_series = written.new_series, micros, "flushed");
             }
             Err(e) => {
-                self.failed_flush = Some(e.to_string());
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.dropped_samples.fetch_add(batch.sample_count() as u64, Ordering::Relaxed);
-                error!(error = %e, samples = batch.sample_count(), "store write failed; batch dropped");
+                let message = e.to_string();
+                if self.failed_flush.as_deref() != Some(message.as_str()) {
+                    error!(error = %e, samples = batch.sample_count(), max_held = self.config.max_held_samples,
+                        "store write failed; holding the samples in memory and retrying every flush interval");
+                }
+                self.failed_flush = Some(message);
+                // The held batch goes first: it is older than what came since.
+                batch.append(std::mem::take(&mut self.buffer));
+                self.buffer = batch;
+                self.trim_held();
             }
         }
+    }
+
+    /// Drops the oldest held scrapes (and status rows) beyond the bound.
+    fn trim_held(&mut self) {
+        let limit = self.config.max_held_samples;
+        let mut excess = self.buffer.sample_count().saturating_sub(limit);
+        let mut cut = 0;
+        while excess > 0 && cut < self.buffer.scrapes.len() {
+            let n = self.buffer.scrapes[cut].samples.len();
+            excess = excess.saturating_sub(n);
+            self.stats.dropped_samples.fetch_add(n as u64, Ordering::Relaxed);
+            cut += 1;
+        }
+        self.buffer.scrapes.drain(..cut);
+        // A status row per instance and interval: held within the same bound.
+        let statuses = self.buffer.statuses.len().saturating_sub(limit / 100 + 1);
+        self.buffer.statuses.drain(..statuses);
+        self.stats.held_samples.store(self.buffer.sample_count() as u64, Ordering::Relaxed);
     }
 
     fn note_late(&mut self, late: usize) {
