@@ -224,6 +224,11 @@ async fn every_dashboard_query_runs_bounded_on_a_live_database() {
         sqlx::query_as("SELECT min(time), max(time) FROM scrape_status").fetch_one(&pool).await.unwrap();
     let (from_ms, to_ms) = ((first * 1000.0) as i64 - 1000, (last * 1000.0) as i64 + 1000);
     let bucket = 5i64;
+    // The datasource is read-only: the plugin's connection cannot change the database.
+    for write in ["DELETE FROM scrape_status", "CREATE TABLE grafana_was_here (x)", "UPDATE instances SET role = 'x'"] {
+        let refused = sqlx::query(write).execute(&plugin).await;
+        assert!(refused.is_err_and(|e| e.to_string().contains("readonly")), "{write} went through the datasource");
+    }
 
     let dashboard = dashboard();
     let mut vars: BTreeMap<&str, Vec<String>> = BTreeMap::new();

@@ -455,3 +455,95 @@ async fn an_aws_endpoint_that_never_answers_fails_within_the_call_timeout_withou
     // side by side: one attempt of each, not max_attempts (3) of each.
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "no retry after the call timeout");
 }
+
+/// Issue #11, item 6: a canary secret in the password file, the token file
+/// and the AWS secret key never shows in logs (trace level), `/api/targets`,
+/// `/metrics` or `check-config`; a world-readable secret file is warned about.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_secret_never_leaves_its_file() {
+    use std::os::unix::fs::PermissionsExt;
+    const CANARY: &str = "CANARY-7f3c9e1a-never-print-me";
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, format!("{CANARY}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    // Every listener answers (the hanging exporter would do): a request with credentials is sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let exporter = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\na 1\n");
+        }
+    });
+    let yaml = format!(
+        "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n  \
+         basic_auth: {{username: monitor, password_file: {}}}\n\
+         relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{exporter}'}}\n\
+         storage:\n  path: {}\n  flush_interval: 1s\nhttp:\n  listen_address: {http}\n",
+        moto.url,
+        secret.display(),
+        dir.path().join("canary.db").display()
+    );
+    let config = write_config(dir.path(), &yaml);
+    let env = [("RUST_LOG", "trace"), ("AWS_SECRET_ACCESS_KEY", CANARY)];
+    let check = command(&["check-config", "--config", config.to_str().unwrap()], dir.path(), &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let checked = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{checked}");
+    assert!(!checked.contains(CANARY), "check-config printed the secret");
+    assert!(
+        checked.contains("is readable by every user") && checked.contains(&secret.display().to_string()),
+        "a world-readable secret file is warned about:\n{checked}"
+    );
+
+    let mut child = command(&["run", "--config", config.to_str().unwrap()], dir.path(), &env)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_failures_above(&mut child, &http, 0.0, "canary").await;
+    let mut served = String::new();
+    for path in ["/api/targets", "/metrics", "/ready"] {
+        served.push_str(&reqwest::get(format!("http://{http}{path}")).await.unwrap().text().await.unwrap());
+    }
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(30), "run");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(log.lines().count() > 100, "trace logging was on ({} lines)", log.lines().count());
+    assert!(!log.contains(CANARY), "the log holds the secret");
+    assert!(!served.contains(CANARY), "the HTTP endpoint serves the secret");
+    use base64_free::encode;
+    let basic = encode(&format!("monitor:{CANARY}"));
+    assert!(!log.contains(&basic), "the log holds the Authorization header");
+}
+
+/// Base64 without a dependency, to look for an encoded `Authorization` header.
+mod base64_free {
+    pub fn encode(text: &str) -> String {
+        const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bytes = text.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = (u32::from(chunk[0]) << 16)
+                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*chunk.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}

@@ -183,7 +183,13 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 /// Any failure, with context, for `main` to print on one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // `report` reads a database and needs no configuration; the others do.
-    let config = || Config::load(&cli.config);
+    let config = || {
+        let config = Config::load(&cli.config)?;
+        for warning in config.permission_warnings(&cli.config) {
+            tracing::warn!("{warning}");
+        }
+        Ok::<_, crate::config::Error>(config)
+    };
     match cli.command {
         Command::Report { db, png } => report(&db, png.as_deref()).await,
         Command::CheckConfig => check_config(&config()?),

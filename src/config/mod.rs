@@ -25,6 +25,20 @@ use crate::relabel::RelabelConfig;
 use raw::RawConfig;
 pub use scrape::{BasicAuth, ByteSize, IdentityMatch, IdentitySource, TlsConfig};
 
+/// The permission bits of `path`, if it can be read.
+fn file_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Where `--config` points when neither the flag nor `FLEETSCRAPE_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fleetscrape/fleetscrape.yml";
 
@@ -300,6 +314,35 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = read_config_file(path)?;
         Self::from_yaml(&text, path)
+    }
+
+    /// Warnings about the modes of the files this configuration reads,
+    /// `config_path` included: a config file anyone can write (anyone could
+    /// point the scraper elsewhere), a secret file anyone can read or write.
+    /// Unreadable files are not checked here (the scrape reports them).
+    pub fn permission_warnings(&self, config_path: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(mode) = file_mode(config_path)
+            && mode & 0o002 != 0
+        {
+            warnings.push(format!(
+                "config file {} is writable by every user (mode {mode:04o}): chmod o-w it",
+                config_path.display()
+            ));
+        }
+        let secrets = self.scrape.basic_auth.iter().map(|a| &a.password_file).chain(&self.scrape.bearer_token_file);
+        for secret in secrets {
+            if let Some(mode) = file_mode(secret)
+                && mode & 0o006 != 0
+            {
+                let what = if mode & 0o004 != 0 { "readable" } else { "writable" };
+                warnings.push(format!(
+                    "secret file {} is {what} by every user (mode {mode:04o}): chmod o-rw it",
+                    secret.display()
+                ));
+            }
+        }
+        warnings
     }
 
     /// Parses and validates `text` as if it had been read from `path`
