@@ -44,14 +44,59 @@ impl Clients {
             None => format!("AWS region {region}"),
         };
         Ok(Self {
-            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
-            autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
-            ec2: aws_sdk_ec2::Client::new(&sdk),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk).interceptor(WholeResponse).build(),
+            ),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&sdk).interceptor(WholeResponse).build(),
+            ),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&sdk).interceptor(WholeResponse).build(),
+            ),
             endpoint,
             calls: ApiCallCounter::default(),
             call_timeout: config.call_timeout,
         })
     }
+}
+
+/// Refuses a successful answer whose XML document is cut short. The SDK's
+/// XML reader takes a truncated `DescribeLoadBalancers` answer as a complete
+/// one with fewer (or no) load balancers, and discovery would publish a
+/// topology without them: every target dropped by one bad response (found by
+/// the fault-injection test, tests/faults.rs). Every answer of the three
+/// Query-protocol services is one `<…Response>` element.
+#[derive(Debug)]
+struct WholeResponse;
+
+impl aws_sdk_ec2::config::Intercept for WholeResponse {
+    fn name(&self) -> &'static str {
+        "fleetscrape::WholeResponse"
+    }
+
+    // After deserialization: only then is the body read into memory.
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::AfterDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_ec2::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), Box<dyn StdError + Send + Sync>> {
+        let response = context.response();
+        if !response.status().is_success() {
+            return Ok(());
+        }
+        match response.body().bytes() {
+            Some(body) if !is_whole_response(body) => {
+                Err(format!("truncated response ({} bytes, the XML document does not end)", body.len()).into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `body` ends with the closing tag of a `…Response` element.
+fn is_whole_response(body: &[u8]) -> bool {
+    body.trim_ascii_end().ends_with(b"Response>")
 }
 
 async fn sdk_config(config: &AwsConfig) -> SdkConfig {
@@ -113,6 +158,17 @@ where
         None => causes(&error),
     };
     Error::Api { operation, message }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_response_cut_short_is_not_whole() {
+        let whole = b"<DescribeLoadBalancersResponse xmlns=\"x\"><DescribeLoadBalancersResult/></DescribeLoadBalancersResponse>\n";
+        assert!(super::is_whole_response(whole));
+        assert!(!super::is_whole_response(&whole[..whole.len() / 2]));
+        assert!(!super::is_whole_response(b""));
+    }
 }
 
 /// Whether the SDK's credential chain found nothing: the one cause that

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -106,7 +105,26 @@ struct ProxyState {
     calls: Mutex<BTreeMap<String, u64>>,
     /// `service:Action`, the service read from the SigV4 credential scope (the IAM prefix).
     operations: Mutex<std::collections::BTreeSet<String>>,
-    outage: AtomicBool,
+    fault: Mutex<Option<AwsFault>>,
+}
+
+/// What the proxy does to every request while a fault is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsFault {
+    /// 503 `ServiceUnavailable`, not forwarded.
+    Unavailable,
+    /// 400 `Throttling` (ELBv2, Auto Scaling).
+    Throttling,
+    /// 503 `RequestLimitExceeded` (EC2's throttling, in EC2's error format).
+    RequestLimitExceeded,
+    /// 500 `InternalFailure`.
+    ServerError,
+    /// No answer at all (the request is held open).
+    Hang,
+    /// moto's answer, cut in half.
+    Truncated,
+    /// 400 `ExpiredToken`: the session credentials expired.
+    ExpiredCredentials,
 }
 
 /// An HTTP proxy in front of moto: counts every AWS request by its `Action`
@@ -144,7 +162,12 @@ impl AwsProxy {
 
     /// Starts or ends a simulated outage (every request answered 503).
     pub fn set_outage(&self, on: bool) {
-        self.state.outage.store(on, Ordering::SeqCst);
+        self.set_fault(on.then_some(AwsFault::Unavailable));
+    }
+
+    /// Starts a fault (`None` ends it).
+    pub fn set_fault(&self, fault: Option<AwsFault>) {
+        *self.state.fault.lock().expect("fault lock") = fault;
     }
 }
 
@@ -175,10 +198,36 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         .unwrap_or("unsigned")
         .to_string();
     state.operations.lock().expect("operations lock").insert(format!("{service}:{}", action_of(&body)));
-    if state.outage.load(Ordering::SeqCst) {
-        let xml = "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code>\
-                   <Message>simulated outage</Message></Error><RequestId>0</RequestId></ErrorResponse>";
-        return (StatusCode::SERVICE_UNAVAILABLE, [("content-type", "text/xml")], xml).into_response();
+    let fault = *state.fault.lock().expect("fault lock");
+    let error = |status: StatusCode, code: &str, message: &str| {
+        let xml = format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>\
+             <RequestId>0</RequestId></ErrorResponse>"
+        );
+        (status, [("content-type", "text/xml")], xml).into_response()
+    };
+    match fault {
+        Some(AwsFault::Unavailable) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "simulated outage");
+        }
+        Some(AwsFault::Throttling) => return error(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
+        Some(AwsFault::RequestLimitExceeded) => {
+            let xml = "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.\
+                       </Message></Error></Errors><RequestID>0</RequestID></Response>";
+            return (StatusCode::SERVICE_UNAVAILABLE, [("content-type", "text/xml")], xml).into_response();
+        }
+        Some(AwsFault::ServerError) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "simulated failure");
+        }
+        Some(AwsFault::Hang) => std::future::pending::<()>().await,
+        Some(AwsFault::ExpiredCredentials) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ExpiredToken",
+                "The security token included in the request is expired",
+            );
+        }
+        Some(AwsFault::Truncated) | None => {}
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut upstream = state.client.request(parts.method, format!("{}{path}", state.upstream)).body(body);
@@ -196,7 +245,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
                 .filter(|(n, _)| *n != "content-length" && *n != "transfer-encoding")
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect();
-            let bytes = reply.bytes().await.unwrap_or_else(|_| Bytes::new());
+            let mut bytes = reply.bytes().await.unwrap_or_else(|_| Bytes::new());
+            if fault == Some(AwsFault::Truncated) {
+                bytes = bytes.slice(..bytes.len() / 2);
+            }
             let mut response = Response::new(Body::from(bytes));
             *response.status_mut() = status;
             response.headers_mut().extend(headers);

@@ -1,4 +1,5 @@
-//! Issue #11, item 4: `kill -9` during ingest, and a disk that fills up,
+//! Issue #11, items 3 and 4: AWS failing under a running daemon, `kill -9`
+//! during ingest, and a disk that fills up,
 //! against `fleetscrape run` scraping real node_exporters (fake hosts) in
 //! direct mode. Each test runs in a loopback-only network namespace; the
 //! disk-full test also in a private mount namespace with a small tmpfs.
@@ -11,12 +12,25 @@ use std::time::{Duration, Instant};
 
 use common::fakehost::{FakeHost, Identity};
 use common::seed::Seeder;
-use common::{Moto, TEST_ENV, free_port, isolate_network, set_test_env, write_config};
+use common::{AwsFault, AwsProxy, Moto, TEST_ENV, free_port, isolate_network, set_test_env, write_config};
 
 /// A direct-mode config: every instance at its fake host's address.
 fn direct_config(dir: &Path, moto: &str, hosts: &[FakeHost], db: &Path, http: &str) -> PathBuf {
+    direct_config_with(dir, moto, hosts, db, http, "", "5s")
+}
+
+/// [`direct_config`] with more `aws:` settings and another refresh interval.
+fn direct_config_with(
+    dir: &Path,
+    moto: &str,
+    hosts: &[FakeHost],
+    db: &Path,
+    http: &str,
+    aws: &str,
+    refresh: &str,
+) -> PathBuf {
     let mut yaml = format!(
-        "aws:\n  region: ap-northeast-2\n  endpoint_url: {moto}\ndiscovery:\n  refresh_interval: 5s\n\
+        "aws:\n  region: ap-northeast-2\n  endpoint_url: {moto}\n{aws}discovery:\n  refresh_interval: {refresh}\n\
          scrape:\n  interval: 1s\n  timeout: 1s\n  mode: direct\nrelabel_configs:\n"
     );
     for host in hosts {
@@ -79,7 +93,7 @@ async fn wait_metric(child: &mut Child, http: &str, name: &str, what: &str, done
         {
             return value;
         }
-        assert!(Instant::now() < deadline, "{what}: {name} never got there");
+        assert!(Instant::now() < deadline, "{what}: {name} never got there (last {:?})", metric(http, name).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -219,4 +233,95 @@ async fn a_full_disk_holds_samples_in_memory_and_writes_them_when_space_returns(
     assert!(child.wait().unwrap().success());
     eprintln!("disk full: {errors} failed flushes, {held} samples held at the first look, {dropped} dropped");
     assert_eq!(dropped, 0.0, "nothing dropped within the default bound");
+}
+
+/// Issue #11, item 3: AWS throttling, failing, hanging, truncating and
+/// refusing expired credentials under a running daemon. Discovery keeps the
+/// last good topology, backs off, recovers when the fault ends, and the
+/// healthy targets are scraped every interval meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_faults_keep_the_topology_and_cost_the_healthy_targets_no_interval() {
+    if isolate_network("aws_faults_keep_the_topology_and_cost_the_healthy_targets_no_interval") {
+        return;
+    }
+    let (moto, hosts) = fleet().await;
+    let proxy = AwsProxy::start(&moto.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aws.db");
+    let http = format!("127.0.0.1:{}", free_port());
+    let aws = "  max_attempts: 2\n  call_timeout: 2s\n";
+    let config = direct_config_with(dir.path(), &proxy.url, &hosts, &db, &http, aws, "1s");
+    let mut child =
+        spawn(env!("CARGO_BIN_EXE_fleetscrape"), &["run", "--config", config.to_str().unwrap()], dir.path());
+    wait_metric(&mut child, &http, "fleetscrape_scrapes_total", "first scrapes", |n| n >= 6.0).await;
+    let started = stored_scrapes(&db);
+    let mut report = Vec::new();
+    for fault in [
+        AwsFault::Throttling,
+        AwsFault::RequestLimitExceeded,
+        AwsFault::ServerError,
+        AwsFault::Hang,
+        AwsFault::Truncated,
+        AwsFault::ExpiredCredentials,
+    ] {
+        let failures = metric(&http, "fleetscrape_discovery_refresh_failures_total").await.unwrap_or(0.0);
+        proxy.take_calls();
+        proxy.set_fault(Some(fault));
+        // Two failed refreshes under the fault.
+        let what = format!("{fault:?}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(&http, "fleetscrape_discovery_refresh_failures_total").await.unwrap_or(0.0) < failures + 2.0 {
+            let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            assert!(Instant::now() < deadline, "{what}: no two failed refreshes; log tail:\n{tail:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls: u64 = proxy.take_calls().values().sum();
+        let targets = reqwest::get(format!("http://{http}/api/targets")).await.unwrap().text().await.unwrap();
+        let kept = serde_json::from_str::<Vec<serde_json::Value>>(&targets).unwrap().len();
+        assert_eq!(kept, 3, "{fault:?}: the last good topology is kept");
+        let ready = reqwest::get(format!("http://{http}/ready")).await.unwrap().status().as_u16();
+        assert_eq!(ready, 200, "{fault:?}: still ready (a discovery has succeeded)");
+        proxy.set_fault(None);
+        // Recovered: a refresh succeeds again (refreshes grow past failures).
+        let ok = |stats: (f64, f64)| stats.0 - stats.1;
+        let before = ok((
+            metric(&http, "fleetscrape_discovery_refreshes_total").await.unwrap_or(0.0),
+            metric(&http, "fleetscrape_discovery_refresh_failures_total").await.unwrap_or(0.0),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let now = ok((
+                metric(&http, "fleetscrape_discovery_refreshes_total").await.unwrap_or(0.0),
+                metric(&http, "fleetscrape_discovery_refresh_failures_total").await.unwrap_or(0.0),
+            ));
+            if now > before {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{fault:?}: discovery never recovered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        report.push(format!("{fault:?}: {calls} calls over 2 failed refreshes"));
+    }
+    let stored = stored_scrapes(&db) - started;
+    // Every interval of every instance stored while AWS failed: no gap of a
+    // whole interval in any instance's stored times.
+    let connection = read_only(&db);
+    let mut statement = connection
+        .prepare("SELECT instance_id, time FROM scrape_status WHERE up = 1 ORDER BY instance_id, time")
+        .unwrap();
+    let rows: Vec<(String, f64)> =
+        statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let mut worst_gap: f64 = 0.0;
+    for pair in rows.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            worst_gap = worst_gap.max(pair[1].1 - pair[0].1);
+        }
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    eprintln!(
+        "AWS faults: {report:?}; {stored} scrapes stored meanwhile; widest gap {worst_gap:.2} s at a 1 s interval"
+    );
+    assert!(worst_gap < 2.0, "an interval was lost while AWS failed: a gap of {worst_gap:.2} s");
 }
