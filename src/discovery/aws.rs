@@ -160,17 +160,6 @@ where
     Error::Api { operation, message }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_response_cut_short_is_not_whole() {
-        let whole = b"<DescribeLoadBalancersResponse xmlns=\"x\"><DescribeLoadBalancersResult/></DescribeLoadBalancersResponse>\n";
-        assert!(super::is_whole_response(whole));
-        assert!(!super::is_whole_response(&whole[..whole.len() / 2]));
-        assert!(!super::is_whole_response(b""));
-    }
-}
-
 /// Whether the SDK's credential chain found nothing: the one cause that
 /// retrying cannot mend and whose chain text is a paragraph.
 fn no_credentials(error: &(dyn StdError + 'static)) -> bool {
@@ -199,4 +188,15 @@ fn causes(error: &(dyn StdError + 'static)) -> String {
         next = current.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_response_cut_short_is_not_whole() {
+        let whole = b"<DescribeLoadBalancersResponse xmlns=\"x\"><DescribeLoadBalancersResult/></DescribeLoadBalancersResponse>\n";
+        assert!(super::is_whole_response(whole));
+        assert!(!super::is_whole_response(&whole[..whole.len() / 2]));
+        assert!(!super::is_whole_response(b""));
+    }
 }
