@@ -524,6 +524,24 @@ async fn a_canary_secret_never_leaves_its_file() {
     use base64_free::encode;
     let basic = encode(&format!("monitor:{CANARY}"));
     assert!(!log.contains(&basic), "the log holds the Authorization header");
+
+    // The bearer token file: the other path that reads a secret.
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{CANARY}\n")).unwrap();
+    let bearer_yaml = yaml.replace(
+        &format!("basic_auth: {{username: monitor, password_file: {}}}", secret.display()),
+        &format!("bearer_token_file: {}", token.display()),
+    );
+    assert_ne!(bearer_yaml, yaml);
+    let bearer = write_config(dir.path(), &bearer_yaml);
+    for args in [vec!["check-config"], vec!["run", "--once"]] {
+        let mut all = args.clone();
+        all.extend(["--config", bearer.to_str().unwrap()]);
+        let output = command(&all, dir.path(), &env).stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(text.lines().count() > 5 || args[0] == "check-config", "{args:?} logged at trace:\n{text}");
+        assert!(!text.contains(CANARY), "{args:?} printed the bearer token");
+    }
 }
 
 /// Base64 without a dependency, to look for an encoded `Authorization` header.
