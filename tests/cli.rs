@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::seed::Seeder;
-use common::{Moto, TEST_ENV, free_port, set_test_env, write_config};
+use common::{Moto, free_port, set_test_env, write_config};
 use serde_json::Value;
 
 fn repo_file(relative: &str) -> PathBuf {
@@ -20,16 +20,8 @@ fn repo_file(relative: &str) -> PathBuf {
 /// HOME so no developer profile leaks in) plus `env`; kills it after 120 s.
 fn fleetscrape(args: &[&str], env: &[(&str, &str)]) -> Output {
     let home = tempfile::tempdir().expect("temp home");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetscrape"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .envs(TEST_ENV)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = common::clean_command(env!("CARGO_BIN_EXE_fleetscrape"), args, home.path());
+    command.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn fleetscrape");
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().expect("wait").is_none() {
@@ -209,12 +201,7 @@ fn a_missing_region_is_named() {
 /// `fleetscrape ARGS` in a clean environment (test credentials only),
 /// stderr piped.
 fn spawn_run(args: &[&str], home: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_fleetscrape"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .envs(TEST_ENV)
+    common::clean_command(env!("CARGO_BIN_EXE_fleetscrape"), args, home)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -425,23 +412,6 @@ async fn report_errors_say_what_is_wrong_with_the_path() {
     assert!(!stderr(&output).contains("ImageError"), "{}", stderr(&output));
 }
 
-/// A loopback "exporter" that accepts connections and never answers;
-/// returns its address and how many connections it has taken.
-async fn hanging_exporter() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = std::sync::Arc::clone(&accepted);
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
-    (address, accepted)
-}
-
 /// Starts `fleetscrape run [--once]` against a topology whose every listener
 /// hangs, waits until a request is in flight, sends SIGTERM, and returns the
 /// exit status, the log and the database.
@@ -451,7 +421,7 @@ async fn sigterm_mid_round(once: bool) -> (std::process::ExitStatus, String, std
     Seeder::new(&moto.url).await.seed_topology().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("budget.db");
-    let (hanging, accepted) = hanging_exporter().await;
+    let (hanging, accepted) = common::silent_server().await;
     // A round would wait 25 s for the hanging member; the budget is 2 s.
     let yaml = format!(
         "aws:\n  endpoint_url: {}\nscrape:\n  interval: 30s\n  timeout: 25s\n  mode: via_alb\n\

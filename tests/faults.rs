@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fakehost::{FakeHost, Identity};
 use common::seed::Seeder;
-use common::{AwsFault, AwsProxy, Moto, TEST_ENV, free_port, isolate_network, set_test_env, write_config};
+use common::{AwsFault, AwsProxy, Moto, free_port, isolate_network, metric, set_test_env, write_config};
 
 /// A direct-mode config: every instance at its fake host's address.
 fn direct_config(dir: &Path, moto: &str, hosts: &[FakeHost], db: &Path, http: &str) -> PathBuf {
@@ -61,27 +61,7 @@ async fn fleet() -> (Moto, Vec<FakeHost>) {
 /// Starts `program`; its log goes to `home/log`.
 fn spawn(program: &str, args: &[&str], home: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("log")).unwrap();
-    Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .envs(TEST_ENV)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn")
-}
-
-/// A counter or gauge of fleetscrape's `/metrics`, summed over its labels.
-async fn metric(http: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics")).await.ok()?.text().await.ok()?;
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
+    common::clean_command(program, args, home).stdout(Stdio::null()).stderr(log).spawn().expect("spawn")
 }
 
 async fn wait_metric(child: &mut Child, http: &str, name: &str, what: &str, done: impl Fn(f64) -> bool) -> f64 {

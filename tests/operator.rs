@@ -8,33 +8,49 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::seed::Seeder;
-use common::{Moto, TEST_ENV, free_port, set_test_env, write_config};
+use common::{Moto, free_port, metric, set_test_env, write_config};
 
 /// A config whose every listener address is a closed loopback port: each
 /// interval records up=0 (`connect_error`) for the seed topology's three
-/// instances. `extra` is appended as top-level YAML.
-fn failing_config(dir: &std::path::Path, moto: &Moto, http: &str, extra: &str) -> std::path::PathBuf {
+/// instances.
+fn failing_config(dir: &std::path::Path, moto: &Moto, http: &str) -> std::path::PathBuf {
     let closed = format!("127.0.0.1:{}", free_port());
     let yaml = format!(
         "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n\
          relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{closed}'}}\n\
-         storage:\n  path: {}\n  flush_interval: 1s\nhttp:\n  listen_address: {http}\n{extra}",
+         storage:\n  path: {}\n  flush_interval: 1s\nhttp:\n  listen_address: {http}\n",
         moto.url,
         dir.join("operator.db").display()
     );
     write_config(dir, &yaml)
 }
 
+/// The seed topology in moto, every listener closed ([`failing_config`]),
+/// with a directory for the config and the database, and a throwaway HOME.
+struct FailingFleet {
+    moto: Moto,
+    dir: tempfile::TempDir,
+    http: String,
+    config: std::path::PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl FailingFleet {
+    async fn start() -> Self {
+        set_test_env();
+        let moto = Moto::start();
+        Seeder::new(&moto.url).await.seed_topology().await;
+        let dir = tempfile::tempdir().unwrap();
+        let http = format!("127.0.0.1:{}", free_port());
+        let config = failing_config(dir.path(), &moto, &http);
+        Self { moto, dir, http, config, home: tempfile::tempdir().unwrap() }
+    }
+}
+
+/// `fleetscrape args` in a clean environment plus `env`, stdout discarded.
 fn command(args: &[&str], home: &std::path::Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetscrape"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .envs(TEST_ENV)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null());
+    let mut command = common::clean_command(env!("CARGO_BIN_EXE_fleetscrape"), args, home);
+    command.envs(env.iter().copied()).stdout(Stdio::null());
     command
 }
 
@@ -53,23 +69,12 @@ fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     }
 }
 
-/// `fleetscrape_scrape_failures_total` summed over reasons, from `/metrics`.
-async fn failures_counted(http: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics")).await.ok()?.text().await.ok()?;
-    let total = text
-        .lines()
-        .filter(|l| l.starts_with("fleetscrape_scrape_failures_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    Some(total)
-}
-
 /// Waits until the daemon has counted more than `above` failed scrapes.
 async fn wait_failures_above(child: &mut Child, http: &str, above: f64, what: &str) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(child.try_wait().expect("wait").is_none(), "{what}: fleetscrape run exited early");
-        if let Some(total) = failures_counted(http).await
+        if let Some(total) = metric(http, "fleetscrape_scrape_failures_total").await
             && total > above
         {
             return total;
@@ -79,25 +84,13 @@ async fn wait_failures_above(child: &mut Child, http: &str, above: f64, what: &s
     }
 }
 
-/// `fleetscrape_log_lines_dropped_total`, from `/metrics`.
-async fn dropped_log_lines(http: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics")).await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("fleetscrape_log_lines_dropped_total "))?.parse().ok()
-}
-
 fn sigterm(child: &Child) {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_once_with_every_target_down_exits_3_and_logs_each_failure_at_warn() {
-    set_test_env();
-    let moto = Moto::start();
-    Seeder::new(&moto.url).await.seed_topology().await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = failing_config(dir.path(), &moto, &http, "");
-    let home = tempfile::tempdir().unwrap();
+    let FailingFleet { moto: _moto, dir: _dir, http: _http, config, home } = FailingFleet::start().await;
     let output = command(&["run", "--once", "--config", config.to_str().unwrap()], home.path(), &[])
         .stderr(Stdio::piped())
         .output()
@@ -113,13 +106,7 @@ async fn run_once_with_every_target_down_exits_3_and_logs_each_failure_at_warn()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_target_is_logged_once_while_it_keeps_failing() {
-    set_test_env();
-    let moto = Moto::start();
-    Seeder::new(&moto.url).await.seed_topology().await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = failing_config(dir.path(), &moto, &http, "");
-    let home = tempfile::tempdir().unwrap();
+    let FailingFleet { moto: _moto, dir: _dir, http, config, home } = FailingFleet::start().await;
     let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[])
         .stderr(Stdio::piped())
         .spawn()
@@ -137,13 +124,7 @@ async fn a_failing_target_is_logged_once_while_it_keeps_failing() {
 /// `fleetscrape run … 2>&1 | head -2`: the reader goes away after two lines.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_stderr_pipe_neither_panics_nor_stops_scraping() {
-    set_test_env();
-    let moto = Moto::start();
-    Seeder::new(&moto.url).await.seed_topology().await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = failing_config(dir.path(), &moto, &http, "");
-    let home = tempfile::tempdir().unwrap();
+    let FailingFleet { moto: _moto, dir: _dir, http, config, home } = FailingFleet::start().await;
     let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[("RUST_LOG", "debug")])
         .stderr(Stdio::piped())
         .spawn()
@@ -160,13 +141,7 @@ async fn a_closed_stderr_pipe_neither_panics_nor_stops_scraping() {
 /// every write to it would block.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_stderr_pipe_never_stalls_scraping_or_shutdown() {
-    set_test_env();
-    let moto = Moto::start();
-    Seeder::new(&moto.url).await.seed_topology().await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = failing_config(dir.path(), &moto, &http, "");
-    let home = tempfile::tempdir().unwrap();
+    let FailingFleet { moto: _moto, dir: _dir, http, config, home } = FailingFleet::start().await;
     // Trace level fills a 64 KiB pipe within the first discovery.
     let mut child = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[("RUST_LOG", "trace")])
         .stderr(Stdio::piped())
@@ -176,7 +151,7 @@ async fn a_full_stderr_pipe_never_stalls_scraping_or_shutdown() {
     // Once lines are being dropped the pipe and the queue are full: from
     // then on every write would have blocked.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while dropped_log_lines(&http).await.is_none_or(|d| d == 0.0) {
+    while metric(&http, "fleetscrape_log_lines_dropped_total").await.is_none_or(|d| d == 0.0) {
         assert!(Instant::now() < deadline, "the log never filled the pipe");
         assert!(child.try_wait().expect("wait").is_none(), "fleetscrape run exited early");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -190,13 +165,7 @@ async fn a_full_stderr_pipe_never_stalls_scraping_or_shutdown() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn log_format_json_writes_one_object_per_line() {
-    set_test_env();
-    let moto = Moto::start();
-    Seeder::new(&moto.url).await.seed_topology().await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = failing_config(dir.path(), &moto, &http, "");
-    let home = tempfile::tempdir().unwrap();
+    let FailingFleet { moto: _moto, dir: _dir, http: _http, config, home } = FailingFleet::start().await;
     let output =
         command(&["--log-format", "json", "run", "--once", "--config", config.to_str().unwrap()], home.path(), &[])
             .stderr(Stdio::piped())
@@ -239,20 +208,14 @@ fn a_closed_stdout_is_no_panic() {
 /// Issue #11: two `run` processes on one database both wrote.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_on_the_same_database_is_refused_at_start() {
-    set_test_env();
-    let moto = Moto::start();
-    Seeder::new(&moto.url).await.seed_topology().await;
-    let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = failing_config(dir.path(), &moto, &http, "");
-    let home = tempfile::tempdir().unwrap();
+    let FailingFleet { moto, dir, http, config, home } = FailingFleet::start().await;
     let mut first = command(&["run", "--config", config.to_str().unwrap()], home.path(), &[])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_failures_above(&mut first, &http, 0.0, "first run").await;
     // Another HTTP port, the same database.
-    let second_config = failing_config(dir.path(), &moto, &format!("127.0.0.1:{}", free_port()), "");
+    let second_config = failing_config(dir.path(), &moto, &format!("127.0.0.1:{}", free_port()));
     let output = command(&["run", "--once", "--config", second_config.to_str().unwrap()], home.path(), &[])
         .stderr(Stdio::piped())
         .output()
@@ -423,17 +386,8 @@ fn no_credentials_is_one_actionable_line() {
 /// the whole call, retries included.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_aws_endpoint_that_never_answers_fails_within_the_call_timeout_without_retrying() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = std::sync::Arc::clone(&accepted);
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
+    let (address, accepted) = common::silent_server().await;
+    let endpoint = format!("http://{address}");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &format!("aws:\n  endpoint_url: {endpoint}\n  call_timeout: 2s\n"));
     let mut child = command(&["discover", "--config", config.to_str().unwrap()], dir.path(), &[])

@@ -47,6 +47,48 @@ pub fn set_test_env() {
     });
 }
 
+/// `program args` in a clean environment: the test credentials, `PATH`, and
+/// `home` as `HOME` (so no developer profile leaks in). Stdio is the caller's.
+pub fn clean_command(program: &str, args: &[&str], home: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(TEST_ENV);
+    command
+}
+
+/// A loopback server that accepts connections and never answers; returns
+/// its `host:port` and how many connections it has taken.
+pub async fn silent_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind silent server");
+    let address = listener.local_addr().expect("silent server address").to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (address, accepted)
+}
+
+/// One metric of fleetscrape's `/metrics` at `http`, summed over its label
+/// sets; `None` while the endpoint does not answer or lacks it.
+pub async fn metric(http: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics")).await.ok()?.text().await.ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// A free TCP port on loopback (bound, then released for the child to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
