@@ -22,6 +22,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::discovery::{self, Discoverer, Refresher, Topology};
+use crate::output::Output;
+use crate::remote_write::{self, RemoteWrite};
 use crate::scrape::{self, HttpClient, Scraper, Settings};
 use crate::serve;
 use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, Store, WriterConfig};
@@ -41,6 +43,9 @@ pub enum Error {
     /// The scrape client could not be built.
     #[error(transparent)]
     Client(#[from] scrape::client::ClientError),
+    /// A remote_write client could not be built.
+    #[error(transparent)]
+    RemoteWrite(#[from] remote_write::ClientError),
     /// The final flush did not finish within `shutdown_timeout`.
     #[error("the shutdown budget ({0:?}) ran out before the final flush finished; the last batch may be lost")]
     ShutdownBudget(std::time::Duration),
@@ -81,32 +86,35 @@ impl std::fmt::Display for PassSummary {
 /// # Errors
 /// [`Error`] when a part cannot start (with `once`, also when discovery fails).
 pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Result<(), Error> {
-    let path = &config.storage.path;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| store::Error::Directory { path: dir.to_path_buf(), source })?;
-    }
     // Held until `run` returns: one writer per database.
-    let _lock = store::lock::WriterLock::acquire(path)?;
-    let store = Store::open(path).await?;
-    info!(path = %store.path().display(), "database open");
-    let refresher = Refresher::new(Discoverer::from_config(&config).await?, config.discovery.refresh_interval.as_std())
-        .with_early_refresh_min_interval(config.discovery.early_refresh_min_interval.as_std());
-    let topology = refresher.subscribe();
-    let writer_config = WriterConfig {
-        flush_interval: config.storage.flush_interval.as_std(),
-        retention: config.storage.retention.to_store(),
-        // Longer than a sample takes from its request (at most one interval
-        // late, for a via-ALB round) to its commit (a flush).
-        compaction_delay: (config.scrape.interval.as_std() * 2 + config.storage.flush_interval.as_std() * 2)
-            .max(Duration::from_secs(30)),
-        ..WriterConfig::default()
+    let (_lock, store) = match &config.storage.path {
+        Some(path) => {
+            let (lock, store) = open_store(path).await?;
+            (Some(lock), Some(store))
+        }
+        None => {
+            info!("storage.path is null: no SQLite, samples go to remote_write only");
+            (None, None)
+        }
     };
+    let refresher = Refresher::new(Discoverer::from_config(&config).await?, config.discovery.refresh_interval.as_std())
+        .with_early_refresh_min_interval(config.discovery.early_refresh_min_interval.as_std())
+        .with_jitter(discovery::REFRESH_JITTER);
+    let topology = refresher.subscribe();
     let stop_writer = CancellationToken::new();
-    let (writer, writer_task) = store::spawn_writer(store, writer_config, stop_writer.clone());
+    let (writer, writer_task) = match store {
+        Some(store) => {
+            let (writer, task) = store::spawn_writer(store, writer_config(&config), stop_writer.clone());
+            (Some(writer), Some(task))
+        }
+        None => (None, None),
+    };
+    let remote = RemoteWrite::start(&config, topology.clone()).await?;
+    let output = Output::new(writer.clone(), Some(remote.clone()));
     let client = HttpClient::new(&config.scrape)?;
     // Without a refresh loop (--once) nobody would answer an early refresh.
     let early = (!once).then(|| refresher.early_refresh());
-    let scraper = Scraper::new(Settings::from_config(&config), client, topology.clone(), writer.clone(), early);
+    let scraper = Scraper::new(Settings::from_config(&config), client, topology.clone(), output.clone(), early);
 
     let listener = tokio::net::TcpListener::bind(config.http.listen_address)
         .await
@@ -114,24 +122,27 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let http_state = serve::State {
         scrape: scraper.state(),
         discovery: refresher.stats(),
-        writer: Arc::clone(&writer.stats),
+        writer: writer.as_ref().map_or_else(Arc::default, |w| Arc::clone(&w.stats)),
         topology: topology.clone(),
+        remote: Some(remote.clone()),
+        sd: serve::SdSettings { direct: config.scrape.mode != crate::config::ScrapeMode::ViaAlb },
     };
     let http_stop = shutdown.clone();
     let http = tokio::spawn(async move { serve::serve(listener, http_state, http_stop).await });
-    info!(address = %config.http.listen_address, "serving /metrics, /healthz, /api/targets");
+    info!(address = %config.http.listen_address, "serving /metrics, /healthz, /ready, /api/targets, /api/sd");
 
     let budget = config.shutdown_timeout.as_std();
     let shutdown_started = spawn_cutter(shutdown.clone(), scraper.cutter(), budget / 2);
     let mut sink = TopologySink::default();
     let result = if once {
-        run_once(&refresher, &scraper, &writer, &mut sink, &shutdown).await
+        run_once(&refresher, &scraper, &output, &mut sink, &shutdown).await
     } else {
         let tasks = [
-            tokio::spawn(record_refresh_outcomes(refresher.outcomes(), writer.clone(), shutdown.clone())),
+            tokio::spawn(record_refresh_outcomes(refresher.outcomes(), output.clone(), shutdown.clone())),
             tokio::spawn(refresher.run(shutdown.clone())),
             tokio::spawn(scraper.clone().run(shutdown.clone())),
-            tokio::spawn(sink.run(topology, writer.clone(), shutdown.clone())),
+            tokio::spawn(sink.run(topology, output.clone(), shutdown.clone())),
+            tokio::spawn(remote.clone().watch_topology(shutdown.clone())),
         ];
         shutdown.cancelled().await;
         info!(budget_seconds = budget.as_secs_f64(), "shutting down");
@@ -142,20 +153,51 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     };
     shutdown.cancel();
     let _ = http.await;
-    drop(writer);
-    drop(scraper);
+    drop((writer, output, scraper));
     stop_writer.cancel();
     let started = shutdown_started.await.unwrap_or_else(|_| tokio::time::Instant::now());
+    let deadline = started + budget;
+    // What remote_write still holds and the store's last batch, side by side,
+    // in what is left of the one budget.
     let flush = async {
-        if let Ok(store) = writer_task.await {
-            store.close().await;
-        }
+        let store = async {
+            if let Some(task) = writer_task
+                && let Ok(store) = task.await
+            {
+                store.close().await;
+            }
+        };
+        let remote_deadline = deadline.checked_sub(Duration::from_millis(200)).unwrap_or(deadline);
+        tokio::join!(store, remote.shutdown(remote_deadline));
     };
-    if tokio::time::timeout_at(started + budget, flush).await.is_err() {
+    if tokio::time::timeout_at(deadline, flush).await.is_err() {
         tracing::error!(budget_seconds = budget.as_secs_f64(), "shutdown budget spent before the final flush finished");
         return Err(Error::ShutdownBudget(budget));
     }
     result
+}
+
+/// Creates the database's directory, takes the writer lock, opens the store.
+async fn open_store(path: &std::path::Path) -> Result<(store::lock::WriterLock, Store), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| store::Error::Directory { path: dir.to_path_buf(), source })?;
+    }
+    let lock = store::lock::WriterLock::acquire(path)?;
+    let store = Store::open(path).await?;
+    info!(path = %store.path().display(), "database open");
+    Ok((lock, store))
+}
+
+fn writer_config(config: &Config) -> WriterConfig {
+    WriterConfig {
+        flush_interval: config.storage.flush_interval.as_std(),
+        retention: config.storage.retention.to_store(),
+        // Longer than a sample takes from its request (at most one interval
+        // late, for a via-ALB round) to its commit (a flush).
+        compaction_delay: (config.scrape.interval.as_std() * 2 + config.storage.flush_interval.as_std() * 2)
+            .max(Duration::from_secs(30)),
+        ..WriterConfig::default()
+    }
 }
 
 /// Waits for shutdown, then cuts the rounds in flight after `rounds_share`;
@@ -179,7 +221,7 @@ fn spawn_cutter(
 async fn run_once(
     refresher: &Refresher,
     scraper: &Scraper,
-    writer: &store::WriterHandle,
+    writer: &Output,
     sink: &mut TopologySink,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
@@ -217,7 +259,7 @@ fn discovery_status(outcome: &discovery::RefreshOutcome) -> store::ComponentReco
 /// Writes each refresh's outcome to `component_status`.
 async fn record_refresh_outcomes(
     mut outcomes: tokio::sync::watch::Receiver<Option<discovery::RefreshOutcome>>,
-    writer: store::WriterHandle,
+    writer: Output,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -246,12 +288,7 @@ pub struct TopologySink {
 }
 
 impl TopologySink {
-    async fn run(
-        mut self,
-        mut topology: discovery::TopologyReceiver,
-        writer: store::WriterHandle,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(mut self, mut topology: discovery::TopologyReceiver, writer: Output, shutdown: CancellationToken) {
         loop {
             let current = topology.borrow_and_update().clone();
             if let Some(current) = current

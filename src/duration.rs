@@ -47,6 +47,11 @@ impl PromDuration {
         Self(Duration::from_secs(secs))
     }
 
+    /// Builds a duration from milliseconds.
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(Duration::from_millis(millis))
+    }
+
     /// Wraps a [`std::time::Duration`].
     pub const fn from_std(duration: Duration) -> Self {
         Self(duration)

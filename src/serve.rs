@@ -28,6 +28,19 @@ pub struct State {
     pub writer: Arc<WriterStats>,
     /// The current topology.
     pub topology: TopologyReceiver,
+    /// remote_write receivers, if any.
+    pub remote: Option<crate::remote_write::RemoteWrite>,
+    /// What `/api/sd` serves.
+    pub sd: SdSettings,
+}
+
+/// `/api/sd` settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SdSettings {
+    /// Whether instances are reached at their own address (`direct` and
+    /// `auto` modes); through listeners only, none is directly reachable
+    /// and `/api/sd` serves an empty list.
+    pub direct: bool,
 }
 
 /// The routes.
@@ -37,6 +50,7 @@ pub fn router(state: State) -> axum::Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/targets", get(targets))
+        .route("/api/sd", get(http_sd))
         .with_state(state)
 }
 
@@ -125,6 +139,53 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
         })
         .collect();
     let body = serde_json::to_string(&views).unwrap_or_else(|_| "[]".into());
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// One `http_sd` target group: Prometheus's HTTP SD format.
+#[derive(Serialize)]
+struct SdGroup {
+    targets: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The labels `/api/sd` gives a target: every discovered `__meta_*` label,
+/// what relabeling kept (`__metrics_path__` and `__scheme__` included), the
+/// instance labels, and `instance` = the EC2 instance id.
+pub fn sd_labels(target: &crate::discovery::Target) -> std::collections::BTreeMap<String, String> {
+    let mut labels: std::collections::BTreeMap<String, String> = target
+        .discovered_labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("__meta_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, value) in target.labels.iter().flatten() {
+        if name != "__address__" && name != "__alb_address__" {
+            labels.insert(name.clone(), value.clone());
+        }
+    }
+    labels.extend(crate::scrape::convert::instance_labels(target));
+    labels.insert("instance".into(), target.instance.id.clone());
+    labels.retain(|_, v| !v.is_empty());
+    labels
+}
+
+/// `/api/sd`: Prometheus `http_sd` JSON of the directly reachable instances
+/// this replica scrapes, so that a team can keep its Prometheus and use
+/// fleetscrape for discovery only.
+async fn http_sd(axum::extract::State(state): axum::extract::State<State>) -> impl IntoResponse {
+    let topology = state.topology.borrow().clone();
+    let groups: Vec<SdGroup> = match topology {
+        Some(topology) if state.sd.direct => topology
+            .scraped_targets()
+            .filter_map(|target| {
+                let address = target.labels.as_ref()?.get("__address__").filter(|a| !a.is_empty())?.clone();
+                Some(SdGroup { targets: vec![address], labels: sd_labels(target) })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let body = serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into());
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
@@ -333,6 +394,9 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
     ] {
         out.family(name, "gauge", help);
         out.sample(name, &[], value);
+    }
+    if let Some(remote) = &state.remote {
+        crate::remote_write::render_metrics(&mut out.0, &remote.stats());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.0)
 }

@@ -126,7 +126,7 @@ async fn run_passes(
     let topology = join(&inventory(ids), &options);
     assert_eq!(topology.scraped_targets().count(), ids.len());
     let (_sender, receiver) = tokio::sync::watch::channel(Some(Arc::new(topology)));
-    let store = Store::open(&config.storage.path).await.unwrap();
+    let store = Store::open(config.storage.path.as_ref().unwrap()).await.unwrap();
     let stop = CancellationToken::new();
     let (writer, task) = spawn_writer(store, WriterConfig::default(), stop.clone());
     let client = HttpClient::new(&config.scrape).unwrap().with_hosts(hosts);

@@ -44,7 +44,7 @@ fn the_compose_stack_wires_fleetscrape_and_grafana_together() {
     let datasources: Value =
         serde_saphyr::from_str(&repo("infra/grafana/provisioning/datasources/fleetscrape.yml")).unwrap();
     assert_eq!(
-        config.storage.path.to_str().unwrap(),
+        config.storage.path.as_ref().unwrap().to_str().unwrap(),
         datasources["datasources"][0]["jsonData"]["path"].as_str().unwrap()
     );
     assert_eq!(config.scrape.mode, fleetscrape::config::ScrapeMode::ViaAlb);

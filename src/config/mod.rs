@@ -8,6 +8,7 @@
 //! key it concerns and, where known, its line.
 
 mod raw;
+pub mod remote_write;
 mod scrape;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::duration::PromDuration;
 use crate::exposition::Limits;
 use crate::relabel::RelabelConfig;
 use raw::RawConfig;
+pub use remote_write::{QueueConfig, RemoteWriteConfig, Secret, ShardingConfig};
 pub use scrape::{BasicAuth, ByteSize, IdentityMatch, IdentitySource, TlsConfig};
 
 /// The permission bits of `path`, if it can be read.
@@ -62,6 +64,12 @@ pub struct Config {
     /// From SIGTERM/SIGINT to exit: rounds in flight finish or are cut, the
     /// store flushes. Under Docker's 10 s before SIGKILL by default (8 s).
     pub shutdown_timeout: PromDuration,
+    /// Prometheus remote-write receivers every scraped sample is sent to.
+    pub remote_write: Vec<RemoteWriteConfig>,
+    /// Labels added to every series sent (`cluster`, `__replica__` for HA pairs).
+    pub external_labels: BTreeMap<String, String>,
+    /// This replica's share of the fleet.
+    pub sharding: ShardingConfig,
 }
 
 /// fleetscrape's own HTTP endpoint (`/metrics`, `/healthz`, `/api/targets`).
@@ -154,6 +162,11 @@ pub struct ScrapeConfig {
     pub basic_auth: Option<BasicAuth>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<PathBuf>,
+    /// The `job` label of every series sent by remote_write (and on `/api/sd`).
+    pub job_name: String,
+    /// Consecutive failed or unreached intervals after which an instance's
+    /// series are marked stale (remote_write).
+    pub stale_after_intervals: u32,
 }
 
 impl ScrapeConfig {
@@ -171,8 +184,9 @@ impl ScrapeConfig {
 /// SQLite storage.
 #[derive(Debug, Clone, Serialize)]
 pub struct StorageConfig {
-    /// Database file; relative paths are resolved against the config file's directory.
-    pub path: PathBuf,
+    /// Database file, resolved against the config file's directory; `None`
+    /// (`storage.path: null`): no SQLite, samples go to `remote_write` only.
+    pub path: Option<PathBuf>,
     /// How long each tier is kept (`storage.retention`, `storage.retention_tiers`);
     /// the effective configuration spells every tier out.
     #[serde(rename = "retention_tiers")]
@@ -330,7 +344,13 @@ impl Config {
                 config_path.display()
             ));
         }
-        let secrets = self.scrape.basic_auth.iter().map(|a| &a.password_file).chain(&self.scrape.bearer_token_file);
+        let secrets = self
+            .scrape
+            .basic_auth
+            .iter()
+            .map(|a| a.password_file.as_path())
+            .chain(self.scrape.bearer_token_file.as_deref())
+            .chain(self.remote_write.iter().flat_map(RemoteWriteConfig::secret_files));
         for secret in secrets {
             if let Some(mode) = file_mode(secret)
                 && mode & 0o006 != 0
@@ -361,12 +381,15 @@ impl Config {
 
     fn from_raw(mut raw: RawConfig, base_dir: &Path) -> Result<Self, Vec<Problem>> {
         raw.scrape.clamp_default_timeouts();
-        let storage_path = base_dir.join(&raw.storage.path.value);
+        let storage_path = raw.storage.path.as_ref().map(|p| base_dir.join(&p.value));
         let mut problems = Problems::default();
         problems.check_aws(&raw.aws);
         problems.check_durations(&raw);
         problems.check_scrape(&raw.scrape);
-        problems.check_storage(&raw.storage.path, &storage_path);
+        if let (Some(path), Some(resolved)) = (&raw.storage.path, &storage_path) {
+            problems.check_storage(path, resolved);
+        }
+        problems.check_outputs(&raw);
         let listen = &raw.http.listen_address;
         let listen_address = listen.value.parse::<SocketAddr>();
         problems.check(listen_address.is_ok(), "http.listen_address", listen.referenced, || {
@@ -380,7 +403,12 @@ impl Config {
         }
     }
 
-    fn from_checked_raw(raw: RawConfig, storage_path: PathBuf, listen_address: SocketAddr, base: &Path) -> Self {
+    fn from_checked_raw(
+        raw: RawConfig,
+        storage_path: Option<PathBuf>,
+        listen_address: SocketAddr,
+        base: &Path,
+    ) -> Self {
         let value = |s: Spanned<PromDuration>| s.value;
         let scrape = raw.scrape;
         Self {
@@ -422,6 +450,8 @@ impl Config {
                     .basic_auth
                     .map(|a| BasicAuth { username: a.username, password_file: base.join(a.password_file) }),
                 bearer_token_file: scrape.bearer_token_file.map(|f| base.join(f.value)),
+                job_name: scrape.job_name.value,
+                stale_after_intervals: scrape.stale_after_intervals.value,
             },
             relabel_configs: raw.relabel_configs,
             metric_relabel_configs: raw.metric_relabel_configs,
@@ -435,6 +465,17 @@ impl Config {
             },
             http: HttpConfig { listen_address },
             shutdown_timeout: raw.shutdown_timeout.value,
+            remote_write: raw
+                .remote_write
+                .into_iter()
+                .map(|r| {
+                    let mut remote = r.value;
+                    remote.resolve(base);
+                    remote
+                })
+                .collect(),
+            external_labels: raw.external_labels,
+            sharding: raw.sharding,
         }
     }
 
@@ -534,6 +575,41 @@ impl Problems {
                 "set either basic_auth or bearer_token_file, not both".into()
             });
         }
+    }
+
+    fn check_outputs(&mut self, raw: &RawConfig) {
+        self.check(
+            raw.storage.path.is_some() || !raw.remote_write.is_empty(),
+            "storage.path",
+            Location::UNKNOWN,
+            || "is null and remote_write is empty: samples would go nowhere".into(),
+        );
+        let mut names = std::collections::BTreeSet::new();
+        for (i, remote) in raw.remote_write.iter().enumerate() {
+            for (key, message) in remote.value.problems() {
+                self.check(false, &format!("remote_write[{i}].{key}"), remote.referenced, || message);
+            }
+            let name = remote.value.remote_name();
+            self.check(names.insert(name.clone()), &format!("remote_write[{i}].name"), remote.referenced, || {
+                format!("{name:?} is used by another receiver: names must be unique")
+            });
+        }
+        for name in raw.external_labels.keys() {
+            self.check(crate::labels::is_valid_label_name(name), "external_labels", Location::UNKNOWN, || {
+                format!("{name:?} is not a valid label name")
+            });
+        }
+        let sharding = &raw.sharding;
+        self.check(sharding.total >= 1, "sharding.total", Location::UNKNOWN, || "must be at least 1".into());
+        self.check(sharding.index < sharding.total.max(1), "sharding.index", Location::UNKNOWN, || {
+            format!("{} must be below sharding.total ({})", sharding.index, sharding.total)
+        });
+        let job = &raw.scrape.job_name;
+        self.check(!job.value.is_empty(), "scrape.job_name", job.referenced, || "must not be empty".into());
+        let stale = &raw.scrape.stale_after_intervals;
+        self.check(stale.value >= 1, "scrape.stale_after_intervals", stale.referenced, || {
+            "must be at least 1 (1 marks an instance stale at its first missed interval)".into()
+        });
     }
 
     fn check_storage(&mut self, path: &Spanned<String>, resolved: &Path) {

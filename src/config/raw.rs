@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::ScrapeMode;
+use super::remote_write::{RemoteWriteConfig, ShardingConfig};
 use super::scrape::{BasicAuth, ByteSize, IdentitySource, TlsConfig};
 use crate::duration::PromDuration;
 use crate::relabel::RelabelConfig;
@@ -54,6 +55,12 @@ pub(super) struct RawConfig {
     #[serde(deserialize_with = "null_as_default")]
     pub http: RawHttp,
     pub shutdown_timeout: Spanned<PromDuration>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub remote_write: Vec<Spanned<RemoteWriteConfig>>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub external_labels: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub sharding: ShardingConfig,
 }
 
 impl Default for RawConfig {
@@ -67,6 +74,9 @@ impl Default for RawConfig {
             storage: RawStorage::default(),
             http: RawHttp::default(),
             shutdown_timeout: secs(8),
+            remote_write: Vec::new(),
+            external_labels: BTreeMap::new(),
+            sharding: ShardingConfig::default(),
         }
     }
 }
@@ -152,6 +162,8 @@ pub(super) struct RawScrape {
     pub tls_config: TlsConfig,
     pub basic_auth: Option<BasicAuth>,
     pub bearer_token_file: Option<Spanned<String>>,
+    pub job_name: Spanned<String>,
+    pub stale_after_intervals: Spanned<u32>,
 }
 
 /// `identity:` with no value means the default sources.
@@ -184,6 +196,8 @@ impl Default for RawScrape {
             tls_config: TlsConfig::default(),
             basic_auth: None,
             bearer_token_file: None,
+            job_name: unlocated("fleetscrape".to_string()),
+            stale_after_intervals: unlocated(3),
         }
     }
 }
@@ -191,7 +205,8 @@ impl Default for RawScrape {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStorage {
-    pub path: Spanned<String>,
+    /// `null`: no SQLite (remote_write only).
+    pub path: Option<Spanned<String>>,
     pub retention: Option<Spanned<PromDuration>>,
     pub retention_tiers: RawRetentionTiers,
     pub flush_interval: Spanned<PromDuration>,
@@ -213,7 +228,7 @@ pub(super) struct RawRetentionTiers {
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
-            path: unlocated("data/fleetscrape.db".to_string()),
+            path: Some(unlocated("data/fleetscrape.db".to_string())),
             retention: None,
             retention_tiers: RawRetentionTiers::default(),
             flush_interval: secs(2),

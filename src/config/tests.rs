@@ -30,7 +30,7 @@ fn defaults_fill_every_missing_key() {
     assert_eq!(config.scrape.timeout.to_string(), "10s");
     assert_eq!(config.scrape.mode, ScrapeMode::Auto);
     assert_eq!(config.scrape.metrics_path, "/metrics");
-    assert_eq!(config.storage.path, Path::new("/etc/fleetscrape/data/fleetscrape.db"));
+    assert_eq!(config.storage.path.as_deref(), Some(Path::new("/etc/fleetscrape/data/fleetscrape.db")));
     let retention = config.storage.retention;
     assert_eq!(
         [retention.raw, retention.minute, retention.five_minutes, retention.hour].map(|d| d.to_string()),
@@ -65,9 +65,9 @@ storage:
 #[test]
 fn relative_storage_path_resolves_against_the_config_directory() {
     let config = Config::from_yaml("storage: {path: db/x.db}", Path::new("/srv/conf/f.yml")).unwrap();
-    assert_eq!(config.storage.path, Path::new("/srv/conf/db/x.db"));
+    assert_eq!(config.storage.path.as_deref(), Some(Path::new("/srv/conf/db/x.db")));
     let config = Config::from_yaml("storage: {path: /var/lib/x.db}", Path::new("/srv/conf/f.yml")).unwrap();
-    assert_eq!(config.storage.path, Path::new("/var/lib/x.db"));
+    assert_eq!(config.storage.path.as_deref(), Some(Path::new("/var/lib/x.db")));
 }
 
 #[test]

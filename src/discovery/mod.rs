@@ -37,7 +37,7 @@ use crate::config::Config;
 pub use aws::Clients;
 pub use elbv2::Filters;
 use model::Inventory;
-pub use topology::{JoinOptions, Role, SkipReason, Target, Topology};
+pub use topology::{JoinOptions, Role, Sharding, SkipReason, Target, Topology, shard_key, shard_of};
 
 /// Why a discovery refresh failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,11 @@ impl Discoverer {
                 metrics_path: config.scrape.metrics_path.clone(),
                 instance_tags: config.discovery.instance_tags.clone(),
                 relabel_configs: config.relabel_configs.clone(),
+                sharding: config.sharding.is_sharded().then_some(Sharding {
+                    total: config.sharding.total,
+                    index: config.sharding.index,
+                    by_listener: config.scrape.mode == crate::config::ScrapeMode::ViaAlb,
+                }),
             },
         })
     }
@@ -280,6 +285,18 @@ pub struct Refresher {
     outcomes: watch::Sender<Option<RefreshOutcome>>,
     stats: Arc<RefreshStats>,
     early: EarlyRefresh,
+    /// Fraction of the interval by which a refresh after a success comes early, at random.
+    jitter: f64,
+}
+
+/// The daemon's refresh jitter: up to 10 % of the interval early, so that
+/// replicas started together do not call AWS in lockstep.
+pub const REFRESH_JITTER: f64 = 0.1;
+
+/// `delay` shortened by up to `fraction` of itself, `random` in `[0, 1)`:
+/// never later than the interval, so `refresh_interval` stays an upper bound.
+pub fn jittered(delay: Duration, fraction: f64, random: f64) -> Duration {
+    delay.mul_f64(1.0 - fraction.clamp(0.0, 1.0) * random.clamp(0.0, 1.0))
 }
 
 impl Refresher {
@@ -294,7 +311,15 @@ impl Refresher {
             outcomes,
             stats: Arc::default(),
             early: EarlyRefresh::new(Duration::from_secs(10)),
+            jitter: 0.0,
         }
+    }
+
+    /// Refreshes after a success up to `fraction` of the interval early, at
+    /// random ([`REFRESH_JITTER`] in the daemon; none by default).
+    pub fn with_jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction;
+        self
     }
 
     /// Sets the least time between two early refreshes (default 10 s);
@@ -419,7 +444,11 @@ impl Refresher {
                 _ = self.refresh() => {}
             }
             let failures = self.stats.consecutive_failures.load(Ordering::Relaxed);
-            next = tokio::time::Instant::now() + next_refresh_delay(self.interval, failures);
+            let mut delay = next_refresh_delay(self.interval, failures);
+            if failures == 0 {
+                delay = jittered(delay, self.jitter, fastrand::f64());
+            }
+            next = tokio::time::Instant::now() + delay;
             self.early.refreshed();
         }
     }
@@ -490,6 +519,15 @@ mod tests {
         assert_eq!(delays, [300, 1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(next_refresh_delay(Duration::from_secs(5), 4), Duration::from_secs(5), "never later than a success");
         assert_eq!(next_refresh_delay(minute, 40), minute, "no overflow");
+    }
+
+    #[test]
+    fn jitter_only_brings_a_refresh_forward() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(jittered(minute, 0.1, 0.0), minute);
+        assert_eq!(jittered(minute, 0.1, 0.5), Duration::from_secs(57));
+        assert_eq!(jittered(minute, 0.1, 0.999_999).as_secs(), 54);
+        assert_eq!(jittered(minute, 0.0, 0.7), minute, "no jitter by default");
     }
 
     #[tokio::test(start_paused = true)]

@@ -104,6 +104,8 @@ pub enum SkipReason {
     InstanceTags,
     /// A `relabel_configs` rule dropped it.
     Relabeled,
+    /// Another replica scrapes it (`sharding`).
+    OtherShard,
 }
 
 impl fmt::Display for SkipReason {
@@ -112,6 +114,7 @@ impl fmt::Display for SkipReason {
             Self::NotRunning(state) => write!(f, "state {state}"),
             Self::InstanceTags => f.write_str("instance_tags"),
             Self::Relabeled => f.write_str("relabel"),
+            Self::OtherShard => f.write_str("other_shard"),
         }
     }
 }
@@ -191,6 +194,38 @@ pub struct JoinOptions {
     pub instance_tags: BTreeMap<String, String>,
     /// `relabel_configs`.
     pub relabel_configs: Vec<RelabelConfig>,
+    /// This replica's share, and how work is split ([`shard_of`]).
+    pub sharding: Option<Sharding>,
+}
+
+/// How replicas split the fleet: `index` of `total`, by [`shard_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharding {
+    /// Replicas.
+    pub total: u32,
+    /// This one.
+    pub index: u32,
+    /// Whether work goes through listeners (`scrape.mode: via_alb`).
+    pub by_listener: bool,
+}
+
+/// What a target is sharded by: through listeners, its listener
+/// (`<load balancer DNS name>:<port>` of its first path: every request to a
+/// listener reaches any of its members, so its members must share a
+/// replica); directly, its instance id. Targets without a path shard by
+/// instance id in either mode.
+pub fn shard_key(target: &Target, by_listener: bool) -> String {
+    match target.paths.first() {
+        Some(path) if by_listener => path.alb_address(),
+        _ => target.instance.id.clone(),
+    }
+}
+
+/// The replica of a target: Prometheus's `hashmod` of its [`shard_key`], so
+/// a relabel rule `{source_labels: [__meta_ec2_instance_id], modulus: N,
+/// action: hashmod}` gives the same split of direct work.
+pub fn shard_of(target: &Target, total: u32, by_listener: bool) -> u32 {
+    u32::try_from(relabel::hash_mod(&shard_key(target, by_listener), u64::from(total.max(1)))).unwrap_or(0)
 }
 
 /// Joins what AWS reported into one target per instance.
@@ -305,7 +340,14 @@ fn build_target(instance: Instance, asg: Option<AsgMembership>, paths: Vec<Path>
     } else {
         None
     };
-    Target { instance, role, asg, paths, discovered_labels, labels, skip }
+    let mut target = Target { instance, role, asg, paths, discovered_labels, labels, skip };
+    if let Some(sharding) = options.sharding.filter(|s| s.total > 1)
+        && target.skip.is_none()
+        && shard_of(&target, sharding.total, sharding.by_listener) != sharding.index
+    {
+        target.skip = Some(SkipReason::OtherShard);
+    }
+    target
 }
 
 fn has_required_tags(instance: &Instance, required: &BTreeMap<String, String>) -> bool {

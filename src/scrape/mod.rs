@@ -48,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, IdentitySource, ScrapeMode};
 use crate::discovery::{EarlyRefresh, Target, Topology, TopologyReceiver};
 use crate::exposition::Limits;
-use crate::store::{Batch, WriterHandle};
+use crate::output::Output;
+use crate::store::Batch;
 pub use client::{Fetch, FetchRequest, HttpClient};
 pub use convert::ConvertOptions;
 pub use failure::FailureReason;
@@ -166,7 +167,7 @@ pub struct Scraper {
     settings: Arc<Settings>,
     fetcher: Arc<dyn Fetch>,
     topology: TopologyReceiver,
-    writer: WriterHandle,
+    writer: Output,
     /// `None` where no refresh loop runs (`--once`): an unknown identity is
     /// then dropped at once instead of waiting for a refresh that never comes.
     early: Option<EarlyRefresh>,
@@ -188,14 +189,14 @@ impl Scraper {
         settings: Settings,
         fetcher: impl Fetch + 'static,
         topology: TopologyReceiver,
-        writer: WriterHandle,
+        writer: impl Into<Output>,
         early: Option<EarlyRefresh>,
     ) -> Self {
         Self {
             settings: Arc::new(settings),
             fetcher: Arc::new(fetcher),
             topology,
-            writer,
+            writer: writer.into(),
             early,
             state: Arc::default(),
             clock: Clock::system(),
