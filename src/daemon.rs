@@ -125,7 +125,9 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         writer: writer.as_ref().map_or_else(Arc::default, |w| Arc::clone(&w.stats)),
         topology: topology.clone(),
         remote: Some(remote.clone()),
-        sd: serve::SdSettings { direct: config.scrape.mode != crate::config::ScrapeMode::ViaAlb },
+        sd: serve::SdSettings {
+            direct: config.scrape.mode != crate::config::ScrapeMode::ViaAlb || !config.scrape.enabled,
+        },
     };
     let http_stop = shutdown.clone();
     let http = tokio::spawn(async move { serve::serve(listener, http_state, http_stop).await });
@@ -134,16 +136,21 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let budget = config.shutdown_timeout.as_std();
     let shutdown_started = spawn_cutter(shutdown.clone(), scraper.cutter(), budget / 2);
     let mut sink = TopologySink::default();
+    if !config.scrape.enabled {
+        info!("scrape.enabled is false: discovery only (/api/sd, /api/targets, the instances table)");
+    }
     let result = if once {
-        run_once(&refresher, &scraper, &output, &mut sink, &shutdown).await
+        run_once(&refresher, &scraper, &output, &mut sink, &shutdown, config.scrape.enabled).await
     } else {
-        let tasks = [
+        let mut tasks = vec![
             tokio::spawn(record_refresh_outcomes(refresher.outcomes(), output.clone(), shutdown.clone())),
             tokio::spawn(refresher.run(shutdown.clone())),
-            tokio::spawn(scraper.clone().run(shutdown.clone())),
             tokio::spawn(sink.run(topology, output.clone(), shutdown.clone())),
             tokio::spawn(remote.clone().watch_topology(shutdown.clone())),
         ];
+        if config.scrape.enabled {
+            tasks.push(tokio::spawn(scraper.clone().run(shutdown.clone())));
+        }
         shutdown.cancelled().await;
         info!(budget_seconds = budget.as_secs_f64(), "shutting down");
         for task in tasks {
@@ -224,6 +231,7 @@ async fn run_once(
     writer: &Output,
     sink: &mut TopologySink,
     shutdown: &CancellationToken,
+    scrape: bool,
 ) -> Result<(), Error> {
     // A signal during discovery ends the pass at once (no AWS retries to sit
     // out); once scraping, the shutdown budget cuts the rounds.
@@ -237,6 +245,9 @@ async fn run_once(
     }
     let topology = refreshed?;
     writer.send(sink.batch_for(&topology, scrape::now_seconds())).await;
+    if !scrape {
+        return Ok(());
+    }
     scraper.run_once().await;
     let counters = scraper.state().counters();
     // A pass cut by a signal is a requested stop, not a failure.

@@ -167,6 +167,10 @@ pub struct ScrapeConfig {
     /// Consecutive failed or unreached intervals after which an instance's
     /// series are marked stale (remote_write).
     pub stale_after_intervals: u32,
+    /// `false`: discovery only. Nothing is scraped; `/api/sd` (for a
+    /// Prometheus of one's own), `/api/targets` and the `instances` table
+    /// stay current.
+    pub enabled: bool,
 }
 
 impl ScrapeConfig {
@@ -452,6 +456,7 @@ impl Config {
                 bearer_token_file: scrape.bearer_token_file.map(|f| base.join(f.value)),
                 job_name: scrape.job_name.value,
                 stale_after_intervals: scrape.stale_after_intervals.value,
+                enabled: scrape.enabled,
             },
             relabel_configs: raw.relabel_configs,
             metric_relabel_configs: raw.metric_relabel_configs,
@@ -579,10 +584,13 @@ impl Problems {
 
     fn check_outputs(&mut self, raw: &RawConfig) {
         self.check(
-            raw.storage.path.is_some() || !raw.remote_write.is_empty(),
+            raw.storage.path.is_some() || !raw.remote_write.is_empty() || !raw.scrape.enabled,
             "storage.path",
             Location::UNKNOWN,
-            || "is null and remote_write is empty: samples would go nowhere".into(),
+            || {
+                "is null and remote_write is empty: samples would go nowhere (scrape.enabled: false for discovery only)"
+                    .into()
+            },
         );
         let mut names = std::collections::BTreeSet::new();
         for (i, remote) in raw.remote_write.iter().enumerate() {

@@ -164,6 +164,7 @@ pub(super) struct RawScrape {
     pub bearer_token_file: Option<Spanned<String>>,
     pub job_name: Spanned<String>,
     pub stale_after_intervals: Spanned<u32>,
+    pub enabled: bool,
 }
 
 /// `identity:` with no value means the default sources.
@@ -198,6 +199,7 @@ impl Default for RawScrape {
             bearer_token_file: None,
             job_name: unlocated("fleetscrape".to_string()),
             stale_after_intervals: unlocated(3),
+            enabled: true,
         }
     }
 }
