@@ -498,6 +498,116 @@ async fn a_canary_secret_never_leaves_its_file() {
     }
 }
 
+/// Issue #12: remote_write's secrets (a password file, inline credentials, a
+/// tenant header, a SigV4 secret key) reach the receiver and nothing else:
+/// not the trace log, `/metrics`, `check-config` or the retry messages of a
+/// receiver that keeps failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_write_secrets_reach_the_receiver_and_nothing_else() {
+    use std::sync::{Arc, Mutex};
+    const CANARY: &str = "CANARY-rw-5d1e-never-print-me";
+    set_test_env();
+    let moto = Moto::start();
+    Seeder::new(&moto.url).await.seed_topology().await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("rw-password");
+    std::fs::write(&password, format!("{CANARY}-file\n")).unwrap();
+    // A receiver that always fails (5xx: retried, logged) and keeps what it was sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = Arc::clone(&seen);
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let kept = Arc::clone(&kept);
+        async move {
+            let headers: Vec<String> =
+                request.headers().iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or(""))).collect();
+            kept.lock().unwrap().push(headers.join("\n"));
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "try later")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let exporter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let exporter_address = exporter.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in exporter.incoming().flatten() {
+            let mut stream = stream;
+            let body = "node_dmi_info{board_asset_tag=\"x\"} 1\na 1\n";
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    let http = format!("127.0.0.1:{}", free_port());
+    let yaml = format!(
+        "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n  \
+         identity: [single_member_fallback]\n\
+         relabel_configs:\n  - {{target_label: __alb_address__, replacement: '{exporter_address}'}}\n\
+         storage:\n  path: null\nhttp:\n  listen_address: {http}\n\
+         remote_write:\n\
+         \x20 - url: {receiver}/basic\n    basic_auth: {{username: monitor, password_file: {}}}\n    headers: {{X-Scope-OrgID: {CANARY}-header}}\n\
+         \x20   queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}\n\
+         \x20 - url: {receiver}/token\n    authorization: {{credentials: {CANARY}-inline}}\n\
+         \x20   queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}\n\
+         \x20 - url: {receiver}/sigv4\n    sigv4: {{region: ap-northeast-2, access_key: AKIDTEST, secret_key: {CANARY}-sigv4}}\n\
+         \x20   queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}\n",
+        moto.url,
+        password.display(),
+    );
+    let config = write_config(dir.path(), &yaml);
+    let env = [("RUST_LOG", "trace")];
+    let check = command(&["check-config", "--config", config.to_str().unwrap()], dir.path(), &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let checked = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{checked}");
+    assert!(checked.contains("<secret>"), "inline secrets show as <secret>:\n{checked}");
+    assert!(!checked.contains(CANARY), "check-config printed a remote_write secret:\n{checked}");
+
+    let mut child = command(&["run", "--config", config.to_str().unwrap()], dir.path(), &env)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read as it comes: a full pipe would make fleetscrape drop log lines.
+    let mut stderr = child.stderr.take().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+        log
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < 9 {
+        assert!(child.try_wait().unwrap().is_none(), "fleetscrape run exited early");
+        assert!(Instant::now() < deadline, "the receivers were never called");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut served = String::new();
+    for path in ["/api/targets", "/metrics", "/ready", "/api/sd"] {
+        served.push_str(&reqwest::get(format!("http://{http}{path}")).await.unwrap().text().await.unwrap());
+    }
+    assert!(served.contains("fleetscrape_remote_write_samples_retried_total"), "{served}");
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(30), "run");
+    let log = reading.join().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(log.matches("remote_write: sending failed").count(), 3, "logged once per receiver");
+    assert!(!log.contains(CANARY), "the log holds a remote_write secret");
+    assert!(!served.contains(CANARY), "the HTTP endpoint serves a remote_write secret");
+    let basic = base64_free::encode(&format!("monitor:{CANARY}-file"));
+    assert!(!log.contains(&basic), "the log holds the basic Authorization header");
+    // The receivers did get them.
+    let requests = seen.lock().unwrap().join("\n---\n");
+    assert!(requests.contains(&format!("authorization: Basic {basic}")), "{requests}");
+    assert!(requests.contains(&format!("x-scope-orgid: {CANARY}-header")), "{requests}");
+    assert!(requests.contains(&format!("authorization: Bearer {CANARY}-inline")), "{requests}");
+    assert!(requests.contains("authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/"), "{requests}");
+    assert!(requests.contains("/ap-northeast-2/aps/aws4_request"), "SigV4 for the aps service: {requests}");
+    assert!(
+        requests.contains("content-encoding: snappy") && requests.contains("x-prometheus-remote-write-version: 0.1.0")
+    );
+}
+
 /// Base64 without a dependency, to look for an encoded `Authorization` header.
 mod base64_free {
     pub fn encode(text: &str) -> String {

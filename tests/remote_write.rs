@@ -300,3 +300,49 @@ async fn a_400_is_counted_and_dropped_without_a_retry_loop_and_a_503_is_retried_
     let ups = accepted.iter().filter(|s| s.labels.iter().any(|(k, v)| k == "__name__" && v == "up")).count();
     assert!(ups >= 2, "up is sent per interval ({ups})");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_shutdown_pending_samples_are_sent_within_the_budget_or_counted_lost() {
+    if isolate_network("on_shutdown_pending_samples_are_sent_within_the_budget_or_counted_lost") {
+        return;
+    }
+    set_test_env();
+    let stub = stub_receiver().await;
+    let moto = Moto::start();
+    let seeder = Seeder::new(&moto.url).await;
+    let seed = seeder.seed_topology().await;
+    let host = FakeHost::start(&seed.basic_a, 0.5, 1000, Identity::Dmi);
+    let emulator = emulator(Balancing::Random, [(9100, vec![host.address.clone()])].into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Batches that never fill and a deadline that never comes: only shutdown sends.
+    let remote = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 10m, max_samples_per_send: 1000000, capacity: 1000000}}\n",
+        stub.url
+    );
+    for receiver_up in [true, false] {
+        stub.status.store(if receiver_up { 200 } else { 503 }, Ordering::SeqCst);
+        stub.accepted.lock().unwrap().clear();
+        let http = format!("127.0.0.1:{}", free_port());
+        let config = config(dir.path(), &moto.url, &emulator, None, &http, &remote, "shutdown_timeout: 3s\n");
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(fleetscrape::daemon::run(config, false, shutdown.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while metric(&http, "fleetscrape_remote_write_samples_pending").await.unwrap_or(0.0) < 1000.0 {
+            assert!(std::time::Instant::now() < deadline, "nothing was queued");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let before = stub.requests.load(Ordering::SeqCst);
+        let pending = metric(&http, "fleetscrape_remote_write_samples_pending").await.unwrap();
+        shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap();
+        result.expect("within the shutdown budget, whatever the receiver does");
+        let sent: usize = stub.accepted.lock().unwrap().iter().map(|s| s.samples.len()).sum();
+        if receiver_up {
+            assert_eq!(before, 0, "nothing was sent before shutdown");
+            assert!(sent as f64 >= pending, "the pending samples were sent at shutdown: {sent} of {pending}");
+        } else {
+            assert_eq!(sent, 0);
+            assert!(stub.requests.load(Ordering::SeqCst) > before, "it tried");
+        }
+    }
+}

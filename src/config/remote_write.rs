@@ -143,7 +143,8 @@ pub struct RemoteTlsConfig {
     pub cert_file: Option<PathBuf>,
     /// Client key (PEM).
     pub key_file: Option<PathBuf>,
-    /// Name to verify the certificate against.
+    /// Not supported for remote_write (refused with a clear message, not
+    /// silently ignored): the URL's host must be a name the certificate has.
     pub server_name: Option<String>,
     /// Accept any certificate.
     pub insecure_skip_verify: bool,
@@ -277,6 +278,12 @@ impl RemoteWriteConfig {
             problem("sigv4", "set access_key and secret_key together".into());
         }
         let tls = &self.tls_config;
+        if tls.server_name.is_some() {
+            problem(
+                "tls_config.server_name",
+                "is not supported for remote_write: use a URL whose host the certificate names".into(),
+            );
+        }
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             problem("tls_config", "set cert_file and key_file together".into());
         }

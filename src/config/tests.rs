@@ -167,3 +167,65 @@ fn empty_sections_and_lists_mean_defaults() {
     // A leaf value still needs a value.
     assert_contains(&error("scrape:\n  interval:\n"), &["line 2", "a duration is required here"]);
 }
+
+#[test]
+fn remote_write_takes_prometheus_shape_and_resolves_files() {
+    let config = parse(
+        "storage:\n  path: null\nexternal_labels: {cluster: prod, __replica__: a}\nsharding: {total: 3, index: 2}\n\
+         scrape:\n  job_name: backends\n  stale_after_intervals: 5\n\
+         remote_write:\n\
+         \x20 - url: https://aps-workspaces.ap-northeast-2.amazonaws.com/workspaces/ws-1/api/v1/remote_write\n\
+         \x20   sigv4: {region: ap-northeast-2, role_arn: 'arn:aws:iam::123456789012:role/writer'}\n\
+         \x20   queue_config: {max_samples_per_send: 1000, max_shards: 200, capacity: 2500}\n\
+         \x20 - url: http://mimir:9009/api/v1/push\n    name: mimir\n    headers: {X-Scope-OrgID: tenant-1}\n\
+         \x20   basic_auth: {username: u, password_file: secrets/p}\n    tls_config: {ca_file: ca.pem}\n\
+         \x20   write_relabel_configs: [{source_labels: [__name__], regex: 'go_.*', action: drop}]\n\
+         \x20 - url: http://vm:8428/api/v1/write\n    authorization: {credentials: inline-token}\n",
+    )
+    .unwrap();
+    assert_eq!(config.storage.path, None);
+    assert_eq!(config.sharding, ShardingConfig { total: 3, index: 2 });
+    assert_eq!(config.scrape.job_name, "backends");
+    assert_eq!(config.scrape.stale_after_intervals, 5);
+    assert_eq!(config.remote_write.len(), 3);
+    let mimir = &config.remote_write[1];
+    assert_eq!(mimir.remote_name(), "mimir");
+    assert_eq!(
+        mimir.basic_auth.as_ref().unwrap().password_file.as_deref(),
+        Some(Path::new("/etc/fleetscrape/secrets/p"))
+    );
+    assert_eq!(mimir.tls_config.ca_file.as_deref(), Some(Path::new("/etc/fleetscrape/ca.pem")));
+    assert_eq!(config.remote_write[0].queue_config.max_shards, 200);
+    assert_eq!(config.remote_write[0].queue_config.batch_send_deadline.to_string(), "5s", "defaults fill the rest");
+    let yaml = config.to_yaml().unwrap();
+    assert!(!yaml.contains("inline-token") && !yaml.contains("tenant-1"), "secrets never printed:\n{yaml}");
+    assert!(yaml.contains("<secret>"));
+}
+
+#[test]
+fn remote_write_mistakes_are_named() {
+    let err = error(
+        "remote_write:\n  - url: ftp://x\n    basic_auth: {username: u}\n    bearer_token: t\n    headers: {Authorization: x}\n\
+         \x20   queue_config: {min_shards: 4, max_shards: 2}\n",
+    );
+    assert_contains(
+        &err,
+        &[
+            "remote_write[0].url: \"ftp://x\" is not an http:// or https:// URL",
+            "set at most one of basic_auth, authorization, bearer_token(_file) and sigv4",
+            "set exactly one of password and password_file",
+            "Authorization is set by fleetscrape itself",
+            "remote_write[0].queue_config.max_shards: 2 is below min_shards (4)",
+        ],
+    );
+    assert_contains(&error("storage:\n  path: null\n"), &["samples would go nowhere"]);
+    assert_contains(
+        &error("sharding: {total: 2, index: 2}\n"),
+        &["sharding.index: 2 must be below sharding.total (2)"],
+    );
+    assert_contains(
+        &error("remote_write:\n  - url: http://a\n  - url: http://b\n    name: x\n  - url: http://c\n    name: x\n"),
+        &["remote_write[2].name: \"x\" is used by another receiver"],
+    );
+    assert!(parse("storage:\n  path: null\nscrape:\n  enabled: false\n").is_ok(), "discovery only needs no output");
+}

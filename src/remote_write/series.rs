@@ -397,10 +397,7 @@ impl Translator {
             labels.entry(name.clone()).or_insert_with(|| value.clone());
         }
         if !self.rules.write_relabel_configs.is_empty() {
-            labels = match relabel::process(&labels, &self.rules.write_relabel_configs) {
-                Some(kept) => kept,
-                None => return None,
-            };
+            labels = relabel::process(&labels, &self.rules.write_relabel_configs)?;
         }
         labels.retain(|_, value| !value.is_empty());
         Some(Arc::new(wire::encode_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))))
