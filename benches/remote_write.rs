@@ -249,7 +249,7 @@ async fn main() {
 
     // 2. A 5-minute outage, with the default bound and with one that holds it all.
     for max_pending in [10_000_000usize, 12_000_000] {
-        down.store(true, Ordering::Relaxed);
+        down.store(false, Ordering::Relaxed);
         let remote = RemoteWrite::start(&config(&url, max_pending), topology_rx.clone()).await.unwrap();
         offer(&remote, &ids, &series, 0, true).await; // warm: series exist, as in a running daemon
         down.store(true, Ordering::Relaxed);
