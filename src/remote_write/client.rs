@@ -8,6 +8,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 
 use crate::config::RemoteWriteConfig;
+use crate::scrape::client::root_cause;
 
 /// Why a receiver's client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -316,12 +317,4 @@ async fn sign(
     let (instructions, _) = sign(request, &params).map_err(|e| format!("sigv4: {e}"))?.into_parts();
     let (headers, _) = instructions.into_parts();
     Ok(headers.into_iter().map(|h| (h.name().to_string(), h.value().to_string())).collect())
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -457,7 +457,8 @@ fn classify(error: reqwest::Error, timeout: Duration) -> FetchError {
     }
 }
 
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost cause of `error` (reqwest's outer layers say only "error sending request").
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(next) = current.source() {
         current = next;
