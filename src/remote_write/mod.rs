@@ -169,7 +169,7 @@ impl RemoteWrite {
         }
         let topology = self.topology.borrow().clone();
         for receiver in &self.receivers {
-            let chunks = lock(&receiver.translator).translate(batch, topology.as_deref());
+            let chunks = lock(&receiver.translator).translate(batch, topology.as_ref());
             receiver.enqueue(chunks);
         }
     }

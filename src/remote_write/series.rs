@@ -120,6 +120,8 @@ struct InstanceSeries {
     /// Whether a missed interval of the current streak was the instance's
     /// own failure (not only the balancer's).
     failed_in_streak: bool,
+    /// The [`Translator::generation`] its labels were last checked against.
+    checked: u64,
 }
 
 /// What the translator counts, beyond the samples it returns.
@@ -140,6 +142,10 @@ pub struct Translator {
     instances: FastMap<String, InstanceSeries>,
     counts: TranslateCounts,
     metric_names: MetricNames,
+    /// The last topology batches were read against, and its number: an
+    /// instance's labels are looked up once per topology, not once per batch.
+    topology: Option<Arc<Topology>>,
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -201,7 +207,14 @@ impl Translator {
 
     /// The chunks of one batch: its payloads and interval outcomes, read
     /// against `topology` for instance labels.
-    pub fn translate(&mut self, batch: &Batch, topology: Option<&Topology>) -> Vec<Chunk> {
+    pub fn translate(&mut self, batch: &Batch, topology: Option<&Arc<Topology>>) -> Vec<Chunk> {
+        if let Some(current) = topology
+            && !self.topology.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, current))
+        {
+            self.topology = Some(Arc::clone(current));
+            self.generation += 1;
+        }
+        let topology = topology.map(|t| &**t);
         let mut chunks = Vec::new();
         for record in &batch.scrapes {
             chunks.extend(self.instance(&record.instance_id, topology, to_ms(record.time)));
@@ -244,7 +257,6 @@ impl Translator {
     /// Makes sure the instance is known with its current labels; stale
     /// markers (at `now`) for its series when those labels changed.
     fn instance(&mut self, id: &str, topology: Option<&Topology>, now: i64) -> Option<Chunk> {
-        let labels = topology.and_then(|t| t.target(id)).map(|t| target_labels(t, &self.rules.job));
         let mut entry = self.instances.remove(id).unwrap_or_else(|| InstanceSeries {
             key: instance_key(id),
             labels: LabelSet::from([
@@ -255,6 +267,10 @@ impl Translator {
             ..InstanceSeries::default()
         });
         let mut markers = None;
+        let labels = (entry.checked != self.generation)
+            .then(|| topology.and_then(|t| t.target(id)).map(|t| target_labels(t, &self.rules.job)))
+            .flatten();
+        entry.checked = self.generation;
         if let Some(labels) = labels
             && labels != entry.labels
         {

@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::*;
@@ -22,8 +21,8 @@ fn target(id: &str, name: &str) -> Target {
     }
 }
 
-fn topology(targets: Vec<Target>) -> Topology {
-    Topology { targets, auto_scaling_groups: vec![], refreshed_at: SystemTime::UNIX_EPOCH }
+fn topology(targets: Vec<Target>) -> std::sync::Arc<Topology> {
+    std::sync::Arc::new(Topology { targets, auto_scaling_groups: vec![], refreshed_at: SystemTime::UNIX_EPOCH })
 }
 
 fn rules() -> LabelRules {
@@ -76,6 +75,17 @@ fn decoded(chunks: &[Chunk]) -> Vec<(String, i64, f64)> {
             (labels.join(","), s.samples[0].0, s.samples[0].1)
         })
         .collect()
+}
+
+/// The `__name__=…` of every stale marker in the chunks, sorted.
+fn stale_names(chunks: &[Chunk]) -> Vec<String> {
+    let mut names: Vec<String> = decoded(chunks)
+        .into_iter()
+        .filter(|(_, _, v)| wire::is_stale_nan(*v))
+        .map(|(l, _, _)| l[..l.find(',').unwrap()].to_string())
+        .collect();
+    names.sort();
+    names
 }
 
 fn batch(scrapes: Vec<ScrapeRecord>, statuses: Vec<StatusRecord>) -> Batch {
@@ -192,14 +202,8 @@ fn after_n_failed_intervals_the_payload_series_go_stale_and_up_stays() {
     assert!(decoded(&first).iter().all(|(_, _, v)| !v.is_nan()), "one failure: no marker (balancing would flap)");
     let second =
         t.translate(&batch(vec![], vec![status("i-a", 3.0, false, Some(FailureReason::ConnectError))]), Some(&topo));
-    let mut stale: Vec<String> = decoded(&second)
-        .into_iter()
-        .filter(|(_, _, v)| wire::is_stale_nan(*v))
-        .map(|(l, _, _)| l[..l.find(',').unwrap()].to_string())
-        .collect();
-    stale.sort();
     assert_eq!(
-        stale,
+        stale_names(&second),
         ["__name__=a", "__name__=scrape_duration_seconds", "__name__=scrape_samples_post_metric_relabeling"]
     );
     // It comes back: the series resume.
@@ -219,7 +223,6 @@ fn a_series_never_goes_back_in_time_and_write_relabeling_drops() {
     let late = t.translate(&batch(vec![scrape("i-a", 2.0, &samples)], vec![]), Some(&topo));
     assert!(late.is_empty());
     assert_eq!(t.counts(), TranslateCounts { out_of_order: 1, relabeled_away: 2, stale_markers: 0 });
-    let _ = Arc::new(0);
 }
 
 #[test]
@@ -231,14 +234,20 @@ fn only_unreached_intervals_mark_up_stale_too() {
     assert!(
         decoded(&t.translate(&batch(vec![], vec![unreached(2.0)]), Some(&topo))).iter().all(|(_, _, v)| !v.is_nan())
     );
-    let mut stale: Vec<String> = decoded(&t.translate(&batch(vec![], vec![unreached(3.0)]), Some(&topo)))
-        .into_iter()
-        .filter(|(_, _, v)| wire::is_stale_nan(*v))
-        .map(|(l, _, _)| l[..l.find(',').unwrap()].to_string())
-        .collect();
-    stale.sort();
     assert_eq!(
-        stale,
+        stale_names(&t.translate(&batch(vec![], vec![unreached(3.0)]), Some(&topo))),
         ["__name__=scrape_duration_seconds", "__name__=scrape_samples_post_metric_relabeling", "__name__=up"]
     );
+}
+
+#[test]
+fn a_batch_read_against_a_new_topology_with_new_labels_ends_the_old_series() {
+    let mut t = Translator::new(rules());
+    let before = topology(vec![target("i-a", "web-1")]);
+    t.translate(&batch(vec![scrape("i-a", 1.0, &[("a", "{}", 1.0)])], vec![]), Some(&before));
+    let after = topology(vec![target("i-a", "web-renamed")]);
+    let got = decoded(&t.translate(&batch(vec![scrape("i-a", 2.0, &[("a", "{}", 2.0)])], vec![]), Some(&after)));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].0.contains("name=web-1") && wire::is_stale_nan(got[0].2), "the old series ends");
+    assert!(got[1].0.contains("name=web-renamed") && got[1].2 == 2.0, "the new one starts");
 }
