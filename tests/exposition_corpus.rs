@@ -11,10 +11,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::prometheus::Prometheus;
 use fleetscrape::exposition::{self, check};
 use fleetscrape::scrape::{ConvertOptions, Fetch, FetchRequest, HttpClient};
 
@@ -187,22 +187,8 @@ async fn fleetscrape_verdicts(cases: &[Case], server: &str, config: &fleetscrape
     verdicts
 }
 
-/// Prometheus 2.42 on loopback, stopped on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_prometheus(cases: &[Case], server: &str, config: &fleetscrape::config::Config) -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
+/// Debian's Prometheus 2.42 scraping every case.
+async fn start_prometheus(cases: &[Case], server: &str, config: &fleetscrape::config::Config) -> Prometheus {
     let limits = config.scrape.limits();
     let mut yaml = format!(
         "global: {{scrape_interval: 2s, scrape_timeout: 1500ms}}\nscrape_configs:\n  - job_name: corpus\n    \
@@ -220,35 +206,15 @@ fn start_prometheus(cases: &[Case], server: &str, config: &fleetscrape::config::
             case.name
         ));
     }
-    let config_file = dir.path().join("prometheus.yml");
-    std::fs::write(&config_file, yaml).unwrap();
-    let port = common::free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config_file.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's prometheus (apt-get install -y prometheus; .ci/run installs it)");
-    Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
-}
-
-async fn query(prometheus: &Prometheus, promql: &str) -> Vec<serde_json::Value> {
-    let url =
-        reqwest::Url::parse_with_params(&format!("{}/api/v1/query", prometheus.url), &[("query", promql)]).unwrap();
-    let Ok(reply) = reqwest::get(url).await else { return vec![] };
-    let body: serde_json::Value = serde_json::from_str(&reply.text().await.unwrap_or_default()).unwrap_or_default();
-    body["data"]["result"].as_array().cloned().unwrap_or_default()
+    Prometheus::start(&yaml).await
 }
 
 async fn prometheus_verdicts(cases: &[Case], prometheus: &mut Prometheus) -> Vec<Verdict> {
     // Every target scraped at least once: `up` is written with the samples.
     let deadline = Instant::now() + Duration::from_secs(120);
     let ups = loop {
-        assert!(prometheus.child.try_wait().unwrap().is_none(), "prometheus exited");
-        let ups = query(prometheus, "up{job=\"corpus\"}").await;
+        assert!(!prometheus.has_exited(), "prometheus exited");
+        let ups = prometheus.query("up{job=\"corpus\"}").await;
         if ups.len() == cases.len() {
             break ups;
         }
@@ -260,7 +226,7 @@ async fn prometheus_verdicts(cases: &[Case], prometheus: &mut Prometheus) -> Vec
         .map(|r| (r["metric"]["case"].as_str().unwrap().to_string(), r["value"][1].as_str() == Some("1")))
         .collect();
     let mut samples: BTreeMap<String, BTreeMap<Series, u64>> = BTreeMap::new();
-    for row in query(prometheus, "{job=\"corpus\",__name__!~\"up|scrape_.+\"}").await {
+    for row in prometheus.query("{job=\"corpus\",__name__!~\"up|scrape_.+\"}").await {
         let mut labels: BTreeMap<String, String> = serde_json::from_value(row["metric"].clone()).unwrap();
         let case = labels.remove("case").unwrap();
         labels.remove("job");
@@ -289,7 +255,7 @@ async fn the_corpus_is_judged_as_prometheus_2_42_judges_it() {
     let config =
         fleetscrape::config::Config::load(&common::write_config(dir.path(), "aws:\n  region: ap-northeast-2\n"))
             .unwrap();
-    let mut prometheus = start_prometheus(&cases, &server, &config);
+    let mut prometheus = start_prometheus(&cases, &server, &config).await;
     let ours = fleetscrape_verdicts(&cases, &server, &config).await;
     let theirs = prometheus_verdicts(&cases, &mut prometheus).await;
 

@@ -233,6 +233,15 @@ async fn stub_receiver() -> StubReceiver {
     StubReceiver { url, status, requests, accepted }
 }
 
+/// The seed topology in moto, with one real exporter behind listener 9100.
+async fn one_exporter_fleet() -> (Moto, FakeHost, Emulator) {
+    let moto = Moto::start();
+    let seed = Seeder::new(&moto.url).await.seed_topology().await;
+    let host = FakeHost::start(&seed.basic_a, 0.5, 1000, Identity::Dmi);
+    let emulator = emulator(Balancing::Random, [(9100, vec![host.address.clone()])].into()).await;
+    (moto, host, emulator)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_400_is_counted_and_dropped_without_a_retry_loop_and_a_503_is_retried_in_order() {
     if isolate_network("a_400_is_counted_and_dropped_without_a_retry_loop_and_a_503_is_retried_in_order") {
@@ -241,11 +250,7 @@ async fn a_400_is_counted_and_dropped_without_a_retry_loop_and_a_503_is_retried_
     set_test_env();
     let stub = stub_receiver().await;
     stub.status.store(400, Ordering::SeqCst);
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    let host = FakeHost::start(&seed.basic_a, 0.5, 1000, Identity::Dmi);
-    let emulator = emulator(Balancing::Random, [(9100, vec![host.address.clone()])].into()).await;
+    let (moto, _host, emulator) = one_exporter_fleet().await;
     let dir = tempfile::tempdir().unwrap();
     let http = format!("127.0.0.1:{}", free_port());
     // No SQLite at all: remote_write only.
@@ -308,11 +313,7 @@ async fn on_shutdown_pending_samples_are_sent_within_the_budget_or_counted_lost(
     }
     set_test_env();
     let stub = stub_receiver().await;
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    let host = FakeHost::start(&seed.basic_a, 0.5, 1000, Identity::Dmi);
-    let emulator = emulator(Balancing::Random, [(9100, vec![host.address.clone()])].into()).await;
+    let (moto, _host, emulator) = one_exporter_fleet().await;
     let dir = tempfile::tempdir().unwrap();
     // Batches that never fill and a deadline that never comes: only shutdown sends.
     let remote = format!(

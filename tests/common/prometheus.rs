@@ -40,6 +40,11 @@ impl Prometheus {
         format!("{}/api/v1/write", self.url)
     }
 
+    /// Whether the process ended by itself (a bad configuration, a crash).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// Kills it (SIGKILL: a receiver crash, nothing flushed).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
