@@ -410,6 +410,31 @@ async fn an_aws_endpoint_that_never_answers_fails_within_the_call_timeout_withou
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "no retry after the call timeout");
 }
 
+/// `fleetscrape check-config` on `config`, which must succeed: what it printed.
+fn check_config(config: &std::path::Path, home: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let check = command(&["check-config", "--config", config.to_str().unwrap()], home, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let checked = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{checked}");
+    checked
+}
+
+/// A loopback "exporter" that answers every connection with `body`; its address.
+fn answering_exporter(body: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    address
+}
+
 /// Issue #11, item 6: a canary secret in the password file, the token file
 /// and the AWS secret key never shows in logs (trace level), `/api/targets`,
 /// `/metrics` or `check-config`; a world-readable secret file is warned about.
@@ -426,14 +451,7 @@ async fn a_canary_secret_never_leaves_its_file() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let http = format!("127.0.0.1:{}", free_port());
     // Every listener answers (the hanging exporter would do): a request with credentials is sent.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let exporter = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let _ = std::io::Write::write_all(&mut stream, b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\na 1\n");
-        }
-    });
+    let exporter = answering_exporter("a 1\n");
     let yaml = format!(
         "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n  \
          basic_auth: {{username: monitor, password_file: {}}}\n\
@@ -445,13 +463,7 @@ async fn a_canary_secret_never_leaves_its_file() {
     );
     let config = write_config(dir.path(), &yaml);
     let env = [("RUST_LOG", "trace"), ("AWS_SECRET_ACCESS_KEY", CANARY)];
-    let check = command(&["check-config", "--config", config.to_str().unwrap()], dir.path(), &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let checked = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
-    assert!(check.status.success(), "{checked}");
+    let checked = check_config(&config, dir.path(), &env);
     assert!(!checked.contains(CANARY), "check-config printed the secret");
     assert!(
         checked.contains("is readable by every user") && checked.contains(&secret.display().to_string()),
@@ -527,16 +539,7 @@ async fn remote_write_secrets_reach_the_receiver_and_nothing_else() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let receiver = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let exporter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let exporter_address = exporter.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in exporter.incoming().flatten() {
-            let mut stream = stream;
-            let body = "node_dmi_info{board_asset_tag=\"x\"} 1\na 1\n";
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
-        }
-    });
+    let exporter_address = answering_exporter("node_dmi_info{board_asset_tag=\"x\"} 1\na 1\n");
     let http = format!("127.0.0.1:{}", free_port());
     let yaml = format!(
         "aws:\n  endpoint_url: {}\nscrape:\n  interval: 1s\n  timeout: 1s\n  mode: via_alb\n  \
@@ -555,13 +558,7 @@ async fn remote_write_secrets_reach_the_receiver_and_nothing_else() {
     );
     let config = write_config(dir.path(), &yaml);
     let env = [("RUST_LOG", "trace")];
-    let check = command(&["check-config", "--config", config.to_str().unwrap()], dir.path(), &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let checked = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
-    assert!(check.status.success(), "{checked}");
+    let checked = check_config(&config, dir.path(), &env);
     assert!(checked.contains("<secret>"), "inline secrets show as <secret>:\n{checked}");
     assert!(!checked.contains(CANARY), "check-config printed a remote_write secret:\n{checked}");
 

@@ -573,19 +573,24 @@ pub fn render_metrics(out: &mut String, receivers: &[ReceiverStats]) {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(r), read(&r.stats));
         }
     }
-    let name = "fleetscrape_remote_write_samples_dropped_total";
-    let _ =
-        writeln!(out, "# HELP {name} Samples dropped before the receiver had them, by reason.\n# TYPE {name} counter");
-    for r in receivers {
-        for (reason, value) in [("queue_full", &r.stats.dropped_queue_full), ("shutdown", &r.stats.dropped_shutdown)] {
-            let _ = writeln!(out, "{name}{{{},reason=\"{reason}\"}} {}", labels(r), load(value));
-        }
-    }
-    let name = "fleetscrape_remote_write_requests_failed_total";
-    let _ = writeln!(out, "# HELP {name} Requests that failed, by what followed.\n# TYPE {name} counter");
-    for r in receivers {
-        for (outcome, value) in [("retried", &r.stats.requests_retried), ("rejected", &r.stats.requests_rejected)] {
-            let _ = writeln!(out, "{name}{{{},outcome=\"{outcome}\"}} {}", labels(r), load(value));
+    type Split = fn(&Stats) -> [(&'static str, &AtomicU64); 2];
+    let split: [(&str, &str, &str, Split); 2] = [
+        (
+            "fleetscrape_remote_write_samples_dropped_total",
+            "Samples dropped before the receiver had them, by reason.",
+            "reason",
+            |s| [("queue_full", &s.dropped_queue_full), ("shutdown", &s.dropped_shutdown)],
+        ),
+        ("fleetscrape_remote_write_requests_failed_total", "Requests that failed, by what followed.", "outcome", |s| {
+            [("retried", &s.requests_retried), ("rejected", &s.requests_rejected)]
+        }),
+    ];
+    for (name, help, label, values) in split {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for r in receivers {
+            for (value, counter) in values(&r.stats) {
+                let _ = writeln!(out, "{name}{{{},{label}=\"{value}\"}} {}", labels(r), load(counter));
+            }
         }
     }
 }
