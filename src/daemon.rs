@@ -26,7 +26,7 @@ use crate::output::Output;
 use crate::remote_write::{self, RemoteWrite};
 use crate::scrape::{self, HttpClient, Scraper, Settings};
 use crate::serve;
-use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, Store, WriterConfig};
+use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, MembershipRecord, Store, WriterConfig};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -344,7 +344,15 @@ impl TopologySink {
         }
         for group in &topology.auto_scaling_groups {
             let in_service = group.members.iter().filter(|m| m.lifecycle_state == "InService").count();
-            batch.memberships.push((now, group.name.clone(), u32::try_from(in_service).unwrap_or(u32::MAX)));
+            batch.memberships.push(MembershipRecord {
+                time: now,
+                asg_name: group.name.clone(),
+                members: u32::try_from(in_service).unwrap_or(u32::MAX),
+                desired_capacity: group.desired_capacity,
+                min_size: group.min_size,
+                max_size: group.max_size,
+                target: group.target_tracking.as_ref().map(|t| (t.metric.clone(), t.target_value)),
+            });
         }
         if let Some(previous) = &self.previous {
             batch.events = events(previous, &seen, now);

@@ -298,6 +298,16 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
         "Discovery refreshes that failed (the previous topology was kept).",
     );
     out.sample("fleetscrape_discovery_refresh_failures_total", &[], discovery.failures.load(Ordering::Relaxed) as f64);
+    out.family(
+        "fleetscrape_discovery_policy_failures_total",
+        "counter",
+        "Refreshes that could not read the scaling policies (ASGs kept, without their target-tracking target).",
+    );
+    out.sample(
+        "fleetscrape_discovery_policy_failures_total",
+        &[],
+        discovery.policy_failures.load(Ordering::Relaxed) as f64,
+    );
     out.family("fleetscrape_aws_api_calls_total", "counter", "AWS API requests by operation.");
     if let Ok(calls) = discovery.api_calls.lock() {
         for (operation, n) in calls.iter() {

@@ -78,6 +78,7 @@ fn inventory(ids: &[String]) -> Inventory {
         target_groups: [(group.arn.clone(), group)].into(),
         auto_scaling_groups: vec![],
         instances,
+        policies_error: None,
     }
 }
 

@@ -76,6 +76,28 @@ async fn seed_topology_is_discovered_with_roles_paths_and_labels() {
 
     let group = &topology.auto_scaling_groups[0];
     assert_eq!((group.name.as_str(), group.min_size, group.max_size, group.members.len()), ("web", 1, 4, 1));
+    assert_eq!(group.desired_capacity, 1);
+    let tracking = group.target_tracking.as_ref().expect("the group's target-tracking policy");
+    assert_eq!((tracking.metric.as_str(), tracking.target_value), ("ASGAverageCPUUtilization", 50.0));
+    assert_eq!(tracking.policy_name, "web-cpu50");
+}
+
+/// The scaling policies only feed the dashboards: a role without
+/// `autoscaling:DescribePolicies` (a policy from before it was added) still
+/// discovers every group, without its target, and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_discovered_when_their_policies_cannot_be_read() {
+    let moto = Moto::start();
+    let seed = Seeder::new(&moto.url).await.seed_topology().await;
+    let proxy = AwsProxy::start(&moto.url).await;
+    proxy.deny("DescribePolicies");
+    let refresh = discoverer(&proxy.url, "").await.discover().await.expect("discovery without the policies");
+    let error = refresh.policies_error.expect("the policies' error is reported");
+    assert!(error.contains("DescribePolicies") && error.contains("AccessDenied"), "{error}");
+    let group = &refresh.topology.auto_scaling_groups[0];
+    assert_eq!((group.name.as_str(), group.desired_capacity, group.target_tracking.as_ref()), ("web", 1, None));
+    assert_eq!(refresh.topology.targets.len(), 3, "every instance still discovered");
+    assert!(refresh.topology.target(&seed.basic_a).is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,6 +208,7 @@ async fn api_calls_per_refresh_grow_with_groups_not_instances() {
             ("DescribeInstances", 1),
             ("DescribeListeners", 1),
             ("DescribeLoadBalancers", 1),
+            ("DescribePolicies", 1),
             ("DescribeTargetGroups", 1),
             ("DescribeTargetHealth", 3),
         ])

@@ -1,11 +1,16 @@
-//! Auto Scaling: every group of the region with its target groups and members.
+//! Auto Scaling: every group of the region with its target groups, members
+//! and target-tracking policy.
+
+use std::collections::BTreeMap;
 
 use super::Error;
 use super::aws::{Clients, api_error};
-use super::model::{AsgMember, AutoScalingGroup};
+use super::model::{AsgMember, AutoScalingGroup, TargetTracking};
 
 /// Largest page DescribeAutoScalingGroups accepts.
 const PAGE_SIZE: i32 = 100;
+/// Largest page DescribePolicies accepts.
+const POLICY_PAGE_SIZE: i32 = 100;
 
 /// Reads every Auto Scaling group of the region.
 ///
@@ -22,6 +27,46 @@ pub(super) async fn groups(clients: &Clients) -> Result<Vec<AutoScalingGroup>, E
         groups.extend(page.auto_scaling_groups().iter().map(convert));
     }
     Ok(groups)
+}
+
+/// Reads the region's target-tracking policies, by group name (the first
+/// policy by name when a group has several, as the dashboards show one target).
+pub(super) async fn target_tracking(clients: &Clients) -> Result<BTreeMap<String, TargetTracking>, Error> {
+    const OP: &str = "DescribePolicies";
+    let mut pages = clients
+        .autoscaling
+        .describe_policies()
+        .policy_types("TargetTrackingScaling")
+        .into_paginator()
+        .page_size(POLICY_PAGE_SIZE)
+        .send();
+    let mut by_group: BTreeMap<String, TargetTracking> = BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        clients.calls.record(OP);
+        let page = page.map_err(|e| api_error(OP, e))?;
+        for policy in page.scaling_policies() {
+            let (Some(group), Some(config)) =
+                (policy.auto_scaling_group_name(), policy.target_tracking_configuration())
+            else {
+                continue;
+            };
+            let Some(target_value) = config.target_value() else { continue };
+            let metric = config
+                .predefined_metric_specification()
+                .and_then(|m| m.predefined_metric_type())
+                .map_or_else(|| "custom".to_string(), |m| m.as_str().to_string());
+            let tracking = TargetTracking {
+                policy_name: policy.policy_name().unwrap_or_default().to_string(),
+                metric,
+                target_value,
+            };
+            let first = by_group.get(group).is_none_or(|kept| tracking.policy_name < kept.policy_name);
+            if first {
+                by_group.insert(group.to_string(), tracking);
+            }
+        }
+    }
+    Ok(by_group)
 }
 
 fn convert(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AutoScalingGroup {
@@ -42,5 +87,6 @@ fn convert(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AutoScalingG
                 })
             })
             .collect(),
+        target_tracking: None,
     }
 }

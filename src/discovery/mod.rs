@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 pub use aws::Clients;
 pub use elbv2::Filters;
-use model::Inventory;
+use model::{AutoScalingGroup, Inventory};
 pub use topology::{JoinOptions, Role, Sharding, SkipReason, Target, Topology, shard_key, shard_of};
 
 /// Why a discovery refresh failed.
@@ -82,6 +82,8 @@ pub struct Refresh {
     pub api_calls: BTreeMap<&'static str, u64>,
     /// How long the refresh took.
     pub elapsed: Duration,
+    /// Why the scaling policies could not be read, if they could not.
+    pub policies_error: Option<String>,
 }
 
 /// Runs discovery refreshes against AWS.
@@ -137,23 +139,44 @@ impl Discoverer {
             other => other,
         });
         let api_calls = self.clients.calls.take();
-        let topology = topology::join(&result?, &self.join_options);
-        Ok(Refresh { topology, api_calls, elapsed: started.elapsed() })
+        let inventory = result?;
+        let topology = topology::join(&inventory, &self.join_options);
+        Ok(Refresh { topology, api_calls, elapsed: started.elapsed(), policies_error: inventory.policies_error })
     }
 
     async fn inventory(&self) -> Result<Inventory, Error> {
-        let (balancing, auto_scaling_groups) = tokio::join!(
+        let (balancing, groups) = tokio::join!(
             elbv2::load_balancers_and_target_groups(&self.clients, &self.filters),
-            autoscaling::groups(&self.clients),
+            self.groups_with_policies(),
         );
         let (load_balancers, target_groups) = balancing?;
-        let auto_scaling_groups = auto_scaling_groups?;
+        let (auto_scaling_groups, policies_error) = groups?;
 
         let registered: BTreeSet<&str> =
             target_groups.values().flat_map(|g| g.registrations.iter().map(|r| r.instance_id.as_str())).collect();
         let ids: Vec<String> = registered.into_iter().map(str::to_string).collect();
         let instances = ec2::instances(&self.clients, &ids).await?;
-        Ok(Inventory { load_balancers, target_groups, auto_scaling_groups, instances })
+        Ok(Inventory { load_balancers, target_groups, auto_scaling_groups, instances, policies_error })
+    }
+
+    /// The region's groups, then (when there are any) their target-tracking
+    /// policies. The policies only feed the dashboards: when they cannot be
+    /// read (an IAM policy from before `DescribePolicies` was added), the
+    /// groups are kept without a target and the error is returned beside them.
+    async fn groups_with_policies(&self) -> Result<(Vec<AutoScalingGroup>, Option<String>), Error> {
+        let mut groups = autoscaling::groups(&self.clients).await?;
+        if groups.is_empty() {
+            return Ok((groups, None));
+        }
+        match autoscaling::target_tracking(&self.clients).await {
+            Ok(mut policies) => {
+                for group in &mut groups {
+                    group.target_tracking = policies.remove(&group.name);
+                }
+                Ok((groups, None))
+            }
+            Err(error) => Ok((groups, Some(error.to_string()))),
+        }
     }
 }
 
@@ -189,6 +212,11 @@ pub struct RefreshStats {
     pub api_calls: Mutex<BTreeMap<&'static str, u64>>,
     /// The last failure's message, cleared by the next success.
     pub last_error: Mutex<Option<String>>,
+    /// Refreshes that could not read the scaling policies (the groups were
+    /// still discovered, without their target-tracking target).
+    pub policy_failures: AtomicU64,
+    /// Why the last refresh could not read the scaling policies.
+    pub policies_error: Mutex<Option<String>>,
     /// Failures since the last success.
     pub consecutive_failures: AtomicU64,
     /// Epoch seconds of the last success; `None` until the first.
@@ -367,6 +395,7 @@ impl Refresher {
                     info!(failed_refreshes = failed_before, "discovery recovered");
                 }
                 self.log_success(&refresh);
+                self.note_policies(refresh.policies_error.clone());
                 let topology = Arc::new(refresh.topology);
                 self.published.send_replace(Some(Arc::clone(&topology)));
                 if let Ok(mut last) = self.stats.last_error.lock() {
@@ -397,6 +426,26 @@ impl Refresher {
                 Err(error)
             }
         }
+    }
+
+    /// Counts a refresh that could not read the scaling policies, logged once
+    /// per change: the first failure, a different error, the recovery.
+    fn note_policies(&self, error: Option<String>) {
+        if error.is_some() {
+            self.stats.policy_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let Ok(mut last) = self.stats.policies_error.lock() else { return };
+        if *last == error {
+            return;
+        }
+        match &error {
+            Some(error) => {
+                warn!(%error, "cannot read the scaling policies (autoscaling:DescribePolicies); ASGs are discovered without their target-tracking target")
+            }
+            None if last.is_some() => info!("scaling policies readable again"),
+            None => {}
+        }
+        *last = error;
     }
 
     fn add_api_calls(&self, calls: &BTreeMap<&'static str, u64>) {
@@ -475,7 +524,7 @@ mod tests {
                     auto_scaling_groups: vec![],
                     refreshed_at: std::time::SystemTime::UNIX_EPOCH,
                 };
-                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: self.delay })
+                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: self.delay, policies_error: None })
             })
         }
 
@@ -503,13 +552,57 @@ mod tests {
                     auto_scaling_groups: vec![],
                     refreshed_at: std::time::SystemTime::UNIX_EPOCH,
                 };
-                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: Duration::ZERO })
+                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: Duration::ZERO, policies_error: None })
             })
         }
 
         fn endpoint(&self) -> &str {
             "fake"
         }
+    }
+
+    /// A discovery whose scaling policies are unreadable on the calls listed.
+    #[derive(Debug)]
+    struct PoliciesDenied {
+        denied_on: Vec<bool>,
+        calls: AtomicU64,
+    }
+
+    impl Discover for PoliciesDenied {
+        fn discover(&self) -> BoxFuture<'_, Result<Refresh, Error>> {
+            let call = self.calls.fetch_add(1, Ordering::Relaxed) as usize;
+            let denied = self.denied_on.get(call).copied().unwrap_or(false);
+            Box::pin(async move {
+                let topology = Topology {
+                    targets: vec![],
+                    auto_scaling_groups: vec![],
+                    refreshed_at: std::time::SystemTime::UNIX_EPOCH,
+                };
+                let policies_error = denied.then(|| "DescribePolicies: AccessDenied: not authorized".to_string());
+                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: Duration::ZERO, policies_error })
+            })
+        }
+
+        fn endpoint(&self) -> &str {
+            "fake"
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreadable_policies_are_counted_per_refresh_and_kept_until_they_recover() {
+        let fake = PoliciesDenied { denied_on: vec![true, true, false], calls: AtomicU64::new(0) };
+        let refresher = Refresher::new(fake, Duration::from_secs(60));
+        let stats = refresher.stats();
+        let error = || stats.policies_error.lock().unwrap().clone();
+        refresher.refresh().await.expect("a refresh without the policies succeeds");
+        assert_eq!(stats.policy_failures.load(Ordering::Relaxed), 1);
+        assert!(error().is_some_and(|e| e.contains("AccessDenied")));
+        refresher.refresh().await.unwrap();
+        assert_eq!(stats.policy_failures.load(Ordering::Relaxed), 2, "counted at every refresh, logged once");
+        refresher.refresh().await.unwrap();
+        assert_eq!(stats.policy_failures.load(Ordering::Relaxed), 2);
+        assert_eq!(error(), None, "recovered");
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 0, "never a failed refresh");
     }
 
     #[test]

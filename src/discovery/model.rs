@@ -70,7 +70,7 @@ pub struct Registration {
 }
 
 /// An Auto Scaling group and its current members.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AutoScalingGroup {
     /// Group name.
     pub name: String,
@@ -84,6 +84,22 @@ pub struct AutoScalingGroup {
     pub max_size: i32,
     /// Current members.
     pub members: Vec<AsgMember>,
+    /// The group's target-tracking policy, when it has one (the first by
+    /// name when it has several); `None` also when the policies could not be
+    /// read (see [`Inventory::policies_error`]).
+    pub target_tracking: Option<TargetTracking>,
+}
+
+/// A target-tracking scaling policy: the metric it holds at a target value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetTracking {
+    /// Policy name.
+    pub policy_name: String,
+    /// The predefined metric (`ASGAverageCPUUtilization`, ...), or
+    /// `custom` for a customized metric specification.
+    pub metric: String,
+    /// The value the policy keeps the metric at (50 for "50 % average CPU").
+    pub target_value: f64,
 }
 
 /// An instance as the Auto Scaling group sees it.
@@ -155,7 +171,7 @@ impl Instance {
 }
 
 /// Everything one discovery refresh read from AWS, before the join.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
     /// Followed load balancers, with followed listeners.
     pub load_balancers: Vec<LoadBalancer>,
@@ -165,4 +181,7 @@ pub struct Inventory {
     pub auto_scaling_groups: Vec<AutoScalingGroup>,
     /// EC2 facts of every registered instance, by id.
     pub instances: BTreeMap<String, Instance>,
+    /// Why the scaling policies could not be read (they are optional: the
+    /// groups are still discovered, with no target-tracking target).
+    pub policies_error: Option<String>,
 }

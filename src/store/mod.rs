@@ -33,8 +33,8 @@ use compact::Compactor;
 pub use cpu::CpuTracker;
 use intern::Interner;
 pub use record::{
-    AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, SampleRecord,
-    ScrapeRecord, StatusRecord,
+    AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, MembershipRecord,
+    SampleRecord, ScrapeRecord, StatusRecord,
 };
 pub use retention::Retention;
 pub use writer::{WriterConfig, WriterHandle, spawn_writer};
@@ -564,14 +564,23 @@ async fn write_rounds(tx: &mut sqlx::SqliteConnection, rounds: &[AlbRoundRecord]
     Ok(())
 }
 
-async fn write_memberships(tx: &mut sqlx::SqliteConnection, rows: &[(f64, String, u32)]) -> Result<(), Error> {
-    for (time, asg_name, members) in rows {
-        sqlx::query("INSERT OR REPLACE INTO asg_membership (time, asg_name, members) VALUES (?, ?, ?)")
-            .bind(time)
-            .bind(asg_name)
-            .bind(i64::from(*members))
-            .execute(&mut *tx)
-            .await?;
+async fn write_memberships(tx: &mut sqlx::SqliteConnection, rows: &[MembershipRecord]) -> Result<(), Error> {
+    for r in rows {
+        sqlx::query(
+            "INSERT OR REPLACE INTO asg_membership
+               (time, asg_name, members, desired_capacity, min_size, max_size, target_metric, target_value)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.time)
+        .bind(&r.asg_name)
+        .bind(i64::from(r.members))
+        .bind(r.desired_capacity)
+        .bind(r.min_size)
+        .bind(r.max_size)
+        .bind(r.target.as_ref().map(|(metric, _)| metric))
+        .bind(r.target.as_ref().map(|(_, value)| *value))
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }

@@ -176,6 +176,25 @@ pub struct ComponentRecord {
     pub error: Option<String>,
 }
 
+/// An Auto Scaling group at one discovery refresh (`asg_membership`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipRecord {
+    /// When discovery saw it.
+    pub time: f64,
+    /// Group name.
+    pub asg_name: String,
+    /// InService members.
+    pub members: u32,
+    /// Desired capacity.
+    pub desired_capacity: i32,
+    /// Minimum size.
+    pub min_size: i32,
+    /// Maximum size.
+    pub max_size: i32,
+    /// The target-tracking policy's metric and target value, if it has one.
+    pub target: Option<(String, f64)>,
+}
+
 /// Records written together in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
@@ -187,8 +206,8 @@ pub struct Batch {
     pub statuses: Vec<StatusRecord>,
     /// Via-ALB rounds.
     pub rounds: Vec<AlbRoundRecord>,
-    /// ASG member counts: (time, group, members).
-    pub memberships: Vec<(f64, String, u32)>,
+    /// Auto Scaling groups' members and capacity.
+    pub memberships: Vec<MembershipRecord>,
     /// Membership events.
     pub events: Vec<EventRecord>,
     /// Component states (`component_status`).

@@ -149,6 +149,8 @@ struct ProxyState {
     /// `service:Action`, the service read from the SigV4 credential scope (the IAM prefix).
     operations: Mutex<std::collections::BTreeSet<String>>,
     fault: Mutex<Option<AwsFault>>,
+    /// Actions answered 403 `AccessDenied`, as IAM denies an action the role lacks.
+    denied: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// What the proxy does to every request while a fault is set.
@@ -208,6 +210,11 @@ impl AwsProxy {
         self.set_fault(on.then_some(AwsFault::Unavailable));
     }
 
+    /// Answers `action` (e.g. `DescribePolicies`) 403 `AccessDenied` from now on.
+    pub fn deny(&self, action: &str) {
+        self.state.denied.lock().expect("denied lock").insert(action.to_string());
+    }
+
     /// Starts a fault (`None` ends it).
     pub fn set_fault(&self, fault: Option<AwsFault>) {
         *self.state.fault.lock().expect("fault lock") = fault;
@@ -249,6 +256,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         );
         (status, [("content-type", "text/xml")], xml).into_response()
     };
+    if state.denied.lock().expect("denied lock").contains(&action_of(&body)) {
+        let message = format!("User is not authorized to perform: {service}:{}", action_of(&body));
+        return error(StatusCode::FORBIDDEN, "AccessDenied", &message);
+    }
     match fault {
         Some(AwsFault::Unavailable) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "simulated outage");

@@ -206,6 +206,27 @@ impl Seeder {
             .expect("create auto scaling group");
     }
 
+    /// Gives a group a target-tracking policy holding its average CPU at
+    /// `target` % (moto stores it; it never evaluates it).
+    pub async fn cpu_target_tracking(&self, name: &str, target: f64) {
+        let metric = aws_sdk_autoscaling::types::PredefinedMetricSpecification::builder()
+            .predefined_metric_type(aws_sdk_autoscaling::types::MetricType::AsgAverageCpuUtilization)
+            .build();
+        let config = aws_sdk_autoscaling::types::TargetTrackingConfiguration::builder()
+            .predefined_metric_specification(metric)
+            .target_value(target)
+            .build();
+        self.autoscaling
+            .put_scaling_policy()
+            .auto_scaling_group_name(name)
+            .policy_name(format!("{name}-cpu{target}"))
+            .policy_type("TargetTrackingScaling")
+            .target_tracking_configuration(config)
+            .send()
+            .await
+            .expect("put scaling policy");
+    }
+
     /// Sets an Auto Scaling group's desired capacity (moto launches or
     /// terminates members at once; it never evaluates scaling policies).
     pub async fn set_desired(&self, name: &str, desired: i32) {
@@ -244,6 +265,7 @@ impl Seeder {
         self.register(&tg_a, std::slice::from_ref(&basic_a), 9100).await;
         self.register(&tg_b, std::slice::from_ref(&basic_b), 9100).await;
         self.auto_scaling_group("web", &[&tg_asg], 1, 4, 1).await;
+        self.cpu_target_tracking("web", 50.0).await;
         SeedTopology { lb, basic_a, basic_b, asg_name: "web".into(), asg_target_group: tg_asg }
     }
 }

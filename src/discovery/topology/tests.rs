@@ -62,11 +62,13 @@ fn seed() -> Inventory {
                 lifecycle_state: "InService".to_string(),
                 health_status: "Healthy".to_string(),
             }],
+            target_tracking: None,
         }],
         instances: [instance("i-a", "running", "10.0.1.10"), instance("i-b", "running", "10.0.1.11"), asg_instance]
             .into_iter()
             .map(|i| (i.id.clone(), i))
             .collect(),
+        policies_error: None,
     }
 }
 

@@ -1,0 +1,9 @@
+-- The capacity of each Auto Scaling group at each discovery refresh, and the
+-- target its target-tracking policy holds, for the fleet dashboard. NULL in
+-- rows written before this migration (and target_* for a group without a
+-- target-tracking policy, or when the policies could not be read).
+ALTER TABLE asg_membership ADD COLUMN desired_capacity INTEGER;
+ALTER TABLE asg_membership ADD COLUMN min_size INTEGER;
+ALTER TABLE asg_membership ADD COLUMN max_size INTEGER;
+ALTER TABLE asg_membership ADD COLUMN target_metric TEXT;
+ALTER TABLE asg_membership ADD COLUMN target_value REAL;
