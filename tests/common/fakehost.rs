@@ -28,18 +28,161 @@ pub enum Identity {
 const TICKS: f64 = 100.0; // USER_HZ
 /// CPUs of every fake host.
 pub const CPUS: usize = 4;
+/// `/proc/stat`'s modes, in its column order (guest columns are always 0).
+pub const MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+const USER: usize = 0;
+const NICE: usize = 1;
+const IDLE: usize = 3;
+/// Shares of every CPU's time a host with figures spends in the modes
+/// other than user, nice and idle (the rest of `busy` is user).
+pub const BUSY_MODES: [(&str, f64); 5] =
+    [("system", 0.10), ("iowait", 0.05), ("irq", 0.01), ("softirq", 0.02), ("steal", 0.02)];
 
-/// Busy and idle time of each CPU, continuous, in ticks. `/proc/stat` shows
+/// A network device of a host with figures: its counters' rates per second,
+/// each at least 200/s, so that one count is under 1 % of a 2-second bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct NetDevice {
+    pub name: &'static str,
+    pub receive_bytes: f64,
+    pub receive_packets: f64,
+    pub receive_errs: f64,
+    pub receive_drop: f64,
+    pub transmit_bytes: f64,
+    pub transmit_packets: f64,
+    pub transmit_errs: f64,
+    pub transmit_drop: f64,
+}
+
+/// The devices of `proc/net/dev` (`lo` too, which node_exporter leaves out by default).
+pub const NET_DEVICES: [NetDevice; 2] = [
+    NetDevice {
+        name: "eth0",
+        receive_bytes: 1_250_000.0,
+        receive_packets: 1_000.0,
+        receive_errs: 500.0,
+        receive_drop: 250.0,
+        transmit_bytes: 250_000.0,
+        transmit_packets: 5_000.0,
+        transmit_errs: 400.0,
+        transmit_drop: 200.0,
+    },
+    NetDevice {
+        name: "ens6",
+        receive_bytes: 80_000.0,
+        receive_packets: 200.0,
+        receive_errs: 0.0,
+        receive_drop: 0.0,
+        transmit_bytes: 3_000_000.0,
+        transmit_packets: 2_500.0,
+        transmit_errs: 0.0,
+        transmit_drop: 0.0,
+    },
+];
+
+/// A block device of `proc/diskstats`: its counters' rates per second.
+#[derive(Debug, Clone, Copy)]
+pub struct Disk {
+    pub name: &'static str,
+    pub reads: f64,
+    pub writes: f64,
+    /// 512-byte sectors.
+    pub sectors_read: f64,
+    pub sectors_written: f64,
+    /// Milliseconds spent doing I/O per second (1000 = 100 % busy).
+    pub io_ms: f64,
+}
+
+pub const DISKS: [Disk; 2] = [
+    Disk {
+        name: "nvme0n1",
+        reads: 200.0,
+        writes: 100.0,
+        sectors_read: 2_048.0,
+        sectors_written: 4_096.0,
+        io_ms: 250.0,
+    },
+    Disk { name: "nvme1n1", reads: 250.0, writes: 400.0, sectors_read: 512.0, sectors_written: 16_384.0, io_ms: 600.0 },
+];
+
+/// A mount of `proc/1/mounts`, and the real directory node_exporter's
+/// statfs(2) of it lands on (`--path.rootfs` + mount point): quiet
+/// filesystems, so the test's own statvfs of the same directory is the truth.
+#[derive(Debug, Clone, Copy)]
+pub struct Mount {
+    pub device: &'static str,
+    pub mountpoint: &'static str,
+    pub fstype: &'static str,
+    /// What statfs reads: `None` for the root (the host's rootfs directory,
+    /// itself in /dev/shm).
+    pub target: Option<&'static str>,
+    /// Whether a dashboard shows it (1860 leaves out `rootfs` and tmpfs).
+    pub shown: bool,
+}
+
+pub const MOUNTS: [Mount; 4] = [
+    Mount { device: "rootfs", mountpoint: "/", fstype: "rootfs", target: None, shown: false },
+    Mount { device: "/dev/nvme0n1p1", mountpoint: "/", fstype: "ext4", target: None, shown: true },
+    Mount { device: "/dev/nvme1n1", mountpoint: "/data", fstype: "xfs", target: Some("/dev"), shown: true },
+    Mount { device: "tmpfs", mountpoint: "/scratch", fstype: "tmpfs", target: Some("/dev/shm"), shown: false },
+];
+
+/// `proc/meminfo` of a host with figures (kB): 12 % RAM used, 25 % swap used.
+pub const MEMINFO_KB: [(&str, u64); 8] = [
+    ("MemTotal", 7_936_528),
+    ("MemFree", 5_120_432),
+    ("MemAvailable", 6_984_216),
+    ("Buffers", 102_400),
+    ("Cached", 1_843_200),
+    ("SReclaimable", 65_536),
+    ("SwapTotal", 2_097_152),
+    ("SwapFree", 1_572_864),
+];
+/// `proc/loadavg` of a host with figures: 50 %, 25 %, 12.5 % of its CPUs.
+pub const LOADAVG: [f64; 3] = [2.0, 1.0, 0.5];
+/// `btime` of every fake host's `/proc/stat`.
+pub const BOOT_TIME: f64 = 1_732_500_000.0;
+
+/// Time of each CPU in each mode, continuous, in ticks. `/proc/stat` shows
 /// whole ticks, CPU `k` rounded at phase `k / CPUS`, so that (Hermite's
 /// identity, Σₖ⌊x + k/n⌋ = ⌊n·x⌋) the sum over CPUs is exact to one tick, as a
 /// kernel's is: a ratio of counter deltas is then within 1 tick of the set
 /// level over the interval's CPU time.
 #[derive(Debug)]
 struct Cpu {
-    busy: f64,
-    user: f64,
-    idle: f64,
+    ticks: [f64; 8],
+    /// Share of each CPU's time per mode; `nice` stays 0 (the signature).
+    shares: [f64; 8],
     last: Instant,
+}
+
+impl Cpu {
+    fn new(busy: f64, figures: bool) -> Self {
+        let ticks = [100_000.0, 0.0, 40_000.0, 1_500_000.0, 2_000.0, 0.0, 750.0, 150.0];
+        let mut cpu = Self { ticks, shares: [0.0; 8], last: Instant::now() };
+        if figures {
+            for (mode, share) in BUSY_MODES {
+                cpu.shares[MODES.iter().position(|m| *m == mode).unwrap()] = share;
+            }
+        }
+        cpu.set_busy(busy);
+        cpu
+    }
+
+    /// `busy` of every CPU's time not idle: the modes' fixed shares, the rest user.
+    fn set_busy(&mut self, busy: f64) {
+        let fixed: f64 = (0..8).filter(|&m| m != USER && m != IDLE).map(|m| self.shares[m]).sum();
+        assert!(busy >= fixed, "a busy level of at least {fixed} (the fixed modes' shares)");
+        self.shares[USER] = busy - fixed;
+        self.shares[IDLE] = 1.0 - busy;
+    }
+
+    fn advance(&mut self) {
+        let elapsed = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        for (ticks, share) in self.ticks.iter_mut().zip(self.shares) {
+            *ticks += share * elapsed * TICKS;
+        }
+    }
 }
 
 /// A running fake host.
@@ -50,7 +193,11 @@ pub struct FakeHost {
     pub address: String,
     /// `node_cpu_seconds_total{mode="nice"}` of every CPU, unique per host.
     pub signature: f64,
+    /// Whether it reports figures-level network, disk and filesystem data.
+    pub figures: bool,
     dir: tempfile::TempDir,
+    /// The host's rootfs (in /dev/shm, for quiet statfs figures), if any.
+    rootfs: Option<tempfile::TempDir>,
     child: Option<Child>,
     cpu: Arc<Mutex<Cpu>>,
     driver: Option<std::thread::JoinHandle<()>>,
@@ -74,10 +221,41 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/fake-host")
 }
 
+/// Collectors every fake host runs.
+const COLLECTORS: [&str; 7] = [
+    "--collector.cpu",
+    "--collector.dmi",
+    "--collector.uname",
+    "--collector.stat",
+    "--collector.loadavg",
+    "--collector.meminfo",
+    "--collector.textfile",
+];
+/// And a host with figures: 1.5.0 reads network devices through netlink by
+/// default; `--no-collector.netdev.netlink` makes it read `proc/net/dev`.
+const FIGURES_COLLECTORS: [&str; 5] = [
+    "--collector.netdev",
+    "--no-collector.netdev.netlink",
+    "--collector.diskstats",
+    "--collector.filesystem",
+    "--collector.time",
+];
+
 impl FakeHost {
     /// Starts a host reporting `instance_id`, `busy` (0..1) of its [`CPUS`] CPUs
-    /// busy, with `signature` nice ticks.
+    /// busy (all of it user time), with `signature` nice ticks.
     pub fn start(instance_id: &str, busy: f64, signature: u32, identity: Identity) -> Self {
+        Self::launch(instance_id, busy, signature, identity, false)
+    }
+
+    /// A host that also reports known figures: CPU time in [`BUSY_MODES`],
+    /// [`NET_DEVICES`], [`DISKS`], [`MOUNTS`], [`MEMINFO_KB`], [`LOADAVG`],
+    /// and the exporter's clock. `busy` must be at least the modes' 0.2.
+    pub fn start_with_figures(instance_id: &str, busy: f64, signature: u32) -> Self {
+        Self::launch(instance_id, busy, signature, Identity::Dmi, true)
+    }
+
+    fn launch(instance_id: &str, busy: f64, signature: u32, identity: Identity, figures: bool) -> Self {
         let dir = tempfile::tempdir().expect("host dir");
         copy_tree(&fixture(), dir.path());
         let dmi_tag = if identity == Identity::Dmi { instance_id } else { "" };
@@ -90,45 +268,59 @@ impl FakeHost {
                 format!("# TYPE ec2_instance_info gauge\nec2_instance_info{{instance_id=\"{instance_id}\"}} 1\n");
             std::fs::write(&textfile, text).expect("textfile");
         }
-        let cpu = Arc::new(Mutex::new(Cpu { busy, user: 100_000.0, idle: 1_500_000.0, last: Instant::now() }));
+        let rootfs = figures.then(|| write_figures(dir.path()));
+        let cpu = Arc::new(Mutex::new(Cpu::new(busy, figures)));
         let signature_ticks = f64::from(signature);
+        let started = Instant::now();
         write_stat(dir.path(), &cpu.lock().unwrap(), signature_ticks);
+        if figures {
+            write_counters(dir.path(), 0.0);
+        }
         let mut host = Self {
             instance_id: instance_id.into(),
             address: String::new(),
             signature: signature_ticks / TICKS,
+            figures,
             dir,
+            rootfs,
             child: None,
             cpu,
             driver: None,
             stop: Arc::default(),
         };
         host.spawn_exporter();
-        host.spawn_driver(signature_ticks);
+        host.spawn_driver(signature_ticks, started);
         host
+    }
+
+    /// Where `mount`'s statfs lands: the truth for its filesystem figures.
+    pub fn statfs_path(&self, mount: &Mount) -> PathBuf {
+        match mount.target {
+            Some(target) => PathBuf::from(target),
+            None => self.rootfs.as_ref().expect("a host with figures").path().to_path_buf(),
+        }
     }
 
     fn spawn_exporter(&mut self) {
         let port = free_port();
         self.address = format!("127.0.0.1:{port}");
+        let rootfs = self.rootfs.as_ref().map_or_else(|| ".".to_string(), |r| r.path().display().to_string());
+        let mut args = vec![
+            format!("--web.listen-address={}", self.address),
+            "--path.sysfs=sys".into(),
+            "--path.procfs=proc".into(),
+            format!("--path.rootfs={rootfs}"),
+            "--collector.disable-defaults".into(),
+            "--collector.textfile.directory=textfile".into(),
+            "--log.level=error".into(),
+        ];
+        args.extend(COLLECTORS.iter().map(|c| c.to_string()));
+        if self.figures {
+            args.extend(FIGURES_COLLECTORS.iter().map(|c| c.to_string()));
+        }
         let child = Command::new("prometheus-node-exporter")
             .current_dir(self.dir.path())
-            .args([
-                &format!("--web.listen-address={}", self.address),
-                "--path.sysfs=sys",
-                "--path.procfs=proc",
-                "--path.rootfs=.",
-                "--collector.disable-defaults",
-                "--collector.cpu",
-                "--collector.dmi",
-                "--collector.uname",
-                "--collector.stat",
-                "--collector.loadavg",
-                "--collector.meminfo",
-                "--collector.textfile",
-                "--collector.textfile.directory=textfile",
-                "--log.level=error",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -141,26 +333,30 @@ impl FakeHost {
         }
     }
 
-    fn spawn_driver(&mut self, signature_ticks: f64) {
+    fn spawn_driver(&mut self, signature_ticks: f64, started: Instant) {
         let (cpu, dir, stop) = (Arc::clone(&self.cpu), self.dir.path().to_path_buf(), Arc::clone(&self.stop));
+        let figures = self.figures;
+        // A counter read by a scrape is up to one period stale: 5 ms is
+        // 0.25 % of a 2 s interval's increase, for the rate checks.
+        let period = Duration::from_millis(if figures { 5 } else { 20 });
         self.driver = Some(std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 {
                     let mut cpu = cpu.lock().unwrap();
-                    let elapsed = cpu.last.elapsed().as_secs_f64();
-                    cpu.last = Instant::now();
-                    cpu.user += cpu.busy * elapsed * TICKS;
-                    cpu.idle += (1.0 - cpu.busy) * elapsed * TICKS;
+                    cpu.advance();
                     write_stat(&dir, &cpu, signature_ticks);
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                if figures {
+                    write_counters(&dir, started.elapsed().as_secs_f64());
+                }
+                std::thread::sleep(period);
             }
         }));
     }
 
     /// Changes how busy the CPUs are from now on.
     pub fn set_busy(&self, busy: f64) {
-        self.cpu.lock().unwrap().busy = busy;
+        self.cpu.lock().unwrap().set_busy(busy);
     }
 
     /// Stops the exporter (the instance's exporter is down).
@@ -172,27 +368,108 @@ impl FakeHost {
     }
 }
 
-/// Writes proc/stat atomically (rename); the exporter reads it at each scrape.
-/// Only `user` and `idle` move; the other modes are constant (`nice` is the
-/// host's signature).
+/// Replaces `name` under `dir` atomically (rename): the exporter reads it at each scrape.
+fn replace(dir: &Path, name: &str, text: &str) {
+    let temp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&temp, text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+    std::fs::rename(&temp, dir.join(name)).unwrap_or_else(|e| panic!("rename {name}: {e}"));
+}
+
+/// Writes proc/stat. `nice` stays constant: it is the host's signature.
 fn write_stat(dir: &Path, cpu: &Cpu, nice: f64) {
     let phase = |k: usize| k as f64 / CPUS as f64;
-    let cpus: Vec<(u64, u64)> =
-        (0..CPUS).map(|k| ((cpu.user + phase(k)).floor() as u64, (cpu.idle + phase(k)).floor() as u64)).collect();
-    let (user, idle): (u64, u64) = cpus.iter().fold((0, 0), |(u, i), (cu, ci)| (u + cu, i + ci));
-    let n = CPUS as u64;
-    let nice = nice as u64;
-    let mut text =
-        format!("cpu  {user} {} {} {idle} {} 0 {} {} 0 0\n", n * nice, n * 40000, n * 2000, n * 750, n * 150);
-    for (k, (user, idle)) in cpus.iter().enumerate() {
-        text.push_str(&format!("cpu{k} {user} {nice} 40000 {idle} 2000 0 750 150 0 0\n"));
+    let per_cpu: Vec<[u64; 8]> = (0..CPUS)
+        .map(|k| {
+            let mut modes = [0u64; 8];
+            for (m, value) in modes.iter_mut().enumerate() {
+                *value = if m == NICE { nice as u64 } else { (cpu.ticks[m] + phase(k)).floor() as u64 };
+            }
+            modes
+        })
+        .collect();
+    let columns = |modes: &[u64; 8]| modes.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    let mut total = [0u64; 8];
+    for modes in &per_cpu {
+        for (t, v) in total.iter_mut().zip(modes) {
+            *t += v;
+        }
     }
-    text.push_str(
-        "intr 5000000 0\nctxt 9000000\nbtime 1732500000\nprocesses 45000\nprocs_running 2\nprocs_blocked 0\n",
+    let mut text = format!("cpu  {} 0 0\n", columns(&total));
+    for (k, modes) in per_cpu.iter().enumerate() {
+        text.push_str(&format!("cpu{k} {} 0 0\n", columns(modes)));
+    }
+    text.push_str(&format!(
+        "intr 5000000 0\nctxt 9000000\nbtime {BOOT_TIME}\nprocesses 45000\nprocs_running 2\nprocs_blocked 0\n"
+    ));
+    replace(&dir.join("proc"), "stat", &text);
+}
+
+/// Writes the constant figures (meminfo, loadavg, mounts) and the host's
+/// rootfs; returns the rootfs.
+fn write_figures(dir: &Path) -> tempfile::TempDir {
+    let proc = dir.join("proc");
+    let meminfo: String = MEMINFO_KB.iter().map(|(key, kb)| format!("{key}: {kb:>15} kB\n")).collect();
+    std::fs::write(proc.join("meminfo"), meminfo).expect("meminfo");
+    let [one, five, fifteen] = LOADAVG;
+    std::fs::write(proc.join("loadavg"), format!("{one:.2} {five:.2} {fifteen:.2} 2/210 12345\n")).expect("loadavg");
+    std::fs::create_dir_all(proc.join("1")).expect("proc/1");
+    std::fs::create_dir_all(proc.join("net")).expect("proc/net");
+    let mounts: String =
+        MOUNTS.iter().map(|m| format!("{} {} {} rw,relatime 0 0\n", m.device, m.mountpoint, m.fstype)).collect();
+    std::fs::write(proc.join("1/mounts"), mounts).expect("mounts");
+    let rootfs =
+        tempfile::Builder::new().prefix("fleetscrape-rootfs-").tempdir_in("/dev/shm").expect("rootfs in /dev/shm");
+    for mount in MOUNTS {
+        if let Some(target) = mount.target {
+            std::os::unix::fs::symlink(target, rootfs.path().join(mount.mountpoint.trim_start_matches('/')))
+                .expect("mount point symlink");
+        }
+    }
+    rootfs
+}
+
+/// Writes proc/net/dev and proc/diskstats at `elapsed` seconds since start.
+fn write_counters(dir: &Path, elapsed: f64) {
+    let at = |base: f64, rate: f64| (base + rate * elapsed).floor() as u64;
+    let mut net = String::from(
+        "Inter-|   Receive                                                |  Transmit\n \
+         face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+         lo: 123456 1000 0 0 0 0 0 0 123456 1000 0 0 0 0 0 0\n",
     );
-    let temp = dir.join("proc/.stat.tmp");
-    std::fs::write(&temp, text).expect("write stat");
-    std::fs::rename(&temp, dir.join("proc/stat")).expect("rename stat");
+    for d in NET_DEVICES {
+        net.push_str(&format!(
+            "{:>6}: {} {} {} {} 0 0 0 0 {} {} {} {} 0 0 0 0\n",
+            d.name,
+            at(9e9, d.receive_bytes),
+            at(8e6, d.receive_packets),
+            at(1e3, d.receive_errs),
+            at(5e2, d.receive_drop),
+            at(7e9, d.transmit_bytes),
+            at(6e6, d.transmit_packets),
+            at(4e2, d.transmit_errs),
+            at(2e2, d.transmit_drop),
+        ));
+    }
+    replace(&dir.join("proc/net"), "dev", &net);
+    let mut disks = String::new();
+    for (i, d) in DISKS.iter().enumerate() {
+        // major minor name, reads merged sectors ms, writes merged sectors ms,
+        // in-flight io_ms weighted_ms, discards (4), flushes (2).
+        disks.push_str(&format!(
+            "259 {} {} {} 0 {} {} {} 0 {} {} 0 {} {} 0 0 0 0 0 0\n",
+            i,
+            d.name,
+            at(1e6, d.reads),
+            at(4e7, d.sectors_read),
+            at(2e6, d.reads * 0.5),
+            at(3e6, d.writes),
+            at(9e7, d.sectors_written),
+            at(5e6, d.writes * 0.8),
+            at(8e6, d.io_ms),
+            at(9e6, d.io_ms * 1.5),
+        ));
+    }
+    replace(&dir.join("proc"), "diskstats", &disks);
 }
 
 impl Drop for FakeHost {

@@ -1,3 +1,4 @@
+-- For the dashboards (issue 13).
 -- The capacity of each Auto Scaling group at each discovery refresh, and the
 -- target its target-tracking policy holds, for the fleet dashboard. NULL in
 -- rows written before this migration (and target_* for a group without a
@@ -7,3 +8,7 @@ ALTER TABLE asg_membership ADD COLUMN min_size INTEGER;
 ALTER TABLE asg_membership ADD COLUMN max_size INTEGER;
 ALTER TABLE asg_membership ADD COLUMN target_metric TEXT;
 ALTER TABLE asg_membership ADD COLUMN target_value REAL;
+
+-- The per-instance dashboard reads one instance's scrape health over days:
+-- by (instance, time), not every instance's rows of the range.
+CREATE INDEX scrape_status_by_instance ON scrape_status (instance_id, time);
