@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
 use fleetscrape::store::{
-    Batch, EventKind, EventRecord, InstanceRecord, Maintenance, Retention, SampleRecord, ScrapeRecord, Store,
+    AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, Maintenance, MembershipRecord, Retention,
+    SampleRecord, ScrapeRecord, StatusRecord, Store,
 };
 
 const T0: &str = include_str!("../bench/data/node_exporter-t0.prom");
@@ -77,7 +78,62 @@ const SMALL_PAYLOAD: [&str; 6] = [
     "node_filesystem_avail_bytes",
 ];
 
-fn fleet_template(small: bool) -> Fleet {
+/// The series a fill offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// The whole node_exporter payload.
+    Full,
+    /// [`SMALL_PAYLOAD`].
+    Small,
+    /// [`PANELS_PAYLOAD`], plus the scrape health, ASG and via-ALB rows the
+    /// dashboards read.
+    Panels,
+}
+
+/// The metrics `--payload panels` keeps: every metric the provisioned
+/// dashboards read (infra/grafana/dashboards.py).
+const PANELS_PAYLOAD: [&str; 27] = [
+    "node_cpu_seconds_total",
+    "node_load1",
+    "node_load5",
+    "node_load15",
+    "node_context_switches_total",
+    "node_intr_total",
+    "node_memory_MemTotal_bytes",
+    "node_memory_MemFree_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_Buffers_bytes",
+    "node_memory_Cached_bytes",
+    "node_memory_SReclaimable_bytes",
+    "node_memory_SwapTotal_bytes",
+    "node_memory_SwapFree_bytes",
+    "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total",
+    "node_network_receive_packets_total",
+    "node_network_transmit_packets_total",
+    "node_network_receive_errs_total",
+    "node_network_transmit_errs_total",
+    "node_network_receive_drop_total",
+    "node_network_transmit_drop_total",
+    "node_disk_reads_completed_total",
+    "node_disk_writes_completed_total",
+    "node_disk_read_bytes_total",
+    "node_disk_written_bytes_total",
+    "node_disk_io_time_seconds_total",
+];
+/// And the gauges of the quick stats.
+const PANELS_PAYLOAD_MORE: [&str; 4] =
+    ["node_filesystem_size_bytes", "node_filesystem_avail_bytes", "node_time_seconds", "node_boot_time_seconds"];
+
+fn kept(payload: Payload, name: &str) -> bool {
+    match payload {
+        Payload::Full => true,
+        Payload::Small => SMALL_PAYLOAD.iter().any(|p| name.starts_with(p)),
+        Payload::Panels => PANELS_PAYLOAD.contains(&name) || PANELS_PAYLOAD_MORE.contains(&name),
+    }
+}
+
+fn fleet_template(payload: Payload) -> Fleet {
     let first = parse(T0, &Limits::default()).expect("t0 parses");
     let second = parse(T15, &Limits::default()).expect("t15 parses");
     let later: BTreeMap<(&str, &str), f64> =
@@ -86,7 +142,7 @@ fn fleet_template(small: bool) -> Fleet {
     let series = first
         .samples
         .iter()
-        .filter(|s| !small || SMALL_PAYLOAD.iter().any(|p| s.name.starts_with(p)))
+        .filter(|s| kept(payload, s.name))
         .map(|s| {
             let labels: BTreeMap<&str, String> = s.labels().map(|(n, v)| (n, v.into_owned())).collect();
             let kind = first.metric_type(s.name);
@@ -156,6 +212,56 @@ fn scrape(fleet: &Fleet, n: usize, time: f64, elapsed: f64, round: u64) -> Scrap
     ScrapeRecord { instance_id: instance_id(n), time, samples, types: fleet.types.clone() }
 }
 
+/// What the daemon writes beside the samples and the dashboards read: a
+/// scrape_status row per scrape (even instances are ASG members scraped
+/// through their listener, odd ones Basic instances scraped directly), a
+/// round per interval of the ASG's target group, the group at each refresh.
+fn health_rows(batch: &mut Batch, scrapes: &[ScrapeRecord], count: usize, round_start: f64, refresh: bool) {
+    let members = count.div_ceil(2) as u32;
+    for (n, scrape) in scrapes.iter().enumerate() {
+        let path = if n % 2 == 0 {
+            "via_alb backend:9102 web-asg".to_string()
+        } else {
+            format!("direct 10.0.{}.{}:9100", n / 250, n % 250)
+        };
+        batch.statuses.push(StatusRecord {
+            time: scrape.time,
+            instance_id: scrape.instance_id.clone(),
+            up: true,
+            reason: None,
+            error: None,
+            duration_seconds: 0.012,
+            samples: scrape.samples.len() as u32,
+            path,
+        });
+    }
+    batch.rounds.push(AlbRoundRecord {
+        time: round_start,
+        target_group: "web-asg".into(),
+        members,
+        wanted: members,
+        requests: members + members / 4,
+        reached: members,
+        reached_wanted: members,
+        unattributed: 0,
+        errors: 0,
+        abandoned: 0,
+        budget: members * 4,
+        duration_seconds: 0.3,
+    });
+    if refresh {
+        batch.memberships.push(MembershipRecord {
+            time: round_start,
+            asg_name: "web".into(),
+            members,
+            desired_capacity: members as i32,
+            min_size: 1,
+            max_size: 2 * members as i32,
+            target: Some(("ASGAverageCPUUtilization".into(), 50.0)),
+        });
+    }
+}
+
 fn instances(count: usize, seen: f64) -> Vec<InstanceRecord> {
     (0..count)
         .map(|n| InstanceRecord {
@@ -187,10 +293,10 @@ async fn fill(
     span: f64,
     interval: f64,
     retention: Retention,
-    small: bool,
+    payload: Payload,
     openmetrics: Option<&Path>,
 ) -> Filled {
-    let fleet = fleet_template(small);
+    let fleet = fleet_template(payload);
     let mut openmetrics = openmetrics
         .map(|path| std::io::BufWriter::new(std::fs::File::create(path).expect("create the OpenMetrics file")));
     let mut store = Store::open(db).await.expect("open the database");
@@ -218,11 +324,12 @@ async fn fill(
             }
         }
         let refresh = round % (60.0 / interval).max(1.0) as u64 == 0;
-        let batch = Batch {
-            instances: if refresh { instances(count, round_start) } else { vec![] },
-            scrapes,
-            ..Batch::default()
-        };
+        let mut batch =
+            Batch { instances: if refresh { instances(count, round_start) } else { vec![] }, ..Batch::default() };
+        if payload == Payload::Panels {
+            health_rows(&mut batch, &scrapes, count, round_start, refresh);
+        }
+        batch.scrapes = scrapes;
         let t = Instant::now();
         store.write(&batch).await.expect("write");
         longest = longest.max(t.elapsed());
@@ -296,6 +403,81 @@ fn latency(db: &Path, sql: &str) -> (f64, usize) {
     }
     timings.sort_by(f64::total_cmp);
     (timings[2], rows)
+}
+
+/// The provisioned dashboards' queries, expanded as Grafana's frontend and
+/// the plugin expand them: the dashboard's variables, then `$__from`/`$__to`
+/// (epoch ms). Their panels use no macro.
+fn expand_panel(sql: &str, instances: &[String], from: f64, to: f64) -> String {
+    let quoted: Vec<String> = instances.iter().map(|i| format!("'{i}'")).collect();
+    let out = sql
+        .replace("${instance_id:singlequote}", &quoted.join(","))
+        .replace("${role:singlequote}", "'asg','basic'")
+        .replace("${asg_name:singlequote}", "'-','web'")
+        .replace("$__from", &format!("{}", (from * 1000.0) as i64))
+        .replace("$__to", &format!("{}", (to * 1000.0) as i64));
+    assert!(!out.contains("$__"), "a macro left in {out}");
+    out
+}
+
+/// Series in a panel's result: distinct values of its `series` column (1
+/// for a wide result), with the rows.
+fn series_and_rows(db: &Path, sql: &str) -> (usize, usize) {
+    let conn = open_read_only(db);
+    let mut statement = conn.prepare(sql).expect("prepare");
+    let series_column = statement.column_names().iter().position(|c| *c == "series");
+    let mut result = statement.query([]).expect("query");
+    let mut series = std::collections::BTreeSet::new();
+    let mut rows = 0;
+    while let Some(row) = result.next().expect("step") {
+        if let Some(i) = series_column {
+            series.insert(format!("{:?}", row.get_ref(i).expect("series")));
+        }
+        rows += 1;
+    }
+    (series.len().max(1), rows)
+}
+
+/// Every panel of both provisioned dashboards over 1 h, 24 h, 7 d and 30 d
+/// ending at the newest data: median latency (each run on a new read-only
+/// connection, every column read) and points per series.
+fn dashboards(db: &Path, count: usize, end: f64) {
+    let ranges = [("1 h", 3600.0), ("24 h", 86_400.0), ("7 d", 7.0 * 86_400.0), ("30 d", 30.0 * 86_400.0)];
+    let all: Vec<String> = (0..count).map(instance_id).collect();
+    let one = vec![instance_id(0)];
+    for (file, instances) in [("fleetscrape-instance.json", &one), ("fleetscrape-fleet.json", &all)] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/grafana/dashboards").join(file);
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("dashboard JSON");
+        println!("\n{} ({} instance(s) selected)\n", dashboard["title"].as_str().unwrap_or(file), instances.len());
+        println!(
+            "| panel | 1 h ms | 24 h ms | 7 d ms | 30 d ms | points per series 1 h / 24 h / 7 d / 30 d | series (7 d) |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            let Some(target) = panel["targets"].get(0) else { continue };
+            let sql = target["rawQueryText"].as_str().expect("SQL");
+            let mut ms = Vec::new();
+            let mut points = Vec::new();
+            let mut week_series = 0;
+            for (name, width) in ranges {
+                let expanded = expand_panel(sql, instances, end - width, end + 1.0);
+                let (median, _) = latency(db, &expanded);
+                let (series, rows) = series_and_rows(db, &expanded);
+                ms.push(format!("{median:.1}"));
+                points.push(format!("{}", rows / series));
+                if name == "7 d" {
+                    week_series = series;
+                }
+            }
+            println!(
+                "| {} | {} | {} | {week_series} |",
+                panel["title"].as_str().unwrap_or("?"),
+                ms.join(" | "),
+                points.join(" / ")
+            );
+        }
+    }
 }
 
 /// The documented tier choice (docs/sql.md), `$__from`/`$__to` filled in.
@@ -532,7 +714,7 @@ struct Args {
     hours: f64,
     churn: Option<usize>,
     retention: Retention,
-    small: bool,
+    payload: Payload,
     prometheus: bool,
 }
 
@@ -547,7 +729,7 @@ fn args() -> Args {
         hours: 1.2,
         churn: None,
         retention: Retention::DEFAULT,
-        small: false,
+        payload: Payload::Full,
         prometheus: false,
     };
     let mut it = std::env::args().skip(1);
@@ -562,7 +744,14 @@ fn args() -> Args {
             "--scale" => a.scale = Some(value().split(',').map(|n| n.parse().expect("--scale N,M")).collect()),
             "--keep" => a.keep = true,
             "--prometheus" => a.prometheus = true,
-            "--payload" => a.small = value() == "small",
+            "--payload" => {
+                a.payload = match value().as_str() {
+                    "small" => Payload::Small,
+                    "panels" => Payload::Panels,
+                    "full" => Payload::Full,
+                    other => panic!("--payload small|panels|full, not {other}"),
+                }
+            }
             "--churn" => a.churn = Some(value().parse().expect("--churn N")),
             "--tiers" => {
                 let hours: Vec<u64> = value().split(',').map(|h| h.parse().expect("--tiers RAW,1M,5M,1H")).collect();
@@ -591,7 +780,7 @@ fn resident_kib() -> u64 {
 
 /// Launches and terminates `total` instances, 10 live at a time.
 async fn churn(db: &Path, total: usize) {
-    let fleet = fleet_template(false);
+    let fleet = fleet_template(Payload::Full);
     let mut store = Store::open(db).await.expect("open the database");
     let start = 1_764_000_000.0;
     let lives = 20u64;
@@ -669,7 +858,7 @@ async fn main() {
         for &count in sizes {
             let db = dir.path().join(format!("scale-{count}.db"));
             eprintln!("filling {count} instances × {} h at {} s", args.hours, args.interval);
-            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention, args.small, None).await;
+            let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention, args.payload, None).await;
             let sql = format!(
                 "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = '{}' AND time >= {} AND time < {}",
                 instance_id(count / 2),
@@ -696,7 +885,7 @@ async fn main() {
         args.days * 86_400.0,
         args.interval,
         args.retention,
-        args.small,
+        args.payload,
         openmetrics.as_deref(),
     )
     .await;
@@ -717,7 +906,11 @@ async fn main() {
         Some(om) => Some(Prometheus::backfill_and_start(&om, &dir.path().join("prometheus")).await),
         None => None,
     };
-    panels(&db, args.instances, filled.end, args.interval, prometheus.as_ref()).await;
+    if args.payload == Payload::Panels {
+        dashboards(&db, args.instances, filled.end);
+    } else {
+        panels(&db, args.instances, filled.end, args.interval, prometheus.as_ref()).await;
+    }
     if args.keep {
         let kept = dir.keep();
         eprintln!("kept {}", kept.display());
