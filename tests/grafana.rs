@@ -497,8 +497,10 @@ async fn instance_figures(
         let info = rows("Instance").await;
         assert_eq!(info[0]["instance_id"].text(), id);
         assert!(["basic", "asg"].contains(&info[0]["role"].text()));
+        // One interval's ratio: each of the 7 moving modes' sums exact to a
+        // tick, so within (6 + 7 × busy) ticks of ~400 (2 points at 1 s).
         let cpu = only(&rows("CPU busy").await, "cpu_busy");
-        assert!((cpu - want_busy).abs() < 0.5, "{id}: CPU busy {cpu} but the host runs at {want_busy}");
+        assert!((cpu - want_busy).abs() < 2.0, "{id}: CPU busy {cpu} but the host runs at {want_busy}");
         let load = rows("Sys load (1m / 5m / 15m, % of cores)").await;
         for (column, value) in ["load1", "load5", "load15"].iter().zip(LOADAVG) {
             assert!(close(load[0][*column].num(), 100.0 * value / CPUS as f64, 1e-9), "{column}: {load:?}");

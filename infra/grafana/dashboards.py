@@ -437,17 +437,18 @@ def fleet_dashboard():
                                             "overrides": []}}), 14, 10)
     L.add(timeseries("Basic vs ASG members: average CPU", "The mean CPU busy % of the Basic instances and of each "
                      "group's members.",
-                     series_sql(cpu_arms(every), "CASE role WHEN 'asg' THEN 'asg ' || coalesce((SELECT asg_name FROM instances i WHERE i.instance_id = x.instance_id), '?') ELSE 'basic' END",
-                                "avg(v)", "cpu_busy", group="time, series").replace(") GROUP BY", ") x GROUP BY"),
+                     with_tier(f"SELECT {bucket_expr(60).replace('time /', 'x.time /')} AS time, CASE x.role WHEN 'asg' THEN 'asg ' || coalesce(i.asg_name, '?') ELSE 'basic' END AS series, "
+                               "CAST(avg(x.v) AS REAL) AS cpu_busy FROM (\n" + cpu_arms(every) + "\n) x "
+                               "LEFT JOIN instances i ON i.instance_id = x.instance_id GROUP BY 1, 2 ORDER BY 1"),
                      "percent"), 12, 8)
     L.add(timeseries("ASG average CPU vs target", "The mean CPU busy % of each group's members (≈ CloudWatch "
                      "ASGAverageCPUUtilization, which drives the policy) against the target-tracking target "
                      "discovery read (DescribePolicies).",
                      with_tier("SELECT time, series, CAST(v AS REAL) AS cpu FROM ("
                                "SELECT time, 'average ' || asg_name AS series, v FROM ("
-                               "SELECT x.time, i.asg_name, avg(x.v) AS v FROM (\n" + cpu_arms(every) + "\n) x "
-                               "JOIN instances i ON i.instance_id = x.instance_id WHERE x.role = 'asg' GROUP BY x.time, i.asg_name) "
-                               "UNION ALL SELECT " + bucket_expr() + " AS time, 'target ' || asg_name, max(target_value) "
+                               "SELECT " + bucket_expr(60).replace("time /", "x.time /") + " AS time, i.asg_name, avg(x.v) AS v FROM (\n" + cpu_arms(every) + "\n) x "
+                               "JOIN instances i ON i.instance_id = x.instance_id WHERE x.role = 'asg' GROUP BY 1, i.asg_name) "
+                               "UNION ALL SELECT " + bucket_expr(60) + " AS time, 'target ' || asg_name, max(target_value) "
                                f"FROM asg_membership WHERE {RANGE} AND target_value IS NOT NULL GROUP BY 1, asg_name) "
                                "ORDER BY time"),
                      "percent"), 12, 8)
@@ -522,8 +523,11 @@ def fleet_dashboard():
                        "icon": "dashboard"}])
 
 
-def bucket_expr():
-    return "cast(time / (SELECT b FROM tier) as int) * (SELECT b FROM tier)"
+def bucket_expr(at_least=1):
+    """The chosen tier's bucket; `at_least` puts raw rows of different
+    instances (scraped at different instants) on a common grid."""
+    b = "(SELECT b FROM tier)" if at_least <= 1 else f"(SELECT max(b, {at_least}) FROM tier)"
+    return f"cast(time / {b} as int) * {b}"
 
 
 def dashboard(uid, title, panels, variables, annotations, links):
