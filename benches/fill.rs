@@ -2,7 +2,7 @@
 //! then measures the queries panels run on it. Not part of the test command.
 //!
 //!     cargo bench --bench fill -- [--instances 50] [--days 7] [--interval 60] [--db PATH] [--keep]
-//!                                 [--tiers RAW,1M,5M,1H (hours; default 48,192,720,8760)] [--payload small]
+//!                                 [--tiers RAW,1M,5M,1H (hours; default 48,192,720,8760)] [--payload small|panels]
 //!                                 [--prometheus]
 //!     cargo bench --bench fill -- --scale 20,1000 [--hours 1.2] [--interval 15]
 //!     cargo bench --bench fill -- --churn 1000
@@ -14,6 +14,11 @@
 //! clock is the newest sample written, so simulated time drives compaction and
 //! retention exactly as real time would: each round is one `Store::write` (one
 //! flush), followed by the upkeep steps the writer would run between flushes.
+//!
+//! `--payload panels` keeps every metric the provisioned dashboards read, writes
+//! the scrape health, via-ALB and ASG rows beside them, and then times every
+//! panel of both dashboards over 1 h, 24 h, 7 d and 30 d instead of the queries
+//! below (docs/grafana.md, "Latency over a filled week").
 //!
 //! `--payload small` keeps only the series of the metrics the panels below read
 //! (CPU, load, network, memory, filesystem: ~60 of ~500), so that a week of 50
