@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
+use fleetscrape::scrape::failure::FailureReason;
 use fleetscrape::store::{
     AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, Maintenance, MembershipRecord, Retention,
     SampleRecord, ScrapeRecord, StatusRecord, Store,
@@ -221,9 +222,20 @@ fn scrape(fleet: &Fleet, n: usize, time: f64, elapsed: f64, round: u64) -> Scrap
 /// scrape_status row per scrape (even instances are ASG members scraped
 /// through their listener, odd ones Basic instances scraped directly), a
 /// round per interval of the ASG's target group, the group at each refresh.
-fn health_rows(batch: &mut Batch, scrapes: &[ScrapeRecord], count: usize, round_start: f64, refresh: bool) {
+/// One scrape in 200 times out (its samples are not written): the failed
+/// intervals the fleet dashboard shows. Returns the scrapes to write.
+fn health_rows(
+    batch: &mut Batch,
+    scrapes: Vec<ScrapeRecord>,
+    round: u64,
+    round_start: f64,
+    refresh: bool,
+) -> Vec<ScrapeRecord> {
+    let count = scrapes.len();
     let members = count.div_ceil(2) as u32;
-    for (n, scrape) in scrapes.iter().enumerate() {
+    let mut kept = Vec::with_capacity(count);
+    for (n, scrape) in scrapes.into_iter().enumerate() {
+        let up = (round + n as u64) % 200 != 7;
         let path = if n % 2 == 0 {
             "via_alb backend:9102 web-asg".to_string()
         } else {
@@ -232,13 +244,16 @@ fn health_rows(batch: &mut Batch, scrapes: &[ScrapeRecord], count: usize, round_
         batch.statuses.push(StatusRecord {
             time: scrape.time,
             instance_id: scrape.instance_id.clone(),
-            up: true,
-            reason: None,
-            error: None,
-            duration_seconds: 0.012,
-            samples: scrape.samples.len() as u32,
+            up,
+            reason: (!up).then_some(FailureReason::Timeout),
+            error: (!up).then(|| "no answer within 10s".to_string()),
+            duration_seconds: if up { 0.012 } else { 10.0 },
+            samples: if up { scrape.samples.len() as u32 } else { 0 },
             path,
         });
+        if up {
+            kept.push(scrape);
+        }
     }
     batch.rounds.push(AlbRoundRecord {
         time: round_start,
@@ -265,6 +280,7 @@ fn health_rows(batch: &mut Batch, scrapes: &[ScrapeRecord], count: usize, round_
             target: Some(("ASGAverageCPUUtilization".into(), 50.0)),
         });
     }
+    kept
 }
 
 fn instances(count: usize, seen: f64) -> Vec<InstanceRecord> {
@@ -331,10 +347,11 @@ async fn fill(
         let refresh = round % (60.0 / interval).max(1.0) as u64 == 0;
         let mut batch =
             Batch { instances: if refresh { instances(count, round_start) } else { vec![] }, ..Batch::default() };
-        if payload == Payload::Panels {
-            health_rows(&mut batch, &scrapes, count, round_start, refresh);
-        }
-        batch.scrapes = scrapes;
+        batch.scrapes = if payload == Payload::Panels {
+            health_rows(&mut batch, scrapes, round, round_start, refresh)
+        } else {
+            scrapes
+        };
         let t = Instant::now();
         store.write(&batch).await.expect("write");
         longest = longest.max(t.elapsed());

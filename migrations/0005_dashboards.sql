@@ -12,3 +12,7 @@ ALTER TABLE asg_membership ADD COLUMN target_value REAL;
 -- The per-instance dashboard reads one instance's scrape health over days:
 -- by (instance, time), not every instance's rows of the range.
 CREATE INDEX scrape_status_by_instance ON scrape_status (instance_id, time);
+
+-- The fleet dashboard's failed intervals: only the rows of scrapes that
+-- stored nothing, so its cost follows failures, not the fleet's size.
+CREATE INDEX scrape_status_failed ON scrape_status (time, instance_id) WHERE up = 0;

@@ -405,7 +405,7 @@ async fn dashboards_show_the_fake_hosts_known_figures() {
     assert_eq!(fleet_vars["asg_name"], ["-", "web"]);
     assert_eq!(fleet_vars["instance_id"].len(), live.known.len());
     for range in [raw, minute, five_minutes, hour_or_coarsest] {
-        run_every_target(&fleet, plugin, &fleet_vars, range, &["Not reached now"]).await;
+        run_every_target(&fleet, plugin, &fleet_vars, range, &["Not reached now", "Failed intervals"]).await;
     }
     fleet_figures(&fleet, plugin, &fleet_vars, raw, &live).await;
 
@@ -677,6 +677,11 @@ async fn fleet_figures(
     // Reachability and the daemon's own state.
     let coverage = by_series(&rows("Via-ALB coverage per target group").await, "coverage");
     assert!(coverage.len() >= 3 && coverage.values().flatten().all(|p| (0.0..=1.0).contains(&p.1)), "{coverage:?}");
+    let failed_sql = expand(panel_sql(dashboard, "Failed intervals per instance"), vars, range.0, range.1);
+    let failed = run(pool, &failed_sql).await.unwrap();
+    assert!(failed.iter().all(|r| r["failed"].num() >= 1.0 && r["series"].text().contains(' ')), "{failed:?}");
+    let failed_plan = plan(pool, &failed_sql).await;
+    assert!(failed_plan.iter().any(|l| l.contains("scrape_status_failed")), "reads only failed rows: {failed_plan:#?}");
     for row in rows("Not reached now").await {
         assert!(!row["reason"].text().is_empty(), "a reason for every instance not reached: {row:?}");
     }

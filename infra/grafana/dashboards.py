@@ -477,10 +477,18 @@ def fleet_dashboard():
                 "AND l.time >= $__to / 1000.0 - 900 AND l.time >= $__from / 1000.0 AND l.time < $__to / 1000.0) ORDER BY s.instance_id",
                 [unit_override("time", "dateTimeAsIso"),
                  {"matcher": {"id": "byName", "options": "instance_id"}, "properties": [{"id": "links", "value": link}]}]), 12, 8)
-    L.add(timeseries("Up per instance", "Share of intervals in which a payload was stored, per instance.",
-                     with_tier(f"SELECT {bucket_expr()} AS time, instance_id AS series, CAST(avg(up) AS REAL) AS up "
-                               f"FROM scrape_status WHERE {every} AND {RANGE} GROUP BY 1, 2 ORDER BY 1"),
-                     "percentunit"), 12, 8)
+    L.add(timeseries("Failed intervals per instance", "Scrape intervals that stored nothing, per instance and "
+                     "reason, per bucket (not_reached_via_alb is a gap: the balancer sent the round's requests to "
+                     "other members). Reads only the failed rows (a partial index), so a healthy fleet costs nothing; "
+                     "empty when every interval stored a payload.",
+                     with_tier(f"SELECT {bucket_expr()} AS time, instance_id || ' ' || coalesce(reason, '?') AS series, "
+                               "CAST(count(*) AS REAL) AS failed "
+                               # INDEXED BY: with a few instances selected, SQLite would
+                               # otherwise seek each one's every row (scrape_status_by_instance).
+                               f"FROM scrape_status INDEXED BY scrape_status_failed WHERE up = 0 AND {every} AND {RANGE} GROUP BY 1, 2 ORDER BY 1"),
+                     "short", extra={"fieldConfig": {"defaults": {"unit": "short", "displayName": "${__field.labels.series}",
+                                                              "custom": {"drawStyle": "bars", "fillOpacity": 80}},
+                                                 "overrides": []}}), 12, 8)
     L.add(timeseries("Via-ALB coverage per target group", "alb_rounds: coverage (reached_wanted / wanted) of each "
                      "target group's rounds.",
                      with_tier(f"SELECT {bucket_expr()} AS time, target_group AS series, "
