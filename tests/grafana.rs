@@ -459,7 +459,8 @@ async fn panel_rows(
 
 /// A rate series against the rate its host sets: the raw tier's
 /// interval-weighted mean within 1 % and every point within 10 % (a scrape's
-/// request time is not when /proc was read); a rollup's every point within 1 %.
+/// request time is not when /proc was read); rollups: the bucket of most of
+/// the run within 1 %, the run's edge buckets within 3 %.
 fn check_rate(what: &str, points: &[(f64, f64)], want: f64, tier: Tier) {
     if tier == Tier::Raw {
         assert!(points.len() >= 10, "{what}: points {points:?}");
@@ -468,8 +469,12 @@ fn check_rate(what: &str, points: &[(f64, f64)], want: f64, tier: Tier) {
         assert!(close(median(points), want, 0.02), "{what}: median {} vs {want}: {points:?}", median(points));
         assert!(points.iter().all(|p| close(p.1, want, 0.10)), "{what}: a point far from {want}: {points:?}");
     } else {
+        // Every bucket within 3 % (one whose pairs span only a second or two,
+        // at the run's edges, carries the counter's one-count resolution),
+        // the bucket holding most of the run within 1 %.
         assert!(!points.is_empty(), "{what}: no rollup points");
-        assert!(points.iter().all(|p| close(p.1, want, 0.01)), "{what}: {want} per second expected: {points:?}");
+        assert!(points.iter().all(|p| close(p.1, want, 0.03)), "{what}: {want} per second expected: {points:?}");
+        assert!(points.iter().any(|p| close(p.1, want, 0.01)), "{what}: no bucket within 1 % of {want}: {points:?}");
     }
 }
 
@@ -575,7 +580,7 @@ async fn instance_figures(
     // of tick counters, each mode's sum over the CPUs exact to one tick: a
     // point is within (1 + 8 × share) ticks of the interval's ~400 (1.5 points
     // at 1 s on 4 CPUs), their interval-weighted mean within 0.1 points, and a
-    // rollup's bucket (the ratio of its increases) within 0.05 points.
+    // rollup bucket of the whole run (the ratio of its increases) within 0.05.
     let busy = by_series(&rows("CPU busy %").await, "cpu_busy");
     let mean = busy["busy"].iter().map(|p| p.1).sum::<f64>() / busy["busy"].len() as f64;
     assert!((mean - want_busy).abs() < 0.5, "{id}: CPU busy {mean} vs {want_busy}");
@@ -585,11 +590,15 @@ async fn instance_figures(
     expected.extend([("user", want_busy - fixed), ("idle", 100.0 - want_busy), ("nice", 0.0)]);
     for (mode, share) in expected {
         let points = &modes[mode];
-        let tolerance = if tier == Tier::Raw { 1.5 } else { 0.05 };
-        assert!(points.iter().all(|p| (p.1 - share).abs() <= tolerance), "{mode}: {share} % expected: {points:?}");
+        assert!(points.iter().all(|p| (p.1 - share).abs() <= 1.5), "{mode}: {share} % expected: {points:?}");
         if tier == Tier::Raw {
             let mean = weighted_mean(points);
             assert!((mean - share).abs() <= 0.1, "{mode}: mean {mean} vs {share} %: {points:?}");
+        } else {
+            // The run's first or last bucket may span a second or two; the
+            // bucket holding most of the run is exact to the ticks.
+            let best = points.iter().map(|p| (p.1 - share).abs()).fold(f64::INFINITY, f64::min);
+            assert!(best <= 0.05, "{mode}: no bucket within 0.05 points of {share} %: {points:?}");
         }
     }
     let switches = by_series(&rows("Context switches and interrupts").await, "per_second");

@@ -96,7 +96,7 @@ pub const DISKS: [Disk; 2] = [
     Disk {
         name: "nvme0n1",
         reads: 200.0,
-        writes: 100.0,
+        writes: 300.0,
         sectors_read: 2_048.0,
         sectors_written: 4_096.0,
         io_ms: 250.0,
