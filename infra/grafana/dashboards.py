@@ -23,7 +23,11 @@ FLEET_UID = "fleetscrape-fleet"
 
 RANGE = "time >= $__from / 1000.0 AND time < $__to / 1000.0"
 # The newest values of the range: gauges and tables show the state at its end.
-RECENT = "time >= $__to / 1000.0 - 900 AND time >= $__from / 1000.0 AND time < $__to / 1000.0"
+def recent(column="time"):
+    return f"{column} >= $__to / 1000.0 - 900 AND {column} >= $__from / 1000.0 AND {column} < $__to / 1000.0"
+
+
+RECENT = recent()
 ONE = "instance_id = ${instance_id:singlequote}"
 
 # The finest tier that reaches back to $__from and suits the range's width:
@@ -105,14 +109,9 @@ def with_tier(body):
     return f"WITH {TIER}\n{body}"
 
 
-def series_sql(arms, series, value, name, group=None, having=None):
+def series_sql(arms, series, value, name):
     """A long-format time series: one series per `series` expression."""
-    sql = f"SELECT time, {series} AS series, CAST({value} AS REAL) AS {name} FROM (\n{arms}\n)"
-    if group:
-        sql += f" GROUP BY {group}"
-    if having:
-        sql += f" HAVING {having}"
-    return with_tier(sql + " ORDER BY time")
+    return with_tier(f"SELECT time, {series} AS series, CAST({value} AS REAL) AS {name} FROM (\n{arms}\n) ORDER BY time")
 
 
 def pick(metric, column="v"):
@@ -246,22 +245,22 @@ def instance_dashboard():
                "number of CPUs, at the newest scrape.",
                latest_one(f"metric_samples WHERE {where(metric_cond(['node_load1', 'node_load5', 'node_load15', 'node_cpu_seconds_total']), ONE, RECENT)} "
                           f"AND (metric <> 'node_cpu_seconds_total' OR {label('mode')} = 'idle')",
-                          "CAST(100.0 * max(CASE WHEN metric = 'node_load1' THEN value END) / sum(metric = 'node_cpu_seconds_total') AS REAL) AS load1, "
-                          "CAST(100.0 * max(CASE WHEN metric = 'node_load5' THEN value END) / sum(metric = 'node_cpu_seconds_total') AS REAL) AS load5, "
-                          "CAST(100.0 * max(CASE WHEN metric = 'node_load15' THEN value END) / sum(metric = 'node_cpu_seconds_total') AS REAL) AS load15"),
+                          f"CAST(100.0 * {pick('node_load1', 'value')} / sum(metric = 'node_cpu_seconds_total') AS REAL) AS load1, "
+                          f"CAST(100.0 * {pick('node_load5', 'value')} / sum(metric = 'node_cpu_seconds_total') AS REAL) AS load5, "
+                          f"CAST(100.0 * {pick('node_load15', 'value')} / sum(metric = 'node_cpu_seconds_total') AS REAL) AS load15"),
                "percent", [(85, "orange"), (100, "red")], kind="bargauge"), 4, 4)
     L.add(stat("RAM used", "100 × (1 − MemAvailable / MemTotal) at the newest scrape.",
                latest_one(f"metric_samples WHERE {where(metric_cond(['node_memory_MemTotal_bytes', 'node_memory_MemAvailable_bytes']), ONE, RECENT)}",
-                          "CAST(100.0 * (1 - max(CASE WHEN metric = 'node_memory_MemAvailable_bytes' THEN value END) / max(CASE WHEN metric = 'node_memory_MemTotal_bytes' THEN value END)) AS REAL) AS ram_used"),
+                          f"CAST(100.0 * (1 - {pick('node_memory_MemAvailable_bytes', 'value')} / {pick('node_memory_MemTotal_bytes', 'value')}) AS REAL) AS ram_used"),
                "percent", [(80, "orange"), (90, "red")]), 3, 4)
     L.add(stat("Swap used", "100 × (SwapTotal − SwapFree) / SwapTotal at the newest scrape; no value without swap.",
                latest_one(f"metric_samples WHERE {where(metric_cond(SWAP), ONE, RECENT)}",
-                          "CAST(100.0 * (max(CASE WHEN metric = 'node_memory_SwapTotal_bytes' THEN value END) - max(CASE WHEN metric = 'node_memory_SwapFree_bytes' THEN value END)) / nullif(max(CASE WHEN metric = 'node_memory_SwapTotal_bytes' THEN value END), 0) AS REAL) AS swap_used"),
+                          f"CAST(100.0 * ({pick('node_memory_SwapTotal_bytes', 'value')} - {pick('node_memory_SwapFree_bytes', 'value')}) / nullif({pick('node_memory_SwapTotal_bytes', 'value')}, 0) AS REAL) AS swap_used"),
                "percent", [(10, "orange"), (25, "red")]), 3, 4)
     L.add(stat("Root FS used", "100 − 100 × avail / size of the filesystem mounted on / (not the rootfs pseudo device).",
                latest_one(f"metric_samples WHERE {where(metric_cond(['node_filesystem_avail_bytes', 'node_filesystem_size_bytes']), ONE, RECENT)} "
                           f"AND {label('mountpoint')} = '/' AND {REAL_FS}",
-                          "CAST(100.0 - 100.0 * max(CASE WHEN metric = 'node_filesystem_avail_bytes' THEN value END) / max(CASE WHEN metric = 'node_filesystem_size_bytes' THEN value END) AS REAL) AS root_fs_used"),
+                          f"CAST(100.0 - 100.0 * {pick('node_filesystem_avail_bytes', 'value')} / {pick('node_filesystem_size_bytes', 'value')} AS REAL) AS root_fs_used"),
                "percent", [(80, "orange"), (90, "red")]), 2, 4)
     L.newline()
     L.add(stat("CPU cores", "CPUs reporting node_cpu_seconds_total at the newest scrape.",
@@ -269,7 +268,7 @@ def instance_dashboard():
                           "CAST(count(*) AS REAL) AS cores"), "short", kind="stat"), 3, 3)
     L.add(stat("Uptime", "node_time_seconds − node_boot_time_seconds at the newest scrape (the exporter's own clock).",
                latest_one(f"metric_samples WHERE {where(metric_cond(['node_time_seconds', 'node_boot_time_seconds']), ONE, RECENT)}",
-                          "CAST(max(CASE WHEN metric = 'node_time_seconds' THEN value END) - max(CASE WHEN metric = 'node_boot_time_seconds' THEN value END) AS REAL) AS uptime"),
+                          f"CAST({pick('node_time_seconds', 'value')} - {pick('node_boot_time_seconds', 'value')} AS REAL) AS uptime"),
                "s", kind="stat", decimals=1), 3, 3)
     L.add(stat("RAM total", "MemTotal at the newest scrape.",
                f"SELECT time, CAST(value AS REAL) AS ram_total FROM metric_samples WHERE {where(metric_cond('node_memory_MemTotal_bytes'), ONE, RECENT)} ORDER BY time DESC LIMIT 1",
@@ -358,7 +357,7 @@ def instance_dashboard():
                      "bytes"), 8, 8)
 
     L.row("Scrape health")
-    bucket = "cast(time / (SELECT b FROM tier) as int) * (SELECT b FROM tier)"
+    bucket = bucket_expr()
     L.add(timeseries("Up", "Share of scrape intervals in which a payload of this instance was stored, and of those "
                      "in which the balancer never sent a request to it (not_reached_via_alb: a gap, not a failure).",
                      with_tier(f"SELECT {bucket} AS time, CAST(avg(up) AS REAL) AS up, "
@@ -421,9 +420,9 @@ def fleet_dashboard():
                 "minutes, busiest first; click an instance for its own dashboard.",
                 "SELECT c.time, c.instance_id, i.role, coalesce(i.asg_name, '-') AS asg, CAST(c.value AS REAL) AS cpu_busy "
                 "FROM cpu_utilization c JOIN instances i ON i.instance_id = c.instance_id "
-                f"WHERE c.{every} AND c.time >= $__to / 1000.0 - 900 AND c.time >= $__from / 1000.0 AND c.time < $__to / 1000.0 "
+                f"WHERE c.{every} AND {recent('c.time')} "
                 "AND c.time = (SELECT max(time) FROM cpu_utilization l WHERE l.instance_id = c.instance_id "
-                "AND l.time >= $__to / 1000.0 - 900 AND l.time >= $__from / 1000.0 AND l.time < $__to / 1000.0) "
+                f"AND {recent('l.time')}) "
                 "ORDER BY c.value DESC",
                 [unit_override("cpu_busy", "percent", [{"id": "custom.cellOptions", "value": {"type": "color-background"}}]),
                  unit_override("time", "dateTimeAsIso"),
@@ -437,7 +436,7 @@ def fleet_dashboard():
                                             "overrides": []}}), 14, 10)
     L.add(timeseries("Basic vs ASG members: average CPU", "The mean CPU busy % of the Basic instances and of each "
                      "group's members.",
-                     with_tier(f"SELECT {bucket_expr(60).replace('time /', 'x.time /')} AS time, CASE x.role WHEN 'asg' THEN 'asg ' || coalesce(i.asg_name, '?') ELSE 'basic' END AS series, "
+                     with_tier(f"SELECT {bucket_expr(60, 'x.time')} AS time, CASE x.role WHEN 'asg' THEN 'asg ' || coalesce(i.asg_name, '?') ELSE 'basic' END AS series, "
                                "CAST(avg(x.v) AS REAL) AS cpu_busy FROM (\n" + cpu_arms(every) + "\n) x "
                                "LEFT JOIN instances i ON i.instance_id = x.instance_id GROUP BY 1, 2 ORDER BY 1"),
                      "percent"), 12, 8)
@@ -446,7 +445,7 @@ def fleet_dashboard():
                      "discovery read (DescribePolicies).",
                      with_tier("SELECT time, series, CAST(v AS REAL) AS cpu FROM ("
                                "SELECT time, 'average ' || asg_name AS series, v FROM ("
-                               "SELECT " + bucket_expr(60).replace("time /", "x.time /") + " AS time, i.asg_name, avg(x.v) AS v FROM (\n" + cpu_arms(every) + "\n) x "
+                               "SELECT " + bucket_expr(60, "x.time") + " AS time, i.asg_name, avg(x.v) AS v FROM (\n" + cpu_arms(every) + "\n) x "
                                "JOIN instances i ON i.instance_id = x.instance_id WHERE x.role = 'asg' GROUP BY 1, i.asg_name) "
                                "UNION ALL SELECT " + bucket_expr(60) + " AS time, 'target ' || asg_name, max(target_value) "
                                f"FROM asg_membership WHERE {RANGE} AND target_value IS NOT NULL GROUP BY 1, asg_name) "
@@ -472,9 +471,9 @@ def fleet_dashboard():
                 "why (reason, error) and how they are reached (path). Empty when every instance is up.",
                 "SELECT s.time, s.instance_id, i.role, coalesce(i.asg_name, '-') AS asg, s.reason, coalesce(s.error, '') AS error, s.path "
                 "FROM scrape_status s JOIN instances i ON i.instance_id = s.instance_id "
-                f"WHERE s.{every} AND s.up = 0 AND s.time >= $__to / 1000.0 - 900 AND s.time >= $__from / 1000.0 AND s.time < $__to / 1000.0 "
+                f"WHERE s.{every} AND s.up = 0 AND {recent('s.time')} "
                 "AND s.time = (SELECT max(time) FROM scrape_status l WHERE l.instance_id = s.instance_id "
-                "AND l.time >= $__to / 1000.0 - 900 AND l.time >= $__from / 1000.0 AND l.time < $__to / 1000.0) ORDER BY s.instance_id",
+                f"AND {recent('l.time')}) ORDER BY s.instance_id",
                 [unit_override("time", "dateTimeAsIso"),
                  {"matcher": {"id": "byName", "options": "instance_id"}, "properties": [{"id": "links", "value": link}]}]), 12, 8)
     L.add(timeseries("Failed intervals per instance", "Scrape intervals that stored nothing, per instance and "
@@ -531,11 +530,11 @@ def fleet_dashboard():
                        "icon": "dashboard"}])
 
 
-def bucket_expr(at_least=1):
-    """The chosen tier's bucket; `at_least` puts raw rows of different
-    instances (scraped at different instants) on a common grid."""
+def bucket_expr(at_least=1, column="time"):
+    """The chosen tier's bucket of `column`; `at_least` puts raw rows of
+    different instances (scraped at different instants) on a common grid."""
     b = "(SELECT b FROM tier)" if at_least <= 1 else f"(SELECT max(b, {at_least}) FROM tier)"
-    return f"cast(time / {b} as int) * {b}"
+    return f"cast({column} / {b} as int) * {b}"
 
 
 def dashboard(uid, title, panels, variables, annotations, links):
