@@ -52,6 +52,10 @@ use fleetscrape::store::{
     SampleRecord, ScrapeRecord, StatusRecord, Store,
 };
 
+// The frontend's and the plugin's expansion of a panel's SQL, as the dashboard tests run it.
+#[path = "../tests/common/grafana.rs"]
+mod grafana;
+
 const T0: &str = include_str!("../bench/data/node_exporter-t0.prom");
 const T15: &str = include_str!("../bench/data/node_exporter-t15.prom");
 
@@ -427,21 +431,6 @@ fn latency(db: &Path, sql: &str) -> (f64, usize) {
     (timings[2], rows)
 }
 
-/// The provisioned dashboards' queries, expanded as Grafana's frontend and
-/// the plugin expand them: the dashboard's variables, then `$__from`/`$__to`
-/// (epoch ms). Their panels use no macro.
-fn expand_panel(sql: &str, instances: &[String], from: f64, to: f64) -> String {
-    let quoted: Vec<String> = instances.iter().map(|i| format!("'{i}'")).collect();
-    let out = sql
-        .replace("${instance_id:singlequote}", &quoted.join(","))
-        .replace("${role:singlequote}", "'asg','basic'")
-        .replace("${asg_name:singlequote}", "'-','web'")
-        .replace("$__from", &format!("{}", (from * 1000.0) as i64))
-        .replace("$__to", &format!("{}", (to * 1000.0) as i64));
-    assert!(!out.contains("$__"), "a macro left in {out}");
-    out
-}
-
 /// Series in a panel's result: distinct values of its `series` column (1
 /// for a wide result), with the rows.
 fn series_and_rows(db: &Path, sql: &str) -> (usize, usize) {
@@ -468,6 +457,13 @@ fn dashboards(db: &Path, count: usize, end: f64) {
     let all: Vec<String> = (0..count).map(instance_id).collect();
     let one = vec![instance_id(0)];
     for (file, instances) in [("fleetscrape-instance.json", &one), ("fleetscrape-fleet.json", &all)] {
+        // The variables as the dashboards resolve them on this fleet.
+        let vars: BTreeMap<&str, Vec<String>> = [
+            ("instance_id", instances.clone()),
+            ("role", vec!["asg".into(), "basic".into()]),
+            ("asg_name", vec!["-".into(), "web".into()]),
+        ]
+        .into();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/grafana/dashboards").join(file);
         let dashboard: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("dashboard JSON");
@@ -483,7 +479,9 @@ fn dashboards(db: &Path, count: usize, end: f64) {
             let mut points = Vec::new();
             let mut week_series = 0;
             for (name, width) in ranges {
-                let expanded = expand_panel(sql, instances, end - width, end + 1.0);
+                let expanded =
+                    grafana::expand(sql, &vars, ((end - width) * 1000.0) as i64, ((end + 1.0) * 1000.0) as i64);
+                assert!(!expanded.contains("$__"), "a variable left in {expanded}");
                 let (median, _) = latency(db, &expanded);
                 let (series, rows) = series_and_rows(db, &expanded);
                 ms.push(format!("{median:.1}"));

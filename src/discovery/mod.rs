@@ -395,7 +395,7 @@ impl Refresher {
                     info!(failed_refreshes = failed_before, "discovery recovered");
                 }
                 self.log_success(&refresh);
-                self.note_policies(refresh.policies_error.clone());
+                self.note_policies(refresh.policies_error);
                 let topology = Arc::new(refresh.topology);
                 self.published.send_replace(Some(Arc::clone(&topology)));
                 if let Ok(mut last) = self.stats.last_error.lock() {
@@ -507,6 +507,13 @@ impl Refresher {
 mod tests {
     use super::*;
 
+    /// A refresh that found nothing, after `elapsed`.
+    fn empty_refresh(elapsed: Duration, policies_error: Option<String>) -> Refresh {
+        let topology =
+            Topology { targets: vec![], auto_scaling_groups: vec![], refreshed_at: std::time::SystemTime::UNIX_EPOCH };
+        Refresh { topology, api_calls: BTreeMap::new(), elapsed, policies_error }
+    }
+
     /// A discovery that takes `delay` and finds nothing.
     #[derive(Debug)]
     struct Slow {
@@ -519,12 +526,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::Relaxed);
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
-                let topology = Topology {
-                    targets: vec![],
-                    auto_scaling_groups: vec![],
-                    refreshed_at: std::time::SystemTime::UNIX_EPOCH,
-                };
-                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: self.delay, policies_error: None })
+                Ok(empty_refresh(self.delay, None))
             })
         }
 
@@ -547,12 +549,7 @@ mod tests {
                 if call < self.failures {
                     return Err(Error::NoCredentials);
                 }
-                let topology = Topology {
-                    targets: vec![],
-                    auto_scaling_groups: vec![],
-                    refreshed_at: std::time::SystemTime::UNIX_EPOCH,
-                };
-                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: Duration::ZERO, policies_error: None })
+                Ok(empty_refresh(Duration::ZERO, None))
             })
         }
 
@@ -572,15 +569,8 @@ mod tests {
         fn discover(&self) -> BoxFuture<'_, Result<Refresh, Error>> {
             let call = self.calls.fetch_add(1, Ordering::Relaxed) as usize;
             let denied = self.denied_on.get(call).copied().unwrap_or(false);
-            Box::pin(async move {
-                let topology = Topology {
-                    targets: vec![],
-                    auto_scaling_groups: vec![],
-                    refreshed_at: std::time::SystemTime::UNIX_EPOCH,
-                };
-                let policies_error = denied.then(|| "DescribePolicies: AccessDenied: not authorized".to_string());
-                Ok(Refresh { topology, api_calls: BTreeMap::new(), elapsed: Duration::ZERO, policies_error })
-            })
+            let policies_error = denied.then(|| "DescribePolicies: AccessDenied: not authorized".to_string());
+            Box::pin(async move { Ok(empty_refresh(Duration::ZERO, policies_error)) })
         }
 
         fn endpoint(&self) -> &str {

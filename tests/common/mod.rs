@@ -8,6 +8,7 @@
 
 pub mod e2e;
 pub mod fakehost;
+pub mod grafana;
 pub mod prometheus;
 pub mod seed;
 
