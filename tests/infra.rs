@@ -1,10 +1,16 @@
 //! Deployment files: the compose stack, the Dockerfile, and the CloudFormation
-//! template (cfn-lint, and its role granting exactly infra/iam-policy.json).
+//! template (cfn-lint; a stack created in moto's CloudFormation; its role
+//! granting exactly infra/iam-policy.json; its user data agreeing with the
+//! compose file and config it stands for). The image itself is built and run
+//! in tests/deploy.rs. Under `CI=true` nothing here skips.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use common::podman::tool;
 use serde_json::Value;
 
 fn repo(path: &str) -> String {
@@ -35,6 +41,27 @@ fn the_compose_stack_wires_fleetscrape_and_grafana_together() {
     }
     assert_eq!(fleetscrape["user"], "10001:0", "Grafana's group, for the WAL's -shm");
 
+    // What Grafana and the plugin need, checked here because its image cannot be pulled on CI:
+    // the database volume read-write (a WAL reader writes -shm), Grafana's own user (472, group 0),
+    // the provisioning and dashboards that exist beside the compose file, the home dashboard.
+    assert!(!mounts(grafana).iter().any(|m| m.starts_with("fleetscrape-data:") && m.ends_with(":ro")), "not :ro");
+    assert!(grafana.get("user").is_none(), "Grafana runs as its image's 472:0, the group of the database");
+    let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra");
+    for (source, target) in [
+        ("./grafana/provisioning", "/etc/grafana/provisioning"),
+        ("./grafana/dashboards", "/var/lib/grafana/dashboards"),
+    ] {
+        assert!(mounts(grafana).contains(&format!("{source}:{target}:ro")), "grafana mounts {source}");
+        assert!(infra.join(source).is_dir(), "{source} exists beside the compose file");
+    }
+    for kind in ["datasources", "dashboards"] {
+        assert!(infra.join("grafana/provisioning").join(kind).join("fleetscrape.yml").is_file(), "{kind} provisioning");
+    }
+    let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].as_str().unwrap();
+    let home = home.strip_prefix("/var/lib/grafana/dashboards/").expect("the home dashboard is a provisioned one");
+    assert!(infra.join("grafana/dashboards").join(home).is_file(), "home dashboard {home}");
+    assert!(compose["volumes"]["grafana-data"].is_null() && compose["volumes"].get("grafana-data").is_some());
+
     // The config the compose file mounts is valid and writes where the datasource reads.
     let config = fleetscrape::config::Config::from_yaml(
         &repo("infra/fleetscrape.yml"),
@@ -64,38 +91,21 @@ fn the_compose_stack_wires_fleetscrape_and_grafana_together() {
 
 #[test]
 fn the_compose_file_is_valid_for_compose_itself() {
+    if !tool("docker-compose", "apt-get install -y docker-compose") {
+        return;
+    }
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/docker-compose.yml");
-    let v2 =
-        std::process::Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
-    let mut command = if v2 {
-        let mut c = std::process::Command::new("docker");
-        c.arg("compose");
-        c
-    } else {
-        std::process::Command::new("docker-compose")
-    };
-    let output = match command.arg("-f").arg(&file).args(["config", "-q"]).output() {
-        Ok(output) => output,
-        Err(_) => {
-            eprintln!(
-                "skipped: neither `docker compose` nor `docker-compose` is installed (.ci/run installs docker-compose)"
-            );
-            return;
-        }
-    };
+    let output = Command::new("docker-compose").arg("-f").arg(&file).args(["config", "-q"]).output().unwrap();
     assert!(output.status.success(), "compose rejects the file:\n{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
 fn the_cloudformation_template_passes_cfn_lint() {
+    if !tool("cfn-lint", "pip install cfn-lint") {
+        return;
+    }
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/cloudformation/fleetscrape.yml");
-    let output = match Command::new("cfn-lint").arg(&template).output() {
-        Ok(output) => output,
-        Err(_) => {
-            eprintln!("skipped: cfn-lint is not installed (.ci/run installs it: pip install cfn-lint)");
-            return;
-        }
-    };
+    let output = Command::new("cfn-lint").arg(&template).output().unwrap();
     assert!(
         output.status.success(),
         "cfn-lint findings:\n{}{}",
@@ -136,25 +146,138 @@ fn the_stack_grants_exactly_the_iam_policy_and_keeps_the_network_closed() {
     assert!(!template.contains("CidrIpv6"), "no IPv6 openings");
 }
 
-/// The image builds from this checkout's Cargo.lock where a container engine
-/// runs, and the binary it packages passes `check-config` on the example config.
+/// What `tests/cfn/create_stack.py` reports of the stack it created in moto.
+fn create_stack_in_moto() -> Value {
+    common::set_test_env();
+    let moto = common::Moto::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(root.join("tests/cfn/create_stack.py"))
+        .arg(&moto.url)
+        .arg(root.join("infra/cloudformation/fleetscrape.yml"))
+        .envs(common::TEST_ENV)
+        .output()
+        .expect("python3 runs tests/cfn/create_stack.py");
+    assert!(output.status.success(), "create_stack.py failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("create_stack.py prints JSON")
+}
+
 #[test]
-fn the_image_builds_where_a_container_engine_runs() {
-    let engine = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
-    if !engine {
-        eprintln!("skipped: no container engine (docker info failed); the image is built where one runs");
+fn the_cloudformation_stack_creates_in_motos_cloudformation() {
+    if !tool("moto_server", "pip install 'moto[server]'") || !tool("cfn-lint", "pip install cfn-lint") {
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let tag = "fleetscrape:test";
-    let build =
-        Command::new("docker").args(["build", "-f", "infra/Dockerfile", "-t", tag, "."]).current_dir(root).status();
-    assert!(build.is_ok_and(|s| s.success()), "docker build failed");
-    let check = Command::new("docker")
-        .args(["run", "--rm", tag, "check-config", "--config", "/usr/share/fleetscrape/fleetscrape.example.yml"])
-        .output()
-        .expect("docker run");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    let version = Command::new("docker").args(["run", "--rm", tag, "--version"]).output().expect("docker run");
-    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let stack = create_stack_in_moto();
+    assert_eq!(stack["status"], "CREATE_COMPLETE", "{}", stack["status_reason"]);
+
+    // Every output resolves to a value of its kind.
+    let outputs = stack["outputs"].as_object().unwrap();
+    let declared: Vec<&str> =
+        stack["template_outputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(outputs.keys().map(String::as_str).collect::<Vec<_>>().len(), declared.len(), "{outputs:?}");
+    let output = |key: &str| outputs.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("output {key}"));
+    assert!(output("LoadBalancerDnsName").ends_with(".ap-northeast-2.elb.amazonaws.com"), "{outputs:?}");
+    assert!(output("ImageRepositoryUri").contains(".dkr.ecr.ap-northeast-2.amazonaws.com/"), "{outputs:?}");
+    assert!(output("MonitoringInstanceId").starts_with("i-"), "{outputs:?}");
+    assert!(!output("AutoScalingGroupName").is_empty());
+
+    // moto creates everything but two resource types, checked statically below.
+    assert_eq!(
+        stack["not_created_types"],
+        serde_json::json!(["AWS::AutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupEgress"]),
+        "moto's CloudFormation support changed: check the new list"
+    );
+    for (name, resource) in stack["resources"].as_object().unwrap() {
+        assert_eq!(resource[1], "CREATE_COMPLETE", "{name}: {resource}");
+    }
+
+    // The instance role's inline policy is exactly infra/iam-policy.json.
+    let policy: Value = serde_json::from_str(&repo("infra/iam-policy.json")).unwrap();
+    let inline = stack["role_inline_policies"].as_object().unwrap();
+    assert_eq!(inline.len(), 1, "one inline policy: {inline:?}");
+    assert_eq!(inline.values().next().unwrap(), &policy, "the role's inline policy differs from infra/iam-policy.json");
+
+    // The AMI parameter resolved through SSM; the topology the stack stands for.
+    assert_eq!(stack["instance_images"], serde_json::json!([stack["ami_from_ssm"]]));
+    assert_eq!(stack["load_balancers"].as_array().unwrap().len(), 1);
+    assert_eq!(stack["load_balancers"][0]["scheme"], "internal");
+    assert_eq!(stack["listener_ports"], serde_json::json!([9100, 9101, 9102]));
+    assert_eq!(stack["asgs"][0]["min"], 1);
+    assert_eq!(stack["asgs"][0]["max"], 4);
+    assert_eq!(stack["asgs"][0]["target_groups"], 1);
+
+    // Parameters: every default valid; every constrained one refuses a bad value.
+    for (name, check) in stack["parameter_checks"].as_object().unwrap() {
+        assert_eq!(check["default"], serde_json::json!([]), "{name}'s default breaks its own constraint");
+        if name == "LatestAmiId" {
+            continue; // an SSM parameter type: CloudFormation resolves and checks it
+        }
+        let refused = check["bad"].as_array().is_some_and(|b| !b.is_empty());
+        assert!(refused, "{name} accepts {}: give it a constraint", check["bad_value"]);
+    }
+
+    // The two types moto skips, as CloudFormation would create them.
+    let statics = &stack["not_created"];
+    let policy = &statics["CpuTargetTracking"];
+    assert_eq!(policy["Type"], "AWS::AutoScaling::ScalingPolicy");
+    assert_eq!(policy["Properties"]["AutoScalingGroupName"], serde_json::json!({"Ref": "BackendGroup"}));
+    assert_eq!(policy["Properties"]["PolicyType"], "TargetTrackingScaling");
+    let tracking = &policy["Properties"]["TargetTrackingConfiguration"];
+    assert_eq!(tracking["PredefinedMetricSpecification"]["PredefinedMetricType"], "ASGAverageCPUUtilization");
+    assert_eq!(tracking["TargetValue"], serde_json::json!({"Ref": "CpuTarget"}));
+    for (name, group, ports, destination) in [
+        ("MonitoringToListeners", "MonitoringSecurityGroup", (9100, 9102), "AlbSecurityGroup"),
+        ("AlbToBackends", "AlbSecurityGroup", (9100, 9100), "BackendSecurityGroup"),
+    ] {
+        let egress = &statics[name];
+        assert_eq!(egress["Type"], "AWS::EC2::SecurityGroupEgress", "{name}");
+        let p = &egress["Properties"];
+        assert_eq!(p["GroupId"], serde_json::json!({"Ref": group}), "{name}");
+        assert_eq!(p["IpProtocol"], "tcp", "{name}");
+        assert_eq!((p["FromPort"].as_i64(), p["ToPort"].as_i64()), (Some(ports.0), Some(ports.1)), "{name}");
+        assert_eq!(p["DestinationSecurityGroupId"], serde_json::json!({"Ref": destination}), "{name}");
+    }
+    assert_eq!(statics.as_object().unwrap().len(), 3, "only these are not created: {statics}");
+}
+
+/// The heredoc `cat > PATH <<'YAML' … YAML` in the monitoring instance's user data.
+fn user_data_file(template: &str, path: &str) -> String {
+    let opening = format!("cat > {path} <<'YAML'");
+    let mut lines = template.lines().skip_while(|l| l.trim() != opening);
+    let first = lines.next().unwrap_or_else(|| panic!("the user data writes no {path}"));
+    let indent = first.len() - first.trim_start().len();
+    lines.take_while(|l| l.trim() != "YAML").map(|l| l.get(indent..).unwrap_or("")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_stacks_user_data_runs_the_shipped_compose_file_and_config() {
+    let template = repo("infra/cloudformation/fleetscrape.yml");
+    // The compose file: infra/docker-compose.yml with the pushed image for the
+    // build, and the region for the instance role's credentials.
+    let written: Value = serde_saphyr::from_str(&user_data_file(&template, "/opt/fleetscrape/docker-compose.yml"))
+        .expect("the user data's compose file is YAML");
+    let mut shipped: Value = serde_saphyr::from_str(&repo("infra/docker-compose.yml")).unwrap();
+    let fleetscrape = shipped["services"]["fleetscrape"].as_object_mut().unwrap();
+    assert!(fleetscrape.remove("build").is_some());
+    fleetscrape.insert("image".into(), "${Image}".into());
+    fleetscrape.insert("environment".into(), serde_json::json!({"AWS_REGION": "${AWS::Region}"}));
+    assert_eq!(
+        written, shipped,
+        "the user data's compose file must be infra/docker-compose.yml but for the image and the region"
+    );
+
+    // The config: infra/fleetscrape.yml with the stack's load balancer.
+    let config = |yaml: &str| {
+        fleetscrape::config::Config::from_yaml(yaml, Path::new("/opt/fleetscrape/fleetscrape.yml"))
+            .expect("valid config")
+            .to_yaml()
+            .unwrap()
+    };
+    let written =
+        user_data_file(&template, "/opt/fleetscrape/fleetscrape.yml").replace("${LoadBalancerName}", "backend");
+    assert_eq!(
+        config(&written),
+        config(&repo("infra/fleetscrape.yml")),
+        "the user data's config differs from infra/fleetscrape.yml"
+    );
 }

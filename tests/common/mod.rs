@@ -9,6 +9,7 @@
 pub mod e2e;
 pub mod fakehost;
 pub mod grafana;
+pub mod podman;
 pub mod prometheus;
 pub mod seed;
 
