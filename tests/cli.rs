@@ -486,3 +486,36 @@ async fn sigterm_cuts_rounds_in_flight_within_the_shutdown_budget() {
         assert!(rounds.len() == 3 && each && cut >= 1, "once: {once}: rounds {rounds:?}\n{log}");
     }
 }
+
+/// A loopback server answering `/healthz` with `status`; returns its port.
+async fn healthz_server(status: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = axum::http::StatusCode::from_u16(status).unwrap();
+    let app = axum::Router::new().route("/healthz", axum::routing::get(move || async move { code }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_asks_the_daemons_listen_address_and_exits_by_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |port: u16| {
+        let config = write_config(dir.path(), &format!("http:\n  listen_address: 0.0.0.0:{port}\n"));
+        let config = config.to_str().unwrap().to_string();
+        tokio::task::spawn_blocking(move || fleetscrape(&["healthcheck", "--config", &config], &[]))
+    };
+    let healthy = check(healthz_server(200).await).await.unwrap();
+    assert!(healthy.status.success(), "stderr:\n{}", stderr(&healthy));
+    assert_eq!(stdout(&healthy), "ok\n");
+
+    let port = healthz_server(503).await;
+    let failing = check(port).await.unwrap();
+    assert_eq!(failing.status.code(), Some(1));
+    assert_fails_with(&failing, &[&format!("GET http://127.0.0.1:{port}/healthz"), "503"]);
+
+    let nobody = free_port();
+    let down = check(nobody).await.unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert_fails_with(&down, &[&format!("GET http://127.0.0.1:{nobody}/healthz")]);
+}

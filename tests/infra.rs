@@ -80,7 +80,7 @@ fn the_compose_stack_wires_fleetscrape_and_grafana_together() {
     for needed in [
         "USER 10001:0",
         "HEALTHCHECK",
-        "/healthz",
+        "CMD [\"fleetscrape\", \"healthcheck\"]",
         "ENV FLEETSCRAPE_CONFIG=/etc/fleetscrape/fleetscrape.yml",
         "ca-certificates",
         "--locked",
@@ -205,6 +205,23 @@ fn the_cloudformation_stack_creates_in_motos_cloudformation() {
     assert_eq!(stack["asgs"][0]["min"], 1);
     assert_eq!(stack["asgs"][0]["max"], 4);
     assert_eq!(stack["asgs"][0]["target_groups"], 1);
+
+    // The user data as CloudFormation rendered it: valid bash, every reference resolved.
+    for (name, script) in stack["user_data"].as_object().unwrap() {
+        let script = script.as_str().unwrap();
+        assert!(script.starts_with("#!/bin/bash\n"), "{name}: {script}");
+        for unresolved in ["${AWS::", "${Image}", "${Registry}", "${LoadBalancerName}"] {
+            assert!(!script.contains(unresolved), "{name} still has {unresolved}:\n{script}");
+        }
+        let mut bash = Command::new("bash").arg("-n").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        bash.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        assert!(bash.wait().unwrap().success(), "{name}'s user data is not valid bash:\n{script}");
+    }
+    let monitoring = stack["user_data"]["MonitoringInstance"].as_str().unwrap();
+    let image = format!("{}:latest", output("ImageRepositoryUri"));
+    assert!(monitoring.contains(&format!("docker pull {image}")), "pulls the stack's image:\n{monitoring}");
+    assert!(monitoring.contains(&format!("image: {image}")), "runs the stack's image:\n{monitoring}");
 
     // Parameters: every default valid; every constrained one refuses a bad value.
     for (name, check) in stack["parameter_checks"].as_object().unwrap() {

@@ -55,6 +55,11 @@ pub enum Command {
     },
     /// Validate the configuration and print the effective values (defaults filled in, paths resolved).
     CheckConfig,
+    /// Ask the running daemon's /healthz at http.listen_address: exit 0 when it answers 200, else 1
+    /// with the reason. The image's HEALTHCHECK (no curl in the image).
+    #[command(after_help = "An unspecified listen address (0.0.0.0, [::]) is asked on loopback. \
+                            The answer must come within 2 s.")]
+    Healthcheck,
     /// Print CPU per instance from a fleetscrape database and draw it as a PNG chart (no config needed).
     Report {
         /// The database, e.g. data/demo.db.
@@ -81,7 +86,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Run { .. } => "info",
-            Command::Discover { .. } | Command::CheckConfig | Command::Report { .. } => "warn",
+            Command::Discover { .. } | Command::CheckConfig | Command::Healthcheck | Command::Report { .. } => "warn",
         }
     }
 }
@@ -193,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Report { db, png } => report(&db, png.as_deref()).await,
         Command::CheckConfig => check_config(&config()?),
+        Command::Healthcheck => healthcheck(config()?.http.listen_address).await,
         Command::Discover { output } => discover(&config()?, output).await,
         Command::Run { once } => {
             let config = config()?;
@@ -258,6 +264,33 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `healthcheck` waits for `/healthz`: under the image's HEALTHCHECK timeout (3 s).
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn healthcheck(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let url = healthz_url(listen);
+    let client = reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .no_proxy()
+        .build()
+        .context("building the health check's HTTP client")?;
+    let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(response.status().is_success(), "GET {url}: {}", response.status());
+    print_stdout("ok\n")
+}
+
+/// Where a check on the same host reaches the daemon's `/healthz`: the
+/// listen address, with an unspecified IP (`0.0.0.0`, `[::]`) as loopback.
+fn healthz_url(listen: std::net::SocketAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/healthz", std::net::SocketAddr::new(ip, listen.port()))
+}
+
 async fn discover(config: &Config, format: OutputFormat) -> anyhow::Result<()> {
     let discoverer = Discoverer::from_config(config).await?;
     let refresh =
@@ -280,6 +313,15 @@ mod tests {
         assert_eq!(super::error_line(&error), "starting: cannot lock /x.lock: permission denied");
         let nested = anyhow::anyhow!("root").context("middle").context("top");
         assert_eq!(super::error_line(&nested), "top: middle: root");
+    }
+
+    #[test]
+    fn the_health_check_asks_the_listen_address_on_loopback_when_unspecified() {
+        let url = |address: &str| super::healthz_url(address.parse().unwrap());
+        assert_eq!(url("127.0.0.1:9900"), "http://127.0.0.1:9900/healthz");
+        assert_eq!(url("0.0.0.0:9900"), "http://127.0.0.1:9900/healthz");
+        assert_eq!(url("[::]:9901"), "http://[::1]:9901/healthz");
+        assert_eq!(url("10.20.1.4:9900"), "http://10.20.1.4:9900/healthz", "a specific address is asked as it is");
     }
 
     #[test]

@@ -17,6 +17,7 @@ MinValue/MaxValue, MinLength/MaxLength) to the defaults and to bad values.
 usage: create_stack.py ENDPOINT_URL TEMPLATE   (fake credentials from the environment)
 """
 import ast
+import base64
 import ipaddress
 import json
 import re
@@ -138,7 +139,17 @@ def main():
     listeners = aws["elbv2"].describe_listeners(LoadBalancerArn=lbs[0]["LoadBalancerArn"])["Listeners"]
     groups = aws["autoscaling"].describe_auto_scaling_groups()["AutoScalingGroups"]
 
+    monitoring = created["MonitoringInstance"]["PhysicalResourceId"]
+    backend_template = created["BackendLaunchTemplate"]["PhysicalResourceId"]
+    versions = aws["ec2"].describe_launch_template_versions(LaunchTemplateId=backend_template)
+    user_data = {
+        "MonitoringInstance": aws["ec2"].describe_instance_attribute(
+            InstanceId=monitoring, Attribute="userData")["UserData"]["Value"],
+        "BackendLaunchTemplate": versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"],
+    }
+
     print(json.dumps({
+        "user_data": {name: base64.b64decode(data).decode() for name, data in user_data.items()},
         "status": stack["StackStatus"],
         "status_reason": stack.get("StackStatusReason"),
         "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
