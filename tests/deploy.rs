@@ -18,14 +18,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::e2e::{CPU_ROWS, assert_no_misattribution, emulator, listener_rules, reader, wait_rows};
+use common::e2e::{CPU_ROWS, SeedFleet, assert_no_misattribution, listener_rules, reader, wait_rows};
 use common::fakehost::{FakeHost, Identity};
 use common::podman::{
     Container, IMAGE, Volume, image, podman, podman_available, podman_output, process_ids, root, tool,
 };
-use common::seed::Seeder;
-use common::{Moto, TEST_ENV, isolate_network, metric, set_test_env};
-use fleetscrape::emulator::{Balancing, Emulator};
+use common::{TEST_ENV, isolate_network, metric};
+use fleetscrape::emulator::Balancing;
 use serde_json::Value;
 
 /// fleetscrape's `/healthz`, `/metrics` in the containers (the image's HEALTHCHECK asks this address).
@@ -102,38 +101,12 @@ fn assert_no_build_context_bulk() {
     }
 }
 
-/// The seed's topology in moto, a real node_exporter per instance, the ALB
-/// emulator's three listeners: what every run test scrapes.
-struct Fleet {
-    moto: Moto,
-    seeder: Seeder,
-    asg: String,
-    hosts: BTreeMap<String, FakeHost>,
-    emulator: Emulator,
-}
+/// The seed's fleet ([`SeedFleet`]) that every run test scrapes from a container.
+struct Fleet(SeedFleet);
 
 impl Fleet {
     async fn start() -> Self {
-        set_test_env();
-        let moto = Moto::start();
-        let seeder = Seeder::new(&moto.url).await;
-        let seed = seeder.seed_topology().await;
-        let member = seeder.members(&seed.asg_name).await.remove(0);
-        let mut hosts = BTreeMap::new();
-        for (i, (id, busy)) in [(&seed.basic_a, 0.9), (&seed.basic_b, 0.1), (&member, 0.6)].into_iter().enumerate() {
-            hosts.insert(id.clone(), FakeHost::start(id, busy, 1000 * (i as u32 + 1), Identity::Dmi));
-        }
-        let emulator = emulator(
-            Balancing::RoundRobin,
-            [
-                (9100, vec![hosts[&seed.basic_a].address.clone()]),
-                (9101, vec![hosts[&seed.basic_b].address.clone()]),
-                (9102, vec![hosts[&member].address.clone()]),
-            ]
-            .into(),
-        )
-        .await;
-        Self { moto, seeder, asg: seed.asg_name, hosts, emulator }
+        Self(SeedFleet::start(Balancing::RoundRobin).await)
     }
 
     /// The config a container reads: moto, the listeners mapped onto the
@@ -146,20 +119,20 @@ impl Fleet {
              relabel_configs:\n{rules}\
              storage:\n  path: {DB_IN_CONTAINER}\n  flush_interval: {flush_interval}\n\
              http:\n  listen_address: {HTTP}\n",
-            moto = self.moto.url,
-            rules = listener_rules(&self.emulator),
+            moto = self.0.moto.url,
+            rules = listener_rules(&self.0.emulator),
         )
     }
 
     /// Scales the ASG out by one: a new member, its exporter, the listener forwarding to both.
     async fn scale_out(&mut self) -> String {
-        let before: Vec<String> = self.seeder.members(&self.asg).await;
-        self.seeder.set_desired(&self.asg, before.len() as i32 + 1).await;
-        let members = self.seeder.members(&self.asg).await;
+        let SeedFleet { seeder, seed, hosts, emulator, .. } = &mut self.0;
+        let before: Vec<String> = seeder.members(&seed.asg_name).await;
+        seeder.set_desired(&seed.asg_name, before.len() as i32 + 1).await;
+        let members = seeder.members(&seed.asg_name).await;
         let new = members.iter().find(|m| !before.contains(m)).expect("a new member").clone();
-        self.hosts.insert(new.clone(), FakeHost::start(&new, 0.3, 9000, Identity::Dmi));
-        let addresses: Vec<String> = members.iter().map(|m| self.hosts[m].address.clone()).collect();
-        self.emulator.set_members(9102, &addresses);
+        hosts.insert(new.clone(), FakeHost::start(&new, 0.3, 9000, Identity::Dmi));
+        emulator.set_members(9102, &members.iter().map(|m| hosts[m].address.clone()).collect::<Vec<_>>());
         new
     }
 }
@@ -206,16 +179,16 @@ async fn the_image_runs_the_seed_topology_read_only_and_grafana_reads_it_live() 
         run_container("fleetscrape-test-run", &config, &volume, &["--read-only", "--read-only-tmpfs=false"]);
     let db = volume.mountpoint().join("fleetscrape.db");
 
-    for id in fleet.hosts.keys() {
+    for id in fleet.0.hosts.keys() {
         wait_rows(&db, "3 CPU values", CPU_ROWS, id, 3).await;
     }
     let new = fleet.scale_out().await;
     wait_rows(&db, "3 CPU values of the new member", CPU_ROWS, &new, 3).await;
     let pool = reader(&db).await;
-    for host in fleet.hosts.values() {
+    for host in fleet.0.hosts.values() {
         assert_no_misattribution(&pool, host).await;
     }
-    let members = fleet.seeder.members(&fleet.asg).await;
+    let members = fleet.0.seeder.members(&fleet.0.seed.asg_name).await;
     assert_eq!(members.len(), 2, "the ASG scaled out to 2");
 
     assert_eq!(process_ids(&container.0), (10001, 0), "the image's non-root user, group 0");
@@ -223,13 +196,13 @@ async fn the_image_runs_the_seed_topology_read_only_and_grafana_reads_it_live() 
     assert!(health.status.success(), "healthcheck: {}{}", String::from_utf8_lossy(&health.stderr), logs(&container.0));
 
     // Grafana's user (472:0) in a second container reads the live database as the plugin opens it.
-    let cpu = grafana_cpu_panel(&built.sqlite, &volume, &fleet.hosts.keys().cloned().collect::<Vec<_>>());
-    for id in fleet.hosts.keys() {
+    let cpu = grafana_cpu_panel(&built.sqlite, &volume, &fleet.0.hosts.keys().cloned().collect::<Vec<_>>());
+    for id in fleet.0.hosts.keys() {
         assert!(cpu.iter().any(|(series, _)| series.starts_with(id.as_str())), "no CPU rows of {id} in {cpu:?}");
     }
     assert!(cpu.iter().all(|(_, v)| (0.0..=100.0).contains(v)), "{cpu:?}");
 
-    assert_final_flush_on_stop(&container, &pool, fleet.hosts.keys()).await;
+    assert_final_flush_on_stop(&container, &pool, fleet.0.hosts.keys()).await;
 }
 
 /// SIGTERM (`podman stop`) right after a periodic flush: exit 0 within the
@@ -409,7 +382,7 @@ async fn the_compose_file_starts_fleetscrape_healthy_under_podman_compose() {
 
     let volume = Volume(format!("{project}_fleetscrape-data"));
     let db = volume.mountpoint().join("fleetscrape.db");
-    for id in fleet.hosts.keys() {
+    for id in fleet.0.hosts.keys() {
         wait_rows(&db, "3 CPU values", CPU_ROWS, id, 3).await;
     }
     assert_eq!(process_ids(&container), (10001, 0), "compose's user: 10001:0");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::e2e::{CPU_ROWS, emulator, listener_rules, reader, wait_rows};
+use common::e2e::{CPU_ROWS, SeedFleet, emulator, listener_rules, reader, wait_rows};
 use common::fakehost::{FakeHost, Identity};
 use common::prometheus::Prometheus;
 use common::seed::Seeder;
@@ -76,24 +76,7 @@ async fn seed_scenario_reaches_prometheus_per_instance_survives_a_receiver_resta
     }
     set_test_env();
     let mut prometheus = Prometheus::start("global: {scrape_interval: 1m}\n").await;
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    let first_member = seeder.members(&seed.asg_name).await.remove(0);
-    let mut hosts: BTreeMap<String, FakeHost> = BTreeMap::new();
-    for (i, (id, busy)) in [(&seed.basic_a, 0.9), (&seed.basic_b, 0.1), (&first_member, 0.6)].into_iter().enumerate() {
-        hosts.insert(id.clone(), FakeHost::start(id, busy, 1000 * (i as u32 + 1), Identity::Dmi));
-    }
-    let emulator = emulator(
-        Balancing::Random,
-        [
-            (9100, vec![hosts[&seed.basic_a].address.clone()]),
-            (9101, vec![hosts[&seed.basic_b].address.clone()]),
-            (9102, vec![hosts[&first_member].address.clone()]),
-        ]
-        .into(),
-    )
-    .await;
+    let SeedFleet { moto, seeder, seed, first_member, mut hosts, emulator } = SeedFleet::start(Balancing::Random).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("rw.db");
     let http = format!("127.0.0.1:{}", free_port());

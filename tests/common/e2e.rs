@@ -10,8 +10,45 @@ use fleetscrape::config::Config;
 use fleetscrape::emulator::{Balancing, Emulator, EmulatorConfig};
 use sqlx::SqlitePool;
 
-use super::fakehost::FakeHost;
-use super::write_config;
+use super::fakehost::{FakeHost, Identity};
+use super::seed::{SeedTopology, Seeder};
+use super::{Moto, set_test_env, write_config};
+
+/// The seed's topology in moto, a real node_exporter per instance (Basic A
+/// at 90 % CPU, Basic B at 10 %, the ASG's first member at 60 %), and the
+/// ALB emulator's listeners 9100, 9101 and 9102 forwarding to them.
+pub struct SeedFleet {
+    pub moto: Moto,
+    pub seeder: Seeder,
+    pub seed: SeedTopology,
+    pub first_member: String,
+    pub hosts: BTreeMap<String, FakeHost>,
+    pub emulator: Emulator,
+}
+
+impl SeedFleet {
+    /// Seeds moto, starts the exporters and the emulator with `balancing`.
+    pub async fn start(balancing: Balancing) -> Self {
+        set_test_env();
+        let moto = Moto::start();
+        let seeder = Seeder::new(&moto.url).await;
+        let seed = seeder.seed_topology().await;
+        let first_member = seeder.members(&seed.asg_name).await.remove(0);
+        let mut hosts = BTreeMap::new();
+        for (i, (id, busy)) in
+            [(&seed.basic_a, 0.9), (&seed.basic_b, 0.1), (&first_member, 0.6)].into_iter().enumerate()
+        {
+            hosts.insert(id.clone(), FakeHost::start(id, busy, 1000 * (i as u32 + 1), Identity::Dmi));
+        }
+        let listeners = [
+            (9100, vec![hosts[&seed.basic_a].address.clone()]),
+            (9101, vec![hosts[&seed.basic_b].address.clone()]),
+            (9102, vec![hosts[&first_member].address.clone()]),
+        ];
+        let emulator = emulator(balancing, listeners.into()).await;
+        Self { moto, seeder, seed, first_member, hosts, emulator }
+    }
+}
 
 pub async fn emulator(balancing: Balancing, members: BTreeMap<u16, Vec<String>>) -> Emulator {
     emulator_with(balancing, members, |_| {}).await
