@@ -288,30 +288,40 @@ fn grafana_cpu_panel(sqlite_image: &str, volume: &Volume, instances: &[String]) 
         .collect()
 }
 
-/// One query through SQLite's shell in the reader container; rows as JSON objects.
+/// The connection the provisioned datasource opens: `pathPrefix + path + "?" +
+/// pathOptions` (read-write, never `mode=ro`), and each `_pragma=name(value)`
+/// of the options as `PRAGMA name = value` right after opening, as the
+/// plugin's Go driver applies them (SQLite itself ignores `_pragma` in a URI).
+fn datasource_connection() -> (String, Vec<String>) {
+    let file = std::fs::read_to_string(root().join("infra/grafana/provisioning/datasources/fleetscrape.yml")).unwrap();
+    let provisioned: Value = serde_saphyr::from_str(&file).unwrap();
+    let data = &provisioned["datasources"][0]["jsonData"];
+    let text = |key: &str| data[key].as_str().unwrap_or_else(|| panic!("jsonData.{key}")).to_string();
+    let (prefix, path, options) = (text("pathPrefix"), text("path"), text("pathOptions"));
+    assert_eq!(path, DB_IN_CONTAINER, "the datasource reads where fleetscrape writes");
+    let pragmas = options
+        .split('&')
+        .filter_map(|option| option.strip_prefix("_pragma="))
+        .map(|pragma| {
+            let (name, value) = pragma.trim_end_matches(')').split_once('(').expect("_pragma=name(value)");
+            format!("PRAGMA {name} = {value}")
+        })
+        .collect();
+    (format!("{prefix}{path}?{options}"), pragmas)
+}
+
+/// One query through SQLite's shell in the reader container, connected as
+/// [`datasource_connection`]; rows as JSON objects.
 fn grafana_query(sqlite_image: &str, volume: &Volume, sql: &str) -> Vec<Value> {
     let mount = format!("{}:/var/lib/fleetscrape", volume.0);
-    let uri = format!("file:{DB_IN_CONTAINER}");
-    let output = podman_output(&[
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "--user",
-        "472:0",
-        "-v",
-        &mount,
-        sqlite_image,
-        "sqlite3",
-        "-bail",
-        "-json",
-        "-cmd",
-        ".timeout 5000",
-        "-cmd",
-        "PRAGMA query_only=1",
-        &uri,
-        sql,
-    ]);
+    let (uri, pragmas) = datasource_connection();
+    let mut args = vec!["run", "--rm", "--network", "host", "--user", "472:0", "-v", &mount, sqlite_image];
+    args.extend(["sqlite3", "-bail", "-json", "-cmd", ".output /dev/null"]);
+    for pragma in &pragmas {
+        args.extend(["-cmd", pragma]);
+    }
+    args.extend(["-cmd", ".output", &uri, sql]);
+    let output = podman_output(&args);
     assert!(
         output.status.success(),
         "Grafana's user could not query the live database: {}\n{sql}",
