@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
-use fleetscrape::scrape::failure::FailureReason;
+use fleetscrape::record::FailureReason;
 use fleetscrape::store::{
     AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, Maintenance, MembershipRecord, Retention,
     SampleRecord, ScrapeRecord, StatusRecord, Store,

@@ -164,7 +164,7 @@ pub fn sd_labels(target: &crate::discovery::Target) -> std::collections::BTreeMa
             labels.insert(name.clone(), value.clone());
         }
     }
-    labels.extend(crate::scrape::convert::instance_labels(target));
+    labels.extend(target.instance_labels());
     labels.insert("instance".into(), target.instance.id.clone());
     labels.retain(|_, v| !v.is_empty());
     labels
@@ -364,7 +364,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
         (
             "fleetscrape_log_lines_dropped_total",
             "Log lines not written: stderr's reader was too slow (queue full) or gone (broken pipe).",
-            crate::cli::dropped_lines() as f64,
+            crate::logging::dropped_lines() as f64,
         ),
         (
             "fleetscrape_store_maintenance_errors_total",

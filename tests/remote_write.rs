@@ -129,7 +129,7 @@ async fn seed_scenario_reaches_prometheus_per_instance_survives_a_receiver_resta
     wait_rows(&db, "4 more CPU values", CPU_ROWS, &last_member, before + 4).await;
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), daemon).await.expect("daemon stops").unwrap().expect("daemon ok");
-    let end = fleetscrape::scrape::now_seconds();
+    let end = fleetscrape::clock::now_seconds();
 
     // Every instance under its own `instance` (the instance id, not the ALB
     // address), attributed right: each host's `nice` counter is its signature.

@@ -1,7 +1,6 @@
 //! The command-line interface: argument definitions and the commands.
 //! `main.rs` parses, sets up logging, and reports the error this returns.
 
-mod logging;
 mod output;
 
 use std::path::PathBuf;
@@ -12,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::discovery::Discoverer;
 
-pub use logging::{LogFormat, LogPipe, dropped_lines};
+pub use crate::logging::{LogFormat, LogPipe, dropped_lines};
 
 /// Discovers EC2 instances behind ALB listeners and Auto Scaling groups and
 /// scrapes each one with per-instance attribution.

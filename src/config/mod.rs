@@ -16,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
@@ -199,6 +200,58 @@ pub struct StorageConfig {
     pub flush_interval: PromDuration,
 }
 
+/// Default of `scrape.alb_max_requests_per_member`: the cap of a learned
+/// round budget is this many requests per member behind the listener.
+pub const DEFAULT_MAX_REQUESTS_PER_MEMBER: u32 = 8;
+
+/// How long each tier is kept, as the store applies it (`storage.retention_tiers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Every sample (the recent and compacted tiers), and `cpu_samples`.
+    pub raw: Duration,
+    /// 1-minute rollups, and the per-scrape tables (`scrape_status`,
+    /// `alb_rounds`, `asg_membership`, `events`).
+    pub minute: Duration,
+    /// 5-minute rollups.
+    pub five_minutes: Duration,
+    /// 1-hour rollups.
+    pub hour: Duration,
+}
+
+impl Retention {
+    /// The defaults: 2 days raw, 8 days of minutes, 30 of 5 minutes, 1 year of hours.
+    pub const DEFAULT: Self = Self {
+        raw: Duration::from_secs(2 * 86_400),
+        minute: Duration::from_secs(8 * 86_400),
+        five_minutes: Duration::from_secs(30 * 86_400),
+        hour: Duration::from_secs(365 * 86_400),
+    };
+
+    /// One duration for everything (`storage.retention: 15d`): nothing older
+    /// is kept; each tier keeps the shorter of its default and it, and the
+    /// coarsest tier keeps exactly it.
+    pub fn capped(total: Duration) -> Self {
+        let d = Self::DEFAULT;
+        Self {
+            raw: d.raw.min(total),
+            minute: d.minute.min(total),
+            five_minutes: d.five_minutes.min(total),
+            hour: total,
+        }
+    }
+
+    /// The longest of the tiers: data of instances gone for longer is all deleted.
+    pub fn longest(&self) -> Duration {
+        self.raw.max(self.minute).max(self.five_minutes).max(self.hour)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// How long each storage tier is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RetentionConfig {
@@ -216,9 +269,9 @@ pub struct RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// The store's form.
-    pub fn to_store(self) -> crate::store::Retention {
-        crate::store::Retention {
+    /// As durations, for the store.
+    pub fn to_store(self) -> Retention {
+        Retention {
             raw: self.raw.as_std(),
             minute: self.minute.as_std(),
             five_minutes: self.five_minutes.as_std(),
@@ -227,7 +280,7 @@ impl RetentionConfig {
     }
 
     fn from_raw(total: Option<PromDuration>, tiers: &raw::RawRetentionTiers) -> Self {
-        let base = total.map_or(crate::store::Retention::DEFAULT, |t| crate::store::Retention::capped(t.as_std()));
+        let base = total.map_or(Retention::DEFAULT, |t| Retention::capped(t.as_std()));
         let pick = |given: &Option<Spanned<PromDuration>>, default: std::time::Duration| {
             given.as_ref().map_or_else(|| PromDuration::from_std(default), |d| d.value)
         };

@@ -191,7 +191,7 @@ impl Default for RawScrape {
             label_value_length_limit: LIMITS.label_value_length_limit,
             direct_connect_timeout: secs(1),
             alb_request_budget: None,
-            alb_max_requests_per_member: unlocated(crate::scrape::DEFAULT_MAX_REQUESTS_PER_MEMBER),
+            alb_max_requests_per_member: unlocated(super::DEFAULT_MAX_REQUESTS_PER_MEMBER),
             identity: unlocated(IdentitySource::defaults()),
             honor_labels: false,
             tls_config: TlsConfig::default(),

@@ -386,7 +386,7 @@ impl Refresher {
     pub async fn refresh(&self) -> Result<Arc<Topology>, Error> {
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         let result = self.discoverer.discover().await;
-        let now = crate::scrape::now_seconds();
+        let now = crate::clock::now_seconds();
         match result {
             Ok(refresh) => {
                 self.add_api_calls(&refresh.api_calls);

@@ -160,6 +160,22 @@ impl Target {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+
+    /// The labels every series of this instance carries (stored, remote_write,
+    /// `/api/sd`): `instance_id`, `role`, `asg_name` and `availability_zone`
+    /// when known, plus what relabeling kept.
+    pub fn instance_labels(&self) -> LabelSet {
+        let mut labels = self.kept_labels();
+        labels.insert("instance_id".into(), self.instance.id.clone());
+        labels.insert("role".into(), self.role.as_str().into());
+        if let Some(asg) = self.asg_name() {
+            labels.insert("asg_name".into(), asg.into());
+        }
+        if let Some(az) = &self.instance.availability_zone {
+            labels.insert("availability_zone".into(), az.clone());
+        }
+        labels
+    }
 }
 
 /// The result of one discovery refresh.

@@ -8,7 +8,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 
 use crate::config::RemoteWriteConfig;
-use crate::scrape::client::root_cause;
+use crate::record::root_cause;
 
 /// Why a receiver's client could not be built.
 #[derive(Debug, thiserror::Error)]

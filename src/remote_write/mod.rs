@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, QueueConfig, RemoteWriteConfig};
 use crate::discovery::TopologyReceiver;
-use crate::store::Batch;
+use crate::record::Batch;
 pub use client::ClientError;
 use client::{Client, Outcome};
 use queue::{QueueCore, Samples};
@@ -183,7 +183,7 @@ impl RemoteWrite {
                 changed = topology.changed() => if changed.is_err() { return },
             }
             let Some(current) = topology.borrow_and_update().clone() else { continue };
-            let now = crate::scrape::now_seconds();
+            let now = crate::clock::now_seconds();
             for receiver in &self.receivers {
                 let chunks = lock(&receiver.translator).topology_changed(&current, now);
                 receiver.enqueue(chunks);

@@ -34,10 +34,9 @@ use std::sync::Arc;
 
 use crate::discovery::{Target, Topology};
 use crate::labels::{FastMap, LabelSet};
+use crate::record::FailureReason;
+use crate::record::{Batch, ScrapeRecord, StatusRecord};
 use crate::relabel::{self, RelabelConfig};
-use crate::scrape::FailureReason;
-use crate::scrape::convert::instance_labels;
-use crate::store::{Batch, ScrapeRecord, StatusRecord};
 
 use super::wire;
 
@@ -183,7 +182,7 @@ fn to_ms(seconds: f64) -> i64 {
 
 /// The instance labels of `target` for remote write.
 pub fn target_labels(target: &Target, job: &str) -> LabelSet {
-    let mut labels = instance_labels(target);
+    let mut labels = target.instance_labels();
     labels.insert("job".into(), job.into());
     labels.insert("instance".into(), target.instance.id.clone());
     labels

@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use super::failure::FailureReason;
 use crate::config::ScrapeConfig;
 use crate::exposition::{BodyError, decode_body};
+use crate::record::root_cause;
 
 /// node_exporter answers protobuf when offered it; ask for text 0.0.4 only.
 const ACCEPT_TEXT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
@@ -455,15 +456,6 @@ fn classify(error: reqwest::Error, timeout: Duration) -> FetchError {
     } else {
         FetchError::Http(root_cause(&error))
     }
-}
-
-/// The innermost cause of `error` (reqwest's outer layers say only "error sending request").
-pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }
 
 fn stickiness(headers: &reqwest::header::HeaderMap) -> Stickiness {

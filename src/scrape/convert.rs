@@ -10,8 +10,8 @@ use std::sync::Arc;
 use crate::discovery::Target;
 use crate::exposition::{Payload, Sample};
 use crate::labels::LabelSet;
+use crate::record::{SampleRecord, ScrapeRecord};
 use crate::relabel::{self, RelabelConfig};
-use crate::store::{SampleRecord, ScrapeRecord};
 
 /// Labels every stored series carries through its instance (the `instances`
 /// table): a scraped label of the same name is renamed `exported_<name>`.
@@ -24,21 +24,6 @@ pub struct ConvertOptions {
     pub honor_labels: bool,
     /// Rules applied to every sample (`__name__` included) before storage.
     pub metric_relabel_configs: Vec<RelabelConfig>,
-}
-
-/// The instance labels of a target: the four above plus what relabeling kept
-/// (labels not starting with `__`).
-pub fn instance_labels(target: &Target) -> LabelSet {
-    let mut labels = target.kept_labels();
-    labels.insert("instance_id".into(), target.instance.id.clone());
-    labels.insert("role".into(), target.role.as_str().into());
-    if let Some(asg) = target.asg_name() {
-        labels.insert("asg_name".into(), asg.into());
-    }
-    if let Some(az) = &target.instance.availability_zone {
-        labels.insert("availability_zone".into(), az.clone());
-    }
-    labels
 }
 
 /// A series as converted once for one instance: its stored name and labels
@@ -107,7 +92,7 @@ pub fn to_record_cached(
     options: &ConvertOptions,
     cache: &mut SeriesCache,
 ) -> ScrapeRecord {
-    let reserved = instance_labels(target);
+    let reserved = target.instance_labels();
     if cache.reserved != reserved {
         *cache = SeriesCache { reserved, ..SeriesCache::default() };
     }

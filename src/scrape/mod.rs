@@ -28,7 +28,6 @@
 pub mod balancing;
 pub mod client;
 pub mod convert;
-pub mod failure;
 pub mod identity;
 mod round;
 pub mod round_core;
@@ -48,17 +47,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, IdentitySource, ScrapeMode};
 use crate::discovery::{EarlyRefresh, Target, Topology, TopologyReceiver};
 use crate::exposition::Limits;
-use crate::output::Output;
-use crate::store::Batch;
+use crate::record::Batch;
+pub use crate::record::{FailureReason, failure};
 pub use client::{Fetch, FetchRequest, HttpClient};
 pub use convert::ConvertOptions;
-pub use failure::FailureReason;
 use schedule::{Clock, Schedule, Tick};
 pub use state::{ScrapeState, TargetStatus};
 
-/// Default of `scrape.alb_max_requests_per_member`: the cap of a learned
-/// round budget is this many requests per member behind the listener.
-pub const DEFAULT_MAX_REQUESTS_PER_MEMBER: u32 = 8;
+pub use crate::config::DEFAULT_MAX_REQUESTS_PER_MEMBER;
 
 /// The scrape settings every job reads.
 #[derive(Debug, Clone)]
@@ -141,11 +137,6 @@ fn phase(key: &JobKey, interval: Duration) -> Duration {
     Duration::from_millis(hasher.finish() % millis)
 }
 
-/// Epoch seconds now, millisecond precision, from the system clock.
-pub fn now_seconds() -> f64 {
-    Clock::system().timestamp()
-}
-
 /// The job that owns an instance, and its schedule.
 #[derive(Debug, Clone)]
 struct Owner {
@@ -161,13 +152,22 @@ pub(crate) struct RoundTime {
     once: bool,
 }
 
+/// Where a scraper hands its batches. Declared here so that scraping knows
+/// nothing of what is behind it: the daemon's outputs (SQLite and
+/// remote_write, `daemon::output`), or the SQLite writer alone.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Takes a batch; `false` once the sink has stopped for good (the SQLite
+    /// writer ended), and the scraper then stops too.
+    fn send(&self, batch: Batch) -> futures_util::future::BoxFuture<'_, bool>;
+}
+
 /// Scrapes the current topology until shut down, or once.
 #[derive(Debug, Clone)]
 pub struct Scraper {
     settings: Arc<Settings>,
     fetcher: Arc<dyn Fetch>,
     topology: TopologyReceiver,
-    writer: Output,
+    writer: Arc<dyn Sink>,
     /// `None` where no refresh loop runs (`--once`): an unknown identity is
     /// then dropped at once instead of waiting for a refresh that never comes.
     early: Option<EarlyRefresh>,
@@ -189,14 +189,14 @@ impl Scraper {
         settings: Settings,
         fetcher: impl Fetch + 'static,
         topology: TopologyReceiver,
-        writer: impl Into<Output>,
+        writer: impl Sink + 'static,
         early: Option<EarlyRefresh>,
     ) -> Self {
         Self {
             settings: Arc::new(settings),
             fetcher: Arc::new(fetcher),
             topology,
-            writer: writer.into(),
+            writer: Arc::new(writer),
             early,
             state: Arc::default(),
             clock: Clock::system(),

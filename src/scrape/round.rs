@@ -19,7 +19,7 @@ use super::{JobKey, RoundTime, Scraper, convert, primary_listener};
 use crate::config::ScrapeMode;
 use crate::discovery::{Target, Topology};
 use crate::exposition::{self, Payload};
-use crate::store::{AlbRoundRecord, Batch, StatusRecord};
+use crate::record::{AlbRoundRecord, Batch, StatusRecord};
 
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
 const FALLBACK_INTERVALS: u32 = 10;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::labels::FastMap;
 
-use super::record::SampleRecord;
+use crate::record::SampleRecord;
 
 const CPU_METRIC: &str = "node_cpu_seconds_total";
 

@@ -15,7 +15,6 @@ pub mod identify;
 mod intern;
 pub mod lock;
 mod raw;
-pub mod record;
 pub mod retention;
 mod space;
 pub mod writer;
@@ -27,15 +26,15 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::scrape::failure::FailureReason;
+use crate::record::FailureReason;
 
-use compact::Compactor;
-pub use cpu::CpuTracker;
-use intern::Interner;
-pub use record::{
+pub use crate::record::{
     AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, MembershipRecord,
     SampleRecord, ScrapeRecord, StatusRecord,
 };
+use compact::Compactor;
+pub use cpu::CpuTracker;
+use intern::Interner;
 pub use retention::Retention;
 pub use writer::{WriterConfig, WriterHandle, spawn_writer};
 

@@ -12,53 +12,8 @@ use super::compact::core::BLOCK_SECONDS;
 /// Rows one step deletes at most.
 pub const CHUNK_ROWS: i64 = 20_000;
 
-/// How long each tier is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Every sample (the recent and compacted tiers), and `cpu_samples`.
-    pub raw: Duration,
-    /// 1-minute rollups, and the per-scrape tables (`scrape_status`,
-    /// `alb_rounds`, `asg_membership`, `events`).
-    pub minute: Duration,
-    /// 5-minute rollups.
-    pub five_minutes: Duration,
-    /// 1-hour rollups.
-    pub hour: Duration,
-}
-
-impl Retention {
-    /// The defaults: 2 days raw, 8 days of minutes, 30 of 5 minutes, 1 year of hours.
-    pub const DEFAULT: Self = Self {
-        raw: Duration::from_secs(2 * 86_400),
-        minute: Duration::from_secs(8 * 86_400),
-        five_minutes: Duration::from_secs(30 * 86_400),
-        hour: Duration::from_secs(365 * 86_400),
-    };
-
-    /// One duration for everything (`storage.retention: 15d`): nothing older
-    /// is kept; each tier keeps the shorter of its default and it, and the
-    /// coarsest tier keeps exactly it.
-    pub fn capped(total: Duration) -> Self {
-        let d = Self::DEFAULT;
-        Self {
-            raw: d.raw.min(total),
-            minute: d.minute.min(total),
-            five_minutes: d.five_minutes.min(total),
-            hour: total,
-        }
-    }
-
-    /// The longest of the tiers: data of instances gone for longer is all deleted.
-    pub fn longest(&self) -> Duration {
-        self.raw.max(self.minute).max(self.five_minutes).max(self.hour)
-    }
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
+/// How long each tier is kept: the configuration's value, read here.
+pub use crate::config::Retention;
 
 /// The tables retention trims in chunks, each with its primary key, the
 /// column compared with the cutoff, and its tier.

@@ -170,10 +170,6 @@ struct Writer {
 }
 
 /// Now, in epoch seconds.
-fn epoch_seconds() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl Writer {
     async fn run(mut self, mut receiver: mpsc::Receiver<Batch>, shutdown: CancellationToken) -> Store {
         // The checkpointer task checkpoints from now on, off this path.
@@ -226,7 +222,7 @@ impl Writer {
         batch.components.retain(|c| c.component != super::Component::Store);
         batch.components.push(super::ComponentRecord {
             component: super::Component::Store,
-            checked: epoch_seconds(),
+            checked: crate::clock::now_seconds(),
             ok: true,
             error: self.failed_flush.clone(),
         });

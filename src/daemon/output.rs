@@ -3,8 +3,12 @@
 //! slow receiver never slows scraping); the SQLite writer may apply
 //! backpressure, as it always has.
 
+use futures_util::future::BoxFuture;
+
+use crate::record::Batch;
 use crate::remote_write::RemoteWrite;
-use crate::store::{Batch, WriterHandle};
+use crate::scrape::Sink;
+use crate::store::WriterHandle;
 
 /// The outputs of one daemon.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +35,16 @@ impl Output {
     }
 }
 
-impl From<WriterHandle> for Output {
-    fn from(store: WriterHandle) -> Self {
-        Self { store: Some(store), remote: None }
+impl Sink for Output {
+    fn send(&self, batch: Batch) -> BoxFuture<'_, bool> {
+        Box::pin(Output::send(self, batch))
+    }
+}
+
+/// The SQLite writer alone is a sink too (tools and tests that scrape into a
+/// database without remote_write).
+impl Sink for WriterHandle {
+    fn send(&self, batch: Batch) -> BoxFuture<'_, bool> {
+        Box::pin(WriterHandle::send(self, batch))
     }
 }

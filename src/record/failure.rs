@@ -85,3 +85,14 @@ impl Failure {
         Self { reason, error: error.into() }
     }
 }
+
+/// The innermost cause of `error`: reqwest's outer layers say only "error
+/// sending request"; `scrape_status.error`, remote_write and the logs show
+/// the cause (a connection refused inside a hyper error inside a reqwest one).
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

@@ -1,11 +1,16 @@
-//! What the scraper and discovery hand to the store: plain owned records,
-//! grouped in a [`Batch`] that is written in one transaction.
+//! What a scrape and a discovery refresh produce: plain owned records,
+//! grouped in a [`Batch`] that the outputs (SQLite, remote_write) take as it
+//! is, and the reasons an interval stored nothing ([`failure`]). A leaf:
+//! scrape produces these, store and remote_write consume them, and none of
+//! the three imports another.
+
+pub mod failure;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::scrape::failure::FailureReason;
+pub use failure::{FailureReason, root_cause};
 
 /// One sample of a scrape, attributed to an instance. Name and labels are
 /// shared with the scraper's conversion cache: a known series costs no

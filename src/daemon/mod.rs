@@ -13,6 +13,8 @@
 //! abandoned and counted; what the rounds have is stored); the writer's final
 //! flush and the database close get the rest. `run --once` honours it too.
 
+pub mod output;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +24,11 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::discovery::{self, Discoverer, Refresher, Topology};
-use crate::output::Output;
 use crate::remote_write::{self, RemoteWrite};
 use crate::scrape::{self, HttpClient, Scraper, Settings};
 use crate::serve;
 use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, MembershipRecord, Store, WriterConfig};
+use output::Output;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +246,7 @@ async fn run_once(
         writer.send(Batch { components: vec![discovery_status(&outcome)], ..Batch::default() }).await;
     }
     let topology = refreshed?;
-    writer.send(sink.batch_for(&topology, scrape::now_seconds())).await;
+    writer.send(sink.batch_for(&topology, crate::clock::now_seconds())).await;
     if !scrape {
         return Ok(());
     }
@@ -303,7 +305,7 @@ impl TopologySink {
         loop {
             let current = topology.borrow_and_update().clone();
             if let Some(current) = current
-                && !writer.send(self.batch_for(&current, scrape::now_seconds())).await
+                && !writer.send(self.batch_for(&current, crate::clock::now_seconds())).await
             {
                 warn!("store writer has stopped; topology not recorded");
             }
