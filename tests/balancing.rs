@@ -161,7 +161,10 @@ async fn random_balancing_coverage_for_3_5_and_10_members() {
     if isolate_network("random_balancing_coverage_for_3_5_and_10_members") {
         return;
     }
-    for (n, count) in [(3usize, 2000usize), (5, 500), (10, 300)] {
+    // Rounds are sized for 99.5 % coverage; with that many rounds, measuring
+    // below the bound (more than 60, 20 and 15 rounds missing a member) has a
+    // probability far below 1e-9 for each N.
+    for (n, count, bound) in [(3usize, 2000usize, 0.97), (5, 500, 0.96), (10, 300, 0.95)] {
         let rows = rounds(n, Balancing::Random, count).await;
         assert_eq!(rows.len(), count);
         let cap = 8 * n;
@@ -173,11 +176,7 @@ async fn random_balancing_coverage_for_3_5_and_10_members() {
             measured * 100.0,
             expected_coverage(n, cap) * 100.0
         );
-        if n == 3 {
-            // Rounds are sized for 99.5 %; over 2000 rounds the chance of
-            // measuring < 97 % is far below 1e-9.
-            assert!(measured >= 0.97, "N=3 coverage {measured:.3} < 0.97");
-        }
+        assert!(measured >= bound, "N={n} coverage {measured:.3} < {bound}");
     }
 }
 

@@ -288,10 +288,14 @@ async fn live_database(dir: &Path) -> Live {
 
     let mut store = fleetscrape::store::Store::open(&db).await.unwrap();
     // A delay far in the past makes every block due, the last (partial) one too.
+    let mut steps = 0;
     while !matches!(
         store.maintain(&fleetscrape::store::Retention::DEFAULT, -1e9, false).await.unwrap(),
         fleetscrape::store::Maintenance::Idle
-    ) {}
+    ) {
+        steps += 1;
+        assert!(steps < 10_000, "maintenance never became idle in 10,000 bounded steps");
+    }
     store.close().await;
 
     let mut known: BTreeMap<String, f64> = levels.into_iter().map(|(id, b)| (id, b * 100.0)).collect();

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetscrape::scrape::client::{FetchError, Node};
 use fleetscrape::scrape::{Fetch, FetchRequest, HttpClient};
@@ -173,7 +173,6 @@ async fn hostile_exporters_fail_bounded_and_named_while_a_good_one_is_scraped() 
         {
             let client = Arc::clone(&client);
             tasks.push(tokio::spawn(async move {
-                let started = Instant::now();
                 let request = FetchRequest {
                     url: &url,
                     timeout: Duration::from_secs(2),
@@ -181,8 +180,12 @@ async fn hostile_exporters_fail_bounded_and_named_while_a_good_one_is_scraped() 
                     cookie: None,
                     node: Node::Any,
                 };
-                let result = client.fetch(request).await.map(|fetched| fetched.text);
-                (behaviour, result, started.elapsed())
+                // A hang guard far above the 2 s timeout, not a timing assertion.
+                let fetched = tokio::time::timeout(Duration::from_secs(15), client.fetch(request)).await;
+                let result = fetched
+                    .unwrap_or_else(|_| panic!("{behaviour:?} hung past its 2 s timeout"))
+                    .map(|fetched| fetched.text);
+                (behaviour, result)
             }));
         }
         for task in tasks {
@@ -191,9 +194,7 @@ async fn hostile_exporters_fail_bounded_and_named_while_a_good_one_is_scraped() 
     }
     let rss_growth_mib = peak_rss_kib().saturating_sub(rss_before) / 1024;
 
-    for (behaviour, result, took) in &outcomes {
-        // A hang guard well above the 2 s timeout, not a timing assertion.
-        assert!(*took < Duration::from_secs(15), "{behaviour:?} took {took:?}");
+    for (behaviour, result) in &outcomes {
         let parsed = result.as_ref().map(|text| fleetscrape::exposition::parse(text, &limits).map(|p| p.samples.len()));
         match behaviour {
             Behaviour::Good | Behaviour::WrongContentType => {

@@ -77,8 +77,11 @@ async fn migrates_with_nothing_lost(name: &str) {
         store = Store::open(&path).await.unwrap();
         assert_eq!(read_now(&store).await, written, "{name}: after an interrupted compaction");
     }
+    let mut steps = 0;
     while let Some(finished) = step(&mut store).await {
         blocks += usize::from(finished);
+        steps += 1;
+        assert!(steps < 10_000, "{name}: compaction never finished in 10,000 bounded steps");
     }
     assert!(blocks >= 1, "{name}: the history spans whole blocks");
     assert_eq!(read_now(&store).await, written, "{name}: after compaction");

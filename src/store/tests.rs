@@ -471,7 +471,10 @@ async fn a_failed_flush_holds_its_samples_within_a_bound_and_writes_them_when_th
     assert!(send(0).await);
     let written =
         || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM samples").fetch_one(&pool).await.unwrap() };
+    let mut polls = 0;
     while written().await < 5 {
+        polls += 1;
+        assert!(polls < 1500, "the first scrape was never written");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     refuse.store(true, Relaxed);
@@ -480,14 +483,20 @@ async fn a_failed_flush_holds_its_samples_within_a_bound_and_writes_them_when_th
         assert!(send(t).await);
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
+    let mut polls = 0;
     while handle.stats.errors.load(Relaxed) < 3 {
+        polls += 1;
+        assert!(polls < 1500, "the refused flushes were never counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(written().await, 5, "nothing written while the store refuses");
     assert_eq!(handle.stats.held_samples.load(Relaxed), 25, "held up to the bound");
     assert_eq!(handle.stats.dropped_samples.load(Relaxed), 15, "the oldest beyond it dropped and counted");
     refuse.store(false, Relaxed);
+    let mut polls = 0;
     while handle.stats.held_samples.load(Relaxed) > 0 {
+        polls += 1;
+        assert!(polls < 1500, "the held samples were never written after the store recovered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
@@ -773,7 +782,7 @@ async fn memory_follows_the_live_fleet_under_churn() {
             };
             store.write(&Batch { events: vec![event], ..Batch::default() }).await.unwrap();
         }
-        while !matches!(store.maintain(&Retention::DEFAULT, 0.0, false).await.unwrap(), Maintenance::Idle) {}
+        maintain_until_idle(&mut store).await;
         if n % 100 == 99 {
             footprints.push(store.memory_footprint());
         }
@@ -811,10 +820,21 @@ async fn batches_of_every_size_leave_a_fixed_set_of_prepared_statements() {
             ..Batch::default()
         };
         store.write(&batch).await.unwrap();
-        while !matches!(store.maintain(&Retention::DEFAULT, 0.0, false).await.unwrap(), Maintenance::Idle) {}
+        maintain_until_idle(&mut store).await;
     }
     let compacted: i64 = sqlx::query_scalar("SELECT count(*) FROM points").fetch_one(store.pool()).await.unwrap();
     assert!(compacted > 0, "blocks were compacted too");
     let cached = store.pool().acquire().await.unwrap().cached_statements_size();
     assert!(cached <= 40, "{cached} statements cached by the writer's connection");
+}
+
+/// Runs maintenance steps until there is nothing left to do; each step is
+/// bounded, so a few hundred must do: more means a step that never finishes.
+async fn maintain_until_idle(store: &mut Store) {
+    for _ in 0..10_000 {
+        if matches!(store.maintain(&Retention::DEFAULT, 0.0, false).await.unwrap(), Maintenance::Idle) {
+            return;
+        }
+    }
+    panic!("maintenance never became idle in 10,000 steps");
 }

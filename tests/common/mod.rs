@@ -336,7 +336,9 @@ pub async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -
 /// an emulated 10.x address, real AWS — fails loudly instead of leaving the
 /// machine. Returns `true` in the parent (the child ran the test: return),
 /// `false` inside the namespace, or when isolation is unavailable (a warning
-/// is printed and the test runs in place).
+/// is printed and the test runs in place; under `CI=true` that fails).
+/// The child must run exactly that one test and pass: a `test_name` that
+/// names no test (a rename) fails here instead of passing with nothing run.
 pub fn isolate_network(test_name: &str) -> bool {
     const MARK: &str = "FLEETSCRAPE_TEST_NETNS";
     if std::env::var_os(MARK).is_some() {
@@ -344,17 +346,28 @@ pub fn isolate_network(test_name: &str) -> bool {
     }
     let probe = Command::new("unshare").args(["--net", "true"]).stderr(Stdio::null()).status();
     if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "`unshare --net` is unavailable (run as root with util-linux); under CI=true {test_name} must be isolated"
+        );
         eprintln!("warning: `unshare --net` is unavailable here; {test_name} runs without network isolation");
         return false;
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let status = Command::new("unshare")
+    let output = Command::new("unshare")
         .args(["--net", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
         .arg(exe)
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(MARK, "1")
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .expect("run the test in a network namespace");
-    assert!(status.success(), "{test_name} failed inside its loopback-only network namespace (output above)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    assert!(output.status.success(), "{test_name} failed inside its loopback-only network namespace (output above)");
+    assert!(
+        stdout.contains("test result: ok. 1 passed;"),
+        "the re-run in the namespace ran no test named {test_name:?} (renamed?): it must run exactly one"
+    );
     true
 }
