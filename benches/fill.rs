@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
-use fleetscrape::record::FailureReason;
+use fleetscrape::record::{FailureReason, Route};
 use fleetscrape::store::{
     AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, Maintenance, MembershipRecord, Retention,
     SampleRecord, ScrapeRecord, StatusRecord, Store,
@@ -241,9 +241,13 @@ fn health_rows(
     for (n, scrape) in scrapes.into_iter().enumerate() {
         let up = (round + n as u64) % 200 != 7;
         let path = if n % 2 == 0 {
-            "via_alb backend:9102 web-asg".to_string()
+            Route::ViaAlb {
+                load_balancer: "backend".into(),
+                port: 9102,
+                target_groups: ["web-asg"].into_iter().collect(),
+            }
         } else {
-            format!("direct 10.0.{}.{}:9100", n / 250, n % 250)
+            Route::Direct { address: Some(format!("10.0.{}.{}:9100", n / 250, n % 250)) }
         };
         batch.statuses.push(StatusRecord {
             time: scrape.time,

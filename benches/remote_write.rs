@@ -111,7 +111,11 @@ fn batch(id: &str, series: &[Series], round: usize, start: f64) -> Batch {
             error: None,
             duration_seconds: 0.02,
             samples: count,
-            path: "via_alb backend:9102 web".into(),
+            path: fleetscrape::record::Route::ViaAlb {
+                load_balancer: "backend".into(),
+                port: 9102,
+                target_groups: ["web"].into_iter().collect(),
+            },
         }],
         ..Batch::default()
     }

@@ -117,9 +117,9 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
         .into_iter()
         .map(|(id, s)| TargetView {
             instance_id: id,
-            role: s.role,
+            role: s.role.map_or_else(String::new, |r| r.as_str().to_string()),
             asg_name: s.asg_name,
-            path: s.path,
+            path: s.path.map_or_else(String::new, |p| p.to_string()),
             last_scrape: s.last_scrape,
             last_success: s.last_success,
             up: s.up,
@@ -133,7 +133,7 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
                     rounds: g.rounds,
                     complete_rounds: g.complete_rounds,
                     budget: g.last_budget,
-                    name,
+                    name: name.to_string(),
                 })
             }),
         })
@@ -206,7 +206,10 @@ impl Exposition {
 
 /// Via-ALB rounds per target group: coverage (members reached / wanted) and
 /// price (requests / wanted), as counters to rate() and recent gauges.
-fn group_metrics(out: &mut Exposition, groups: &std::collections::BTreeMap<String, crate::scrape::state::GroupStats>) {
+fn group_metrics(
+    out: &mut Exposition,
+    groups: &std::collections::BTreeMap<crate::record::TargetGroups, crate::scrape::state::GroupStats>,
+) {
     type Field = fn(&crate::scrape::state::GroupStats) -> f64;
     let families: [(&str, &str, &str, Field); 8] = [
         ("fleetscrape_alb_rounds_total", "counter", "Via-ALB rounds.", |g| g.rounds as f64),
@@ -245,7 +248,7 @@ fn group_metrics(out: &mut Exposition, groups: &std::collections::BTreeMap<Strin
     for (name, kind, help, field) in families {
         out.family(name, kind, help);
         for (group, stats) in groups {
-            out.sample(name, &[("target_group", group)], field(stats));
+            out.sample(name, &[("target_group", &group.to_string())], field(stats));
         }
     }
 }
@@ -278,7 +281,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
     for ((group, reason), n) in &counters.unattributed {
         out.sample(
             "fleetscrape_unattributed_payloads_total",
-            &[("target_group", group), ("reason", reason)],
+            &[("target_group", &group.to_string()), ("reason", reason)],
             *n as f64,
         );
     }

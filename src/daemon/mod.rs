@@ -289,7 +289,7 @@ async fn record_refresh_outcomes(
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     scraped: bool,
-    state: String,
+    terminated: bool,
     asg_name: Option<String>,
     group: String,
 }
@@ -338,14 +338,14 @@ impl TopologySink {
                 target.instance.id.clone(),
                 Seen {
                     scraped: target.is_scraped(),
-                    state: target.instance.state.clone(),
+                    terminated: target.instance.is_terminated(),
                     asg_name: target.asg_name().map(String::from),
                     group,
                 },
             );
         }
         for group in &topology.auto_scaling_groups {
-            let in_service = group.members.iter().filter(|m| m.lifecycle_state == "InService").count();
+            let in_service = group.members.iter().filter(|m| m.is_in_service()).count();
             batch.memberships.push(MembershipRecord {
                 time: now,
                 asg_name: group.name.clone(),
@@ -388,7 +388,7 @@ fn events(previous: &HashMap<String, Seen>, current: &HashMap<String, Seen>, now
                 if before.scraped && !now_seen.scraped {
                     events.push(event(id, now_seen, EventKind::Left));
                 }
-                if before.state != "terminated" && now_seen.state == "terminated" {
+                if !before.terminated && now_seen.terminated {
                     events.push(event(id, now_seen, EventKind::Terminated));
                 }
             }

@@ -113,6 +113,13 @@ pub struct AsgMember {
     pub health_status: String,
 }
 
+impl AsgMember {
+    /// Whether the group counts it as serving (`InService`).
+    pub fn is_in_service(&self) -> bool {
+        self.lifecycle_state == LIFECYCLE_IN_SERVICE
+    }
+}
+
 /// An EC2 instance as `DescribeInstances` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Instance {
@@ -146,6 +153,15 @@ pub const STATE_NOT_FOUND: &str = "not_found";
 /// The only EC2 state in which an instance is scraped.
 pub const STATE_RUNNING: &str = "running";
 
+/// The EC2 state of a terminated instance (a scale-in's end).
+pub const STATE_TERMINATED: &str = "terminated";
+
+/// The target health in which a load balancer forwards to a target.
+pub const TARGET_HEALTHY: &str = "healthy";
+
+/// The Auto Scaling lifecycle state of a member serving traffic.
+pub const LIFECYCLE_IN_SERVICE: &str = "InService";
+
 impl Instance {
     /// A placeholder for an instance id EC2 does not know (any more).
     pub fn not_found(id: &str) -> Self {
@@ -167,6 +183,11 @@ impl Instance {
     /// Whether EC2 reports the instance as running.
     pub fn is_running(&self) -> bool {
         self.state == STATE_RUNNING
+    }
+
+    /// Whether EC2 reports the instance as terminated.
+    pub fn is_terminated(&self) -> bool {
+        self.state == STATE_TERMINATED
     }
 }
 

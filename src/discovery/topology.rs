@@ -79,6 +79,11 @@ pub struct Path {
 }
 
 impl Path {
+    /// Whether the load balancer forwards to the target on this path (its target health is `healthy`).
+    pub fn is_healthy(&self) -> bool {
+        self.health == super::model::TARGET_HEALTHY
+    }
+
     /// `<load balancer DNS name>:<listener port>`.
     pub fn alb_address(&self) -> String {
         format!("{}:{}", self.load_balancer_dns_name, self.listener_port)

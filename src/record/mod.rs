@@ -5,12 +5,14 @@
 //! the three imports another.
 
 pub mod failure;
+pub mod route;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
 pub use failure::{FailureReason, root_cause};
+pub use route::{Route, TargetGroups};
 
 /// One sample of a scrape, attributed to an instance. Name and labels are
 /// shared with the scraper's conversion cache: a known series costs no
@@ -55,8 +57,8 @@ pub struct StatusRecord {
     pub duration_seconds: f64,
     /// Samples stored.
     pub samples: u32,
-    /// How it was reached: `direct <address>` or `via_alb <lb>:<port> <target group>`.
-    pub path: String,
+    /// How it was reached (stored as `direct <address>` or `via_alb <lb>:<port> <target groups>`).
+    pub path: Route,
 }
 
 /// One via-ALB round of one target group.

@@ -332,7 +332,7 @@ impl Translator {
             (Arc::clone(&self.metric_names.reached), Origin::Reached),
         ];
         let mut values: Vec<(usize, f64)> = Vec::new();
-        if status.path.starts_with("via_alb") || unreached {
+        if status.path.is_via_alb() || unreached {
             values.push((3, if unreached { 0.0 } else { 1.0 }));
         }
         if !unreached {

@@ -315,10 +315,8 @@ impl Scraper {
         }
         let groups: std::collections::BTreeSet<String> =
             topology.scraped_targets().flat_map(|t| t.paths.iter().map(|p| p.target_group.clone())).collect();
-        self.state.retain_targets(
-            |id| topology.target(id).is_some_and(Target::is_scraped),
-            |group| group.split('+').all(|g| groups.contains(g)),
-        );
+        self.state
+            .retain_targets(|id| topology.target(id).is_some_and(Target::is_scraped), |group| group.all_in(&groups));
     }
 
     async fn job_loop(self, key: JobKey, shutdown: CancellationToken) {

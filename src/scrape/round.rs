@@ -19,7 +19,7 @@ use super::{JobKey, RoundTime, Scraper, convert, primary_listener};
 use crate::config::ScrapeMode;
 use crate::discovery::{Target, Topology};
 use crate::exposition::{self, Payload};
-use crate::record::{AlbRoundRecord, Batch, StatusRecord};
+use crate::record::{AlbRoundRecord, Batch, Route, StatusRecord, TargetGroups};
 
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
 const FALLBACK_INTERVALS: u32 = 10;
@@ -43,12 +43,6 @@ struct Sent {
     time: f64,
 }
 
-/// How an instance was reached, for its status.
-struct Route<'a> {
-    path: &'a str,
-    target_group: Option<&'a str>,
-}
-
 /// What became of one answer's payload, beyond what the round core sees.
 enum Attribution {
     /// No payload (a failed request or an unparsable body).
@@ -69,8 +63,8 @@ struct Listener {
     /// `dns:port`, the cookie jar's key.
     key: String,
     url: String,
-    group: String,
-    path: String,
+    group: TargetGroups,
+    route: Route,
     members: Vec<String>,
     healthy: Vec<String>,
 }
@@ -83,7 +77,7 @@ impl Scraper {
         batch: &mut Batch,
         target: &Target,
         sent: Sent,
-        route: &Route<'_>,
+        route: &Route,
         result: Result<(u32, Duration), (Failure, Duration)>,
     ) {
         let id = &target.instance.id;
@@ -95,10 +89,10 @@ impl Scraper {
         let mut changed = false;
         self.state.set_status(id, |s| {
             changed = s.last_scrape.is_none() || s.up != up || s.reason != reason;
-            s.role = target.role.as_str().into();
+            s.role = Some(target.role);
             s.asg_name = target.asg_name().map(String::from);
-            s.path = route.path.into();
-            s.target_group = route.target_group.map(String::from);
+            s.path = Some(route.clone());
+            s.target_group = route.target_groups().cloned();
             s.last_scrape = Some(sent.time);
             s.up = up;
             s.reason = reason;
@@ -109,15 +103,14 @@ impl Scraper {
         });
         match (&failure, changed) {
             (Some(failure), true) => {
-                tracing::warn!(instance = %id, path = route.path, reason = %failure.reason, error = %failure.error, "scrape failing")
+                tracing::warn!(instance = %id, path = %route, reason = %failure.reason, error = %failure.error, "scrape failing")
             }
-            (None, true) => tracing::info!(instance = %id, path = route.path, "scrape ok"),
+            (None, true) => tracing::info!(instance = %id, path = %route, "scrape ok"),
             _ => {}
         }
         self.state.count(|c| match reason {
             None => {
-                let kind = if route.path.starts_with("direct") { "direct" } else { "via_alb" };
-                *c.scrapes_stored.entry(kind).or_default() += 1;
+                *c.scrapes_stored.entry(route.kind()).or_default() += 1;
             }
             Some(reason) => *c.scrape_failures.entry(reason).or_default() += 1,
         });
@@ -129,7 +122,7 @@ impl Scraper {
             error: failure.map(|f| f.error),
             duration_seconds: duration.as_secs_f64(),
             samples,
-            path: route.path.into(),
+            path: route.clone(),
         });
     }
 
@@ -145,7 +138,7 @@ impl Scraper {
         time: RoundTime,
         sent: Sent,
         duration: Duration,
-        route: &Route<'_>,
+        route: &Route,
     ) -> bool {
         let index = self.interval_of(key, time, &target.instance.id, sent.at);
         if !self.state.claim_slot(&target.instance.id, index) {
@@ -189,11 +182,10 @@ impl Scraper {
         let sent = self.send_time();
         let Some(address) = label(target, "__address__") else {
             let failure = Failure::new(FailureReason::NoAddress, "the target has no __address__");
-            let route = Route { path: "direct", target_group: None };
+            let route = Route::Direct { address: None };
             return self.status(batch, target, sent, &route, Err((failure, Duration::ZERO)));
         };
-        let path = format!("direct {address}");
-        let route = Route { path: &path, target_group: None };
+        let route = Route::Direct { address: Some(address.to_string()) };
         let request_url = url(target, address);
         let timeout = self.settings.timeout.min(time.tick.deadline.saturating_duration_since(sent.at));
         let request = FetchRequest { url: &request_url, timeout, quick_connect: auto, cookie: None, node: Node::Any };
@@ -225,7 +217,7 @@ impl Scraper {
         key: &JobKey,
         time: RoundTime,
         sent: Sent,
-        route: &Route<'_>,
+        route: &Route,
         fetched: &Fetched,
     ) {
         let failed = |failure: Failure| Err((failure, fetched.duration));
@@ -240,7 +232,7 @@ impl Scraper {
         // another instance (a reused IP) still must not be stored as this one.
         if let Some(claim) = identity::claim(&payload, &self.settings.identity).filter(|c| !identity::names(c, target))
         {
-            let group = target.paths.first().map_or(String::new(), |p| p.target_group.clone());
+            let group: TargetGroups = target.paths.first().map(|p| p.target_group.clone()).into_iter().collect();
             self.state.count(|c| *c.unattributed.entry((group, "not_a_member")).or_default() += 1);
             let failure =
                 Failure::new(FailureReason::Unattributed, format!("the payload identifies as {}", claim.value));
@@ -254,10 +246,10 @@ impl Scraper {
         let first = members.first()?;
         let connect_to = wanted.iter().filter_map(|id| topology.target(id)).find_map(|t| label(t, "__alb_address__"));
         let address = connect_to.or_else(|| label(first, "__alb_address__"))?;
-        let (group, path) = describe(&members, dns, port);
+        let (group, route) = describe(&members, dns, port);
         let healthy = members
             .iter()
-            .filter(|t| via(t, dns, port).is_some_and(|p| p.health == "healthy"))
+            .filter(|t| via(t, dns, port).is_some_and(crate::discovery::topology::Path::is_healthy))
             .map(|t| t.instance.id.clone())
             .collect();
         Some(Listener {
@@ -266,7 +258,7 @@ impl Scraper {
             key: format!("{dns}:{port}"),
             url: url(first, address),
             group,
-            path,
+            route,
             members: members.iter().map(|t| t.instance.id.clone()).collect(),
             healthy,
         })
@@ -316,7 +308,7 @@ impl Scraper {
         if wanted.is_empty() {
             return;
         }
-        let route = Route { path: &listener.path, target_group: Some(&listener.group) };
+        let route = listener.route.clone();
         let mut core = RoundCore::new(self.round_plan(&listener, &wanted));
         let started = self.send_time();
         let deadline = time.tick.deadline;
@@ -429,7 +421,7 @@ impl Scraper {
         aim: &Aim,
         sent: Sent,
         result: Result<Fetched, FetchError>,
-        route: &Route<'_>,
+        route: &Route,
         batch: &mut Batch,
     ) -> (Answer, Attribution) {
         let fetched = match result {
@@ -484,7 +476,7 @@ impl Scraper {
         key: &JobKey,
         time: RoundTime,
         started: Sent,
-        route: &Route<'_>,
+        route: &Route,
         wanted: &[String],
         outcome: &RoundOutcome,
         batch: &mut Batch,
@@ -506,7 +498,7 @@ impl Scraper {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         batch.rounds.push(AlbRoundRecord {
             time: started.time,
-            target_group: listener.group.clone(),
+            target_group: listener.group.to_string(),
             members: count(listener.members.len()),
             wanted: count(wanted.len()),
             requests: outcome.requests,
@@ -547,13 +539,12 @@ fn listener_members<'a>(topology: &'a Topology, dns: &str, port: u16) -> Vec<&'a
     topology.scraped_targets().filter(|t| via(t, dns, port).is_some()).collect()
 }
 
-/// The round's target group label (`a` or `a+b`) and its status path.
-fn describe(members: &[&Target], dns: &str, port: u16) -> (String, String) {
+/// The round's target groups and the route its members' statuses record.
+fn describe(members: &[&Target], dns: &str, port: u16) -> (TargetGroups, Route) {
     let paths: Vec<_> = members.iter().filter_map(|t| via(t, dns, port)).collect();
-    let groups: BTreeSet<&str> = paths.iter().map(|p| p.target_group.as_str()).collect();
-    let group = groups.into_iter().collect::<Vec<_>>().join("+");
-    let lb = paths.first().map_or(dns, |p| p.load_balancer.as_str());
-    (group.clone(), format!("via_alb {lb}:{port} {group}"))
+    let groups: TargetGroups = paths.iter().map(|p| p.target_group.as_str()).collect();
+    let load_balancer = paths.first().map_or(dns, |p| p.load_balancer.as_str()).to_string();
+    (groups.clone(), Route::ViaAlb { load_balancer, port, target_groups: groups })
 }
 
 /// Whether the payload's identity names any instance discovery knows.

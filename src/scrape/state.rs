@@ -13,18 +13,20 @@ use super::client::Stickiness;
 use super::convert::SeriesCache;
 use super::failure::FailureReason;
 use super::round_core::RoundOutcome;
+use crate::discovery::Role;
+use crate::record::{Route, TargetGroups};
 
 /// How an instance was last reached, for `/api/targets`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TargetStatus {
-    /// `basic` or `asg`.
-    pub role: String,
+    /// `basic` or `asg` (`None` before its first interval).
+    pub role: Option<Role>,
     /// Auto Scaling group.
     pub asg_name: Option<String>,
-    /// `direct <address>` or `via_alb <listener> <target group>`.
-    pub path: String,
+    /// How the last interval reached it (`None` before its first interval).
+    pub path: Option<Route>,
     /// The target group(s) of its path, when reached through a listener.
-    pub target_group: Option<String>,
+    pub target_group: Option<TargetGroups>,
     /// Epoch seconds of the last interval that tried it, stored or not.
     pub last_scrape: Option<f64>,
     /// Epoch seconds of the last stored payload.
@@ -96,7 +98,7 @@ pub struct Counters {
     /// Requests sent to listeners.
     pub alb_requests: u64,
     /// Payloads not attributed, by (target group, reason).
-    pub unattributed: BTreeMap<(String, &'static str), u64>,
+    pub unattributed: BTreeMap<(TargetGroups, &'static str), u64>,
     /// Early discovery refreshes asked for.
     pub early_refreshes: u64,
     /// Payloads of an instance whose interval was already stored (another
@@ -115,7 +117,7 @@ struct Inner {
     nodes: HashMap<(String, String), std::net::SocketAddr>,
     fallback: HashMap<String, u32>,
     targets: BTreeMap<String, TargetStatus>,
-    groups: BTreeMap<String, GroupStats>,
+    groups: BTreeMap<TargetGroups, GroupStats>,
     counters: Counters,
 }
 
@@ -215,7 +217,7 @@ impl ScrapeState {
     }
 
     /// Forgets instances no longer scraped, and target groups no longer used.
-    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool, keep_group: impl Fn(&str) -> bool) {
+    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool, keep_group: impl Fn(&TargetGroups) -> bool) {
         self.with(|s| {
             s.targets.retain(|id, _| keep(id));
             s.fallback.retain(|id, _| keep(id));
@@ -233,7 +235,7 @@ impl ScrapeState {
     }
 
     /// The round budget for `unpinned` of `members` of `group`, from its learned balancing.
-    pub fn budget(&self, group: &str, members: &[String], unpinned: &[String], target: f64, cap: u32) -> u32 {
+    pub fn budget(&self, group: &TargetGroups, members: &[String], unpinned: &[String], target: f64, cap: u32) -> u32 {
         self.with(|s| s.groups.get(group).map(|g| &g.model).cloned().unwrap_or_default())
             .requests_for(members, unpinned, target, cap)
     }
@@ -241,16 +243,23 @@ impl ScrapeState {
     /// Records a finished round of `group` that left `missed` of its `wanted`
     /// members without a payload this interval: coverage, price, and what the
     /// balancer did.
-    pub fn record_round(&self, group: &str, members: &[String], wanted: usize, missed: usize, outcome: &RoundOutcome) {
+    pub fn record_round(
+        &self,
+        group: &TargetGroups,
+        members: &[String],
+        wanted: usize,
+        missed: usize,
+        outcome: &RoundOutcome,
+    ) {
         self.with(|s| {
-            let stats = s.groups.entry(group.to_string()).or_default();
+            let stats = s.groups.entry(group.clone()).or_default();
             stats.record(wanted, missed, outcome);
             stats.model.observe(members, &outcome.untargeted_answers);
         });
     }
 
     /// A copy of every target group's round statistics.
-    pub fn groups(&self) -> BTreeMap<String, GroupStats> {
+    pub fn groups(&self) -> BTreeMap<TargetGroups, GroupStats> {
         self.with(|s| s.groups.clone())
     }
 

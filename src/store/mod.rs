@@ -531,7 +531,7 @@ async fn write_statuses(tx: &mut sqlx::SqliteConnection, statuses: &[StatusRecor
         .bind(&s.error)
         .bind(s.duration_seconds)
         .bind(i64::from(s.samples))
-        .bind(&s.path)
+        .bind(s.path.to_string())
         .execute(&mut *tx)
         .await?;
     }

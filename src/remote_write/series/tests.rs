@@ -55,7 +55,11 @@ fn status(id: &str, time: f64, up: bool, reason: Option<FailureReason>) -> Statu
         error: None,
         duration_seconds: 0.25,
         samples: 2,
-        path: "via_alb backend:9102 asg-tg".into(),
+        path: crate::record::Route::ViaAlb {
+            load_balancer: "backend".into(),
+            port: 9102,
+            target_groups: ["asg-tg"].into_iter().collect(),
+        },
     }
 }
 
