@@ -106,19 +106,51 @@ pub struct Counters {
     pub duplicates_dropped: u64,
 }
 
+/// Everything the scraper remembers of one instance. Forgetting an instance
+/// (it left the topology) drops all of it at once.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The last interval index stored.
+    slot: Option<i64>,
+    /// What conversion remembers of its series (taken out while converting).
+    series: Option<SeriesCache>,
+    /// `auto` mode: intervals left to go through the listener.
+    fallback: u32,
+    /// Its status for `/api/targets`, once an interval tried it.
+    status: Option<TargetStatus>,
+    /// Per listener (`dns:port`): its stickiness cookies, and the load
+    /// balancer node that last reached it.
+    listeners: HashMap<String, Reach>,
+}
+
+/// How one instance is reached through one listener.
+#[derive(Debug, Default)]
+struct Reach {
+    cookies: Stickiness,
+    node: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// Instance → the last interval index stored.
-    slots: HashMap<String, i64>,
-    cookies: HashMap<(String, String), Stickiness>,
-    /// Instance → what conversion remembers of its series.
-    series: HashMap<String, SeriesCache>,
-    /// (listener, member) → the load balancer node that last reached it.
-    nodes: HashMap<(String, String), std::net::SocketAddr>,
-    fallback: HashMap<String, u32>,
-    targets: BTreeMap<String, TargetStatus>,
+    /// Instance id → what is remembered of it.
+    instances: HashMap<String, Memory>,
     groups: BTreeMap<TargetGroups, GroupStats>,
     counters: Counters,
+}
+
+impl Inner {
+    /// The memory of `instance`, created on first use.
+    fn of(&mut self, instance: &str) -> &mut Memory {
+        if !self.instances.contains_key(instance) {
+            self.instances.insert(instance.to_string(), Memory::default());
+        }
+        self.instances.get_mut(instance).expect("inserted above")
+    }
+
+    /// How `instance` is reached through `listener`, if anything is known.
+    fn reach(&self, listener: &str, instance: &str) -> Option<&Reach> {
+        self.instances.get(instance)?.listeners.get(listener)
+    }
 }
 
 /// Shared scraper memory; every method takes the lock briefly.
@@ -137,74 +169,81 @@ impl ScrapeState {
     /// Claims interval `index` for `instance`; `false` if a payload is
     /// already stored for it (or a later interval).
     pub fn claim_slot(&self, instance: &str, index: i64) -> bool {
-        self.with(|s| match s.slots.get(instance) {
-            Some(&last) if last >= index => false,
-            _ => {
-                s.slots.insert(instance.to_string(), index);
-                true
+        self.with(|s| {
+            let slot = &mut s.of(instance).slot;
+            match *slot {
+                Some(last) if last >= index => false,
+                _ => {
+                    *slot = Some(index);
+                    true
+                }
             }
         })
     }
 
     /// Whether interval `index` is already stored for `instance`.
     pub fn slot_filled(&self, instance: &str, index: i64) -> bool {
-        self.with(|s| s.slots.get(instance).is_some_and(|&last| last >= index))
+        self.with(|s| s.instances.get(instance).and_then(|m| m.slot).is_some_and(|last| last >= index))
     }
 
     /// The cookie header that pins `instance` behind `listener`: only with
     /// its member cookie (`AWSALB`); its target group's cookie (`AWSALBTG`)
     /// goes along, since the group is chosen before the member.
     pub fn pinning_cookie(&self, listener: &str, instance: &str) -> Option<String> {
-        self.with(|s| s.cookies.get(&(listener.to_string(), instance.to_string())).and_then(Stickiness::header))
+        self.with(|s| s.reach(listener, instance).and_then(|r| r.cookies.header()))
     }
 
     /// Remembers the stickiness cookies a response of `instance` set.
     pub fn set_cookies(&self, listener: &str, instance: &str, cookies: Stickiness) {
-        self.with(|s| s.cookies.entry((listener.to_string(), instance.to_string())).or_default().merge(cookies));
+        self.with(|s| s.of(instance).listeners.entry(listener.to_string()).or_default().cookies.merge(cookies));
     }
 
     /// Forgets a cookie that did not reach its member.
     pub fn forget_cookie(&self, listener: &str, instance: &str) {
-        self.with(|s| s.cookies.remove(&(listener.to_string(), instance.to_string())));
+        self.with(|s| {
+            if let Some(reach) = s.instances.get_mut(instance).and_then(|m| m.listeners.get_mut(listener)) {
+                reach.cookies = Stickiness::default();
+            }
+        });
     }
 
     /// Takes an instance's series cache out (converting a payload takes no
     /// lock); [`ScrapeState::put_series`] hands it back.
     pub fn take_series(&self, instance: &str) -> SeriesCache {
-        self.with(|s| s.series.remove(instance)).unwrap_or_default()
+        self.with(|s| s.instances.get_mut(instance).and_then(|m| m.series.take())).unwrap_or_default()
     }
 
     /// Hands an instance's series cache back.
     pub fn put_series(&self, instance: &str, cache: SeriesCache) {
-        self.with(|s| s.series.insert(instance.to_string(), cache));
+        self.with(|s| s.of(instance).series = Some(cache));
     }
 
     /// The load balancer node that last reached `instance` behind `listener`.
     pub fn member_node(&self, listener: &str, instance: &str) -> Option<std::net::SocketAddr> {
-        self.with(|s| s.nodes.get(&(listener.to_string(), instance.to_string())).copied())
+        self.with(|s| s.reach(listener, instance).and_then(|r| r.node))
     }
 
     /// Forgets which node reached which member: discovery refreshed, and the
     /// names may resolve to other nodes now.
     pub fn forget_nodes(&self) {
-        self.with(|s| s.nodes.clear());
+        self.with(|s| s.instances.values_mut().flat_map(|m| m.listeners.values_mut()).for_each(|r| r.node = None));
     }
 
     /// Remembers the node that reached `instance`.
     pub fn set_member_node(&self, listener: &str, instance: &str, node: std::net::SocketAddr) {
-        self.with(|s| s.nodes.insert((listener.to_string(), instance.to_string()), node));
+        self.with(|s| s.of(instance).listeners.entry(listener.to_string()).or_default().node = Some(node));
     }
 
     /// `auto` mode: go through the listener for the next `intervals` intervals.
     pub fn set_fallback(&self, instance: &str, intervals: u32) {
-        self.with(|s| s.fallback.insert(instance.to_string(), intervals));
+        self.with(|s| s.of(instance).fallback = intervals);
     }
 
     /// `auto` mode: whether to skip the direct attempt this interval (counts down).
     pub fn use_fallback(&self, instance: &str) -> bool {
-        self.with(|s| match s.fallback.get_mut(instance) {
-            Some(left) if *left > 0 => {
-                *left -= 1;
+        self.with(|s| match s.instances.get_mut(instance) {
+            Some(memory) if memory.fallback > 0 => {
+                memory.fallback -= 1;
                 true
             }
             _ => false,
@@ -213,25 +252,21 @@ impl ScrapeState {
 
     /// Records an instance's status for `/api/targets`.
     pub fn set_status(&self, instance: &str, update: impl FnOnce(&mut TargetStatus)) {
-        self.with(|s| update(s.targets.entry(instance.to_string()).or_default()));
+        self.with(|s| update(s.of(instance).status.get_or_insert_with(TargetStatus::default)));
     }
 
-    /// Forgets instances no longer scraped, and target groups no longer used.
+    /// Forgets instances no longer scraped (everything remembered of them, in
+    /// one place), and target groups no longer used.
     pub fn retain_targets(&self, keep: impl Fn(&str) -> bool, keep_group: impl Fn(&TargetGroups) -> bool) {
         self.with(|s| {
-            s.targets.retain(|id, _| keep(id));
-            s.fallback.retain(|id, _| keep(id));
-            s.cookies.retain(|(_, id), _| keep(id));
-            s.nodes.retain(|(_, id), _| keep(id));
-            s.series.retain(|id, _| keep(id));
-            s.slots.retain(|id, _| keep(id));
+            s.instances.retain(|id, _| keep(id));
             s.groups.retain(|group, _| keep_group(group));
         });
     }
 
     /// A copy of every instance's status.
     pub fn targets(&self) -> BTreeMap<String, TargetStatus> {
-        self.with(|s| s.targets.clone())
+        self.with(|s| s.instances.iter().filter_map(|(id, m)| Some((id.clone(), m.status.clone()?))).collect())
     }
 
     /// The round budget for `unpinned` of `members` of `group`, from its learned balancing.
