@@ -43,6 +43,24 @@ struct Sent {
     time: f64,
 }
 
+/// Where a payload would be stored: its job, the interval it serves, and the
+/// route its status records. Constant over a round (or a direct scrape).
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    key: &'a JobKey,
+    time: RoundTime,
+    route: &'a Route,
+}
+
+/// What a via-ALB answer's payload means, decided from the payload and the
+/// topology alone ([`classify`]); `Scraper::answer` then does what it implies.
+pub(super) enum Verdict<'t> {
+    /// It names a member of the listener: store it as that member's.
+    Member(&'t Target),
+    /// It names no member; `unknown`: nor any instance discovery knows (yet).
+    NotAttributed { reason: Unattributed, unknown: bool },
+}
+
 /// What became of one answer's payload, beyond what the round core sees.
 enum Attribution {
     /// No payload (a failed request or an unparsable body).
@@ -128,19 +146,16 @@ impl Scraper {
 
     /// Stores a payload for `target` unless its interval is already stored;
     /// returns whether it was stored.
-    #[expect(clippy::too_many_arguments, reason = "one payload's whole context")]
     fn store(
         &self,
         batch: &mut Batch,
         payload: &Payload<'_>,
         target: &Target,
-        key: &JobKey,
-        time: RoundTime,
+        slot: Slot<'_>,
         sent: Sent,
         duration: Duration,
-        route: &Route,
     ) -> bool {
-        let index = self.interval_of(key, time, &target.instance.id, sent.at);
+        let index = self.interval_of(slot.key, slot.time, &target.instance.id, sent.at);
         if !self.state.claim_slot(&target.instance.id, index) {
             self.state.count(|c| c.duplicates_dropped += 1);
             return false;
@@ -150,7 +165,7 @@ impl Scraper {
         self.state.put_series(&target.instance.id, cache);
         let samples = u32::try_from(record.samples.len()).unwrap_or(u32::MAX);
         batch.scrapes.push(record);
-        self.status(batch, target, sent, route, Ok((samples, duration)));
+        self.status(batch, target, sent, slot.route, Ok((samples, duration)));
         true
     }
 
@@ -194,7 +209,7 @@ impl Scraper {
             () = self.cut.cancelled() => Err(FetchError::Timeout(sent.at.elapsed())),
         };
         match result {
-            Ok(fetched) => self.accept_direct(batch, target, key, time, sent, &route, &fetched),
+            Ok(fetched) => self.accept_direct(batch, target, Slot { key, time, route: &route }, sent, &fetched),
             Err(e) if auto && e.is_connect() && listener.is_some() => {
                 tracing::info!(instance = id, error = %e, "direct address unreachable; falling back to the listener");
                 self.state.set_fallback(id, FALLBACK_INTERVALS);
@@ -209,17 +224,8 @@ impl Scraper {
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one answer's whole context")]
-    fn accept_direct(
-        &self,
-        batch: &mut Batch,
-        target: &Target,
-        key: &JobKey,
-        time: RoundTime,
-        sent: Sent,
-        route: &Route,
-        fetched: &Fetched,
-    ) {
+    fn accept_direct(&self, batch: &mut Batch, target: &Target, slot: Slot<'_>, sent: Sent, fetched: &Fetched) {
+        let route = slot.route;
         let failed = |failure: Failure| Err((failure, fetched.duration));
         let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
             Ok(payload) => payload,
@@ -238,7 +244,7 @@ impl Scraper {
                 Failure::new(FailureReason::Unattributed, format!("the payload identifies as {}", claim.value));
             return self.status(batch, target, sent, route, failed(failure));
         }
-        self.store(batch, &payload, target, key, time, sent, fetched.duration, route);
+        self.store(batch, &payload, target, slot, sent, fetched.duration);
     }
 
     fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[String]) -> Option<Listener> {
@@ -309,6 +315,7 @@ impl Scraper {
             return;
         }
         let route = listener.route.clone();
+        let slot = Slot { key, time, route: &route };
         let mut core = RoundCore::new(self.round_plan(&listener, &wanted));
         let started = self.send_time();
         let deadline = time.tick.deadline;
@@ -335,14 +342,14 @@ impl Scraper {
                 () = tokio::time::sleep_until(deadline) => { core.cut(); break }
                 Some((aim, sent, result)) = in_flight.next() => {
                     let (answer, first) =
-                        self.answer(&topology, &listener, key, time, &aim, sent, result, &route, batch);
+                        self.answer(&topology, &listener, slot, (&aim, sent), result, batch);
                     let attribution = match (core.answered(&aim, answer), first) {
                         (Reaction::RefreshAndRetry, Attribution::Unknown(_, fetched)) => {
                             if let Some(refreshed) = self.await_refresh(deadline).await {
                                 topology = refreshed;
                             }
                             let (retried, attribution) =
-                                self.answer(&topology, &listener, key, time, &aim, sent, Ok(fetched), &route, batch);
+                                self.answer(&topology, &listener, slot, (&aim, sent), Ok(fetched), batch);
                             core.answered(&aim, retried);
                             attribution
                         }
@@ -357,7 +364,7 @@ impl Scraper {
         }
         drop(in_flight);
         let outcome = core.finish();
-        self.record_round(&topology, &listener, key, time, started, &route, &wanted, &outcome, batch);
+        self.record_round((&topology, &listener), slot, started, (&wanted, &outcome), batch);
     }
 
     /// The node each request of a burst goes through: a member aimed at (or,
@@ -411,17 +418,16 @@ impl Scraper {
     /// What one answer means for the round, and whether its payload was
     /// attributed; an unknown identity's payload is handed back (a refresh
     /// may make it known).
-    #[expect(clippy::too_many_arguments, reason = "one answer's whole context")]
+    /// One answer of a round: its payload parsed and classified ([`classify`],
+    /// pure), then what that implies done: cookies and nodes remembered, the
+    /// payload stored, or the failure reported to the round core.
     fn answer(
         &self,
         topology: &Topology,
         listener: &Listener,
-        key: &JobKey,
-        time: RoundTime,
-        aim: &Aim,
-        sent: Sent,
+        slot: Slot<'_>,
+        (aim, sent): (&Aim, Sent),
         result: Result<Fetched, FetchError>,
-        route: &Route,
         batch: &mut Batch,
     ) -> (Answer, Attribution) {
         let fetched = match result {
@@ -435,9 +441,8 @@ impl Scraper {
                 return (Answer::Failed(failure), Attribution::NoPayload);
             }
         };
-        let members = listener_members(topology, &listener.dns, listener.port);
-        match identity::attribute(&payload, &self.settings.identity, &members) {
-            Ok(target) => {
+        match classify(&payload, topology, (&listener.dns, listener.port), &self.settings.identity) {
+            Verdict::Member(target) => {
                 let id = target.instance.id.clone();
                 if let Aim::Member(aimed) = aim
                     && *aimed != id
@@ -449,15 +454,13 @@ impl Scraper {
                 if let Some(node) = fetched.node {
                     self.state.set_member_node(&listener.key, &id, node);
                 }
-                let stored = self.store(batch, &payload, target, key, time, sent, fetched.duration, route);
+                let stored = self.store(batch, &payload, target, slot, sent, fetched.duration);
                 (Answer::Attributed { id, stored }, Attribution::Attributed)
             }
-            Err(reason) => {
+            Verdict::NotAttributed { reason, unknown } => {
                 tracing::debug!(target_group = %listener.group, reason = reason.reason(), "payload not attributed");
                 let failure =
                     Failure::new(FailureReason::Unattributed, format!("payload not attributed: {}", reason.reason()));
-                let unknown = matches!(reason, Unattributed::NotAMember(_))
-                    && !is_known(topology, &payload, &self.settings.identity);
                 drop(payload);
                 if unknown {
                     (Answer::UnknownIdentity(failure), Attribution::Unknown(reason.reason(), fetched))
@@ -468,19 +471,15 @@ impl Scraper {
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the round's whole context, used once")]
     fn record_round(
         &self,
-        topology: &Topology,
-        listener: &Listener,
-        key: &JobKey,
-        time: RoundTime,
+        (topology, listener): (&Topology, &Listener),
+        slot: Slot<'_>,
         started: Sent,
-        route: &Route,
-        wanted: &[String],
-        outcome: &RoundOutcome,
+        (wanted, outcome): (&[String], &RoundOutcome),
         batch: &mut Batch,
     ) {
+        let Slot { key, time, route } = slot;
         let elapsed = started.at.elapsed();
         let mut missed = 0;
         for (id, failure) in &outcome.missed {
@@ -545,6 +544,25 @@ fn describe(members: &[&Target], dns: &str, port: u16) -> (TargetGroups, Route) 
     let groups: TargetGroups = paths.iter().map(|p| p.target_group.as_str()).collect();
     let load_balancer = paths.first().map_or(dns, |p| p.load_balancer.as_str()).to_string();
     (groups.clone(), Route::ViaAlb { load_balancer, port, target_groups: groups })
+}
+
+/// Whose payload it is, from the payload and the topology alone: a member of
+/// the listener it came through, or nobody (and whether anybody discovery
+/// knows). No state is read or changed.
+pub(super) fn classify<'t>(
+    payload: &Payload<'_>,
+    topology: &'t Topology,
+    (dns, port): (&str, u16),
+    sources: &[crate::config::IdentitySource],
+) -> Verdict<'t> {
+    let members = listener_members(topology, dns, port);
+    match identity::attribute(payload, sources, &members) {
+        Ok(target) => Verdict::Member(target),
+        Err(reason) => {
+            let unknown = matches!(reason, Unattributed::NotAMember(_)) && !is_known(topology, payload, sources);
+            Verdict::NotAttributed { reason, unknown }
+        }
+    }
 }
 
 /// Whether the payload's identity names any instance discovery knows.
