@@ -158,7 +158,7 @@ async fn a_full_disk_holds_samples_in_memory_and_writes_them_when_space_returns(
     let probe = Command::new("unshare").args(["--mount", "true"]).status();
     if !probe.is_ok_and(|s| s.success()) {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !common::in_ci(),
             "`unshare --mount` is unavailable (run as root with util-linux); under CI=true the disk-full test must run"
         );
         eprintln!("warning: `unshare --mount` is unavailable here; the disk-full test cannot run");

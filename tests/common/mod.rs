@@ -314,6 +314,11 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
     }
 }
 
+/// Whether this run is CI's (`CI=true`), where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// Writes `yaml` to a config file in `dir` and returns its path.
 pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("fleetscrape.yml");
@@ -347,7 +352,7 @@ pub fn isolate_network(test_name: &str) -> bool {
     let probe = Command::new("unshare").args(["--net", "true"]).stderr(Stdio::null()).status();
     if !probe.is_ok_and(|s| s.success()) {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !in_ci(),
             "`unshare --net` is unavailable (run as root with util-linux); under CI=true {test_name} must be isolated"
         );
         eprintln!("warning: `unshare --net` is unavailable here; {test_name} runs without network isolation");

@@ -11,17 +11,14 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use super::in_ci;
+
 /// The tag the tests build `infra/Dockerfile` under.
 pub const IMAGE: &str = "localhost/fleetscrape:test";
 
 /// The repository's root.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Whether this run is CI's, where nothing may be skipped.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// `true` when `program` is on `PATH`. When it is not: under CI the test
