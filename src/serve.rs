@@ -119,14 +119,14 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
             instance_id: id,
             role: s.role.map_or_else(String::new, |r| r.as_str().to_string()),
             asg_name: s.asg_name,
-            path: s.path.map_or_else(String::new, |p| p.to_string()),
+            path: s.path.as_ref().map_or_else(String::new, ToString::to_string),
             last_scrape: s.last_scrape,
             last_success: s.last_success,
             up: s.up,
             reason: s.reason,
             last_error: s.last_error,
-            target_group: s.target_group.and_then(|name| {
-                let g = groups.get(&name)?;
+            target_group: s.path.as_ref().and_then(crate::record::Route::target_groups).and_then(|name| {
+                let g = groups.get(name)?;
                 Some(GroupView {
                     coverage: g.recent_coverage,
                     requests_per_member: g.recent_requests_per_member,

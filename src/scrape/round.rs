@@ -110,7 +110,6 @@ impl Scraper {
             s.role = Some(target.role);
             s.asg_name = target.asg_name().map(String::from);
             s.path = Some(route.clone());
-            s.target_group = route.target_groups().cloned();
             s.last_scrape = Some(sent.time);
             s.up = up;
             s.reason = reason;
@@ -314,8 +313,7 @@ impl Scraper {
         if wanted.is_empty() {
             return;
         }
-        let route = listener.route.clone();
-        let slot = Slot { key, time, route: &route };
+        let slot = Slot { key, time, route: &listener.route };
         let mut core = RoundCore::new(self.round_plan(&listener, &wanted));
         let started = self.send_time();
         let deadline = time.tick.deadline;
@@ -416,11 +414,10 @@ impl Scraper {
     }
 
     /// What one answer means for the round, and whether its payload was
-    /// attributed; an unknown identity's payload is handed back (a refresh
-    /// may make it known).
-    /// One answer of a round: its payload parsed and classified ([`classify`],
-    /// pure), then what that implies done: cookies and nodes remembered, the
-    /// payload stored, or the failure reported to the round core.
+    /// attributed: the payload parsed and classified ([`classify`], pure),
+    /// then what that implies done (cookies and nodes remembered, the payload
+    /// stored). An unknown identity's payload is handed back: a refresh may
+    /// make it known.
     fn answer(
         &self,
         topology: &Topology,

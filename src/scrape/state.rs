@@ -23,10 +23,9 @@ pub struct TargetStatus {
     pub role: Option<Role>,
     /// Auto Scaling group.
     pub asg_name: Option<String>,
-    /// How the last interval reached it (`None` before its first interval).
+    /// How the last interval reached it (`None` before its first interval);
+    /// through a listener, it names the target groups.
     pub path: Option<Route>,
-    /// The target group(s) of its path, when reached through a listener.
-    pub target_group: Option<TargetGroups>,
     /// Epoch seconds of the last interval that tried it, stored or not.
     pub last_scrape: Option<f64>,
     /// Epoch seconds of the last stored payload.
