@@ -254,6 +254,12 @@ fn group_metrics(
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> impl IntoResponse {
+    let remote = state.remote.as_ref().map(crate::remote_write::RemoteWrite::stats).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics_page(&state, &remote))
+}
+
+/// The `/metrics` page.
+fn metrics_page(state: &State, remote: &[crate::remote_write::ReceiverStats]) -> String {
     let mut out = Exposition(String::new());
     let counters = state.scrape.counters();
     out.family("fleetscrape_scrapes_total", "counter", "Payloads stored, by how the instance was reached.");
@@ -408,8 +414,9 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
         out.family(name, "gauge", help);
         out.sample(name, &[], value);
     }
-    if let Some(remote) = &state.remote {
-        crate::remote_write::render_metrics(&mut out.0, &remote.stats());
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.0)
+    crate::remote_write::render_metrics(&mut out.0, remote);
+    out.0
 }
+
+#[cfg(test)]
+mod tests;
