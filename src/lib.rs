@@ -12,9 +12,11 @@
 //!   (Prometheus durations: `15s`, `1m30s`, `15d`), [`exposition`] (the text
 //!   format's zero-copy parser with scrape limits, and gzip under a size limit:
 //!   the workspace crate `crates/exposition`, re-exported), [`labels`] (label
-//!   sets, label-name rules), [`logging`] (stderr through a queue that never
-//!   blocks); then [`record`] (what a scrape produces: batches, records,
-//!   failure reasons) and [`relabel`] (Prometheus `relabel_configs`).
+//!   sets, label-name rules); then [`self_metrics`] (the registry of
+//!   fleetscrape's own metrics: each family declared beside the component
+//!   that owns it, one encoder); then [`logging`] (stderr through a queue
+//!   that never blocks), [`record`] (what a scrape produces: batches,
+//!   records, failure reasons) and [`relabel`] (Prometheus `relabel_configs`).
 //! - [`config`]: the YAML configuration, parsed (`RawConfig`) then validated
 //!   into [`config::Config`], with its defaults; every error names its key
 //!   and line.
@@ -55,5 +57,6 @@ pub mod relabel;
 pub mod remote_write;
 pub mod report;
 pub mod scrape;
+pub mod self_metrics;
 pub mod serve;
 pub mod store;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
+use crate::self_metrics::{Collect, Encoder, Family};
+
 /// Lines queued for the writer thread at most; about 256 KiB of typical lines.
 const QUEUE_LINES: usize = 2048;
 
@@ -23,6 +25,22 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Log lines that could not be written (queue full or stderr gone) since start.
 pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+static DROPPED_LINES: Family<0> = Family::counter(
+    "fleetscrape_log_lines_dropped_total",
+    "Log lines not written: stderr's reader was too slow (queue full) or gone (broken pipe).",
+    [],
+);
+
+/// The logging queue's own metrics (it is process-wide).
+#[derive(Debug, Clone, Copy)]
+pub struct LogMetrics;
+
+impl Collect for LogMetrics {
+    fn collect(&self, encoder: &mut Encoder) {
+        encoder.single(&DROPPED_LINES, dropped_lines() as f64);
+    }
 }
 
 /// How log lines are written.

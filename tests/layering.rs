@@ -15,8 +15,10 @@ use regex::Regex;
 /// layers; modules of one layer never import each other.
 const LAYERS: &[&[&str]] = &[
     // Leaves: value types and tools every layer may use.
-    &["clock", "duration", "exposition", "labels", "logging"],
-    &["record", "relabel"],
+    &["clock", "duration", "exposition", "labels"],
+    // The registry of fleetscrape's own metrics, which every component below feeds.
+    &["self_metrics"],
+    &["logging", "record", "relabel"],
     &["config"],
     &["discovery"],
     // The three consumers of a topology: none imports another.

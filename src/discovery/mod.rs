@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::self_metrics::{Collect, Encoder, Family};
 pub use aws::Clients;
 pub use elbv2::Filters;
 use model::{AutoScalingGroup, Inventory};
@@ -232,6 +233,50 @@ impl RefreshStats {
     /// The last failure's message, if the last refresh failed.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+static REFRESHES: Family<0> =
+    Family::counter("fleetscrape_discovery_refreshes_total", "Discovery refreshes attempted.", []);
+static REFRESH_FAILURES: Family<0> = Family::counter(
+    "fleetscrape_discovery_refresh_failures_total",
+    "Discovery refreshes that failed (the previous topology was kept).",
+    [],
+);
+static POLICY_FAILURES: Family<0> = Family::counter(
+    "fleetscrape_discovery_policy_failures_total",
+    "Refreshes that could not read the scaling policies (ASGs kept, without their target-tracking target).",
+    [],
+);
+static API_CALLS: Family<1> =
+    Family::counter("fleetscrape_aws_api_calls_total", "AWS API requests by operation.", ["operation"]);
+static TARGETS: Family<1> =
+    Family::gauge("fleetscrape_targets", "Discovered instances, scraped or skipped.", ["state"]);
+
+impl Collect for RefreshStats {
+    fn collect(&self, encoder: &mut Encoder) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        encoder.single(&REFRESHES, load(&self.refreshes));
+        encoder.single(&REFRESH_FAILURES, load(&self.failures));
+        encoder.single(&POLICY_FAILURES, load(&self.policy_failures));
+        let mut api_calls = encoder.family(&API_CALLS);
+        if let Ok(calls) = self.api_calls.lock() {
+            for (operation, n) in calls.iter() {
+                api_calls.sample([operation], *n as f64);
+            }
+        }
+    }
+}
+
+/// `fleetscrape_targets`: the latest topology's instances, scraped or skipped
+/// (both 0 before the first discovery).
+impl Collect for TopologyReceiver {
+    fn collect(&self, encoder: &mut Encoder) {
+        let (scraped, skipped) = self.borrow().as_ref().map_or((0, 0), |t| {
+            let scraped = t.scraped_targets().count();
+            (scraped, t.targets.len() - scraped)
+        });
+        encoder.family(&TARGETS).sample(["scraped"], scraped as f64).sample(["skipped"], skipped as f64);
     }
 }
 

@@ -32,7 +32,6 @@ pub mod queue;
 pub mod series;
 pub mod wire;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -44,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, QueueConfig, RemoteWriteConfig};
 use crate::discovery::TopologyReceiver;
 use crate::record::Batch;
+use crate::self_metrics::{Collect, Encoder, Family};
 pub use client::ClientError;
 use client::{Client, Outcome};
 use queue::{QueueCore, Samples};
@@ -500,96 +500,128 @@ impl Receiver {
     }
 }
 
-/// The `fleetscrape_remote_write_*` families of `/metrics`.
-pub fn render_metrics(out: &mut String, receivers: &[ReceiverStats]) {
-    if receivers.is_empty() {
-        return;
-    }
-    type Read = fn(&Stats) -> f64;
-    fn load(a: &AtomicU64) -> f64 {
-        a.load(Ordering::Relaxed) as f64
-    }
-    let families: [(&str, &str, &str, Read); 14] = [
-        ("fleetscrape_remote_write_samples_in_total", "counter", "Samples offered to the queue.", |s| {
-            load(&s.samples_in)
-        }),
-        ("fleetscrape_remote_write_samples_sent_total", "counter", "Samples the receiver accepted.", |s| load(&s.sent)),
-        (
+/// A family of one receiver's [`Stats`] and how to read it.
+type ReceiverFamily = (Family<2>, fn(&Stats) -> f64);
+
+fn count(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64
+}
+
+const RECEIVER: [&str; 2] = ["remote_name", "url"];
+
+static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
+    (Family::counter("fleetscrape_remote_write_samples_in_total", "Samples offered to the queue.", RECEIVER), |s| {
+        count(&s.samples_in)
+    }),
+    (Family::counter("fleetscrape_remote_write_samples_sent_total", "Samples the receiver accepted.", RECEIVER), |s| {
+        count(&s.sent)
+    }),
+    (
+        Family::counter(
             "fleetscrape_remote_write_samples_failed_total",
-            "counter",
             "Samples the receiver rejected with a 4xx; not retried.",
-            |s| load(&s.failed),
+            RECEIVER,
         ),
-        (
+        |s| count(&s.failed),
+    ),
+    (
+        Family::counter(
             "fleetscrape_remote_write_samples_retried_total",
-            "counter",
             "Samples sent again after a 5xx, 429 or transport error.",
-            |s| load(&s.retried),
+            RECEIVER,
         ),
-        ("fleetscrape_remote_write_samples_pending", "gauge", "Samples waiting or being sent.", |s| load(&s.pending)),
-        (
+        |s| count(&s.retried),
+    ),
+    (Family::gauge("fleetscrape_remote_write_samples_pending", "Samples waiting or being sent.", RECEIVER), |s| {
+        count(&s.pending)
+    }),
+    (
+        Family::gauge(
             "fleetscrape_remote_write_highest_sent_timestamp_seconds",
-            "gauge",
             "Newest sample timestamp the receiver accepted.",
-            |s| load(&s.highest_sent_ms) / 1000.0,
+            RECEIVER,
         ),
-        ("fleetscrape_remote_write_shards", "gauge", "Parallel senders.", |s| load(&s.shards)),
-        ("fleetscrape_remote_write_series", "gauge", "Series remembered for staleness and ordering.", |s| {
-            load(&s.series)
-        }),
-        ("fleetscrape_remote_write_stale_markers_total", "counter", "Stale markers queued.", |s| {
-            load(&s.stale_markers)
-        }),
-        (
+        |s| count(&s.highest_sent_ms) / 1000.0,
+    ),
+    (Family::gauge("fleetscrape_remote_write_shards", "Parallel senders.", RECEIVER), |s| count(&s.shards)),
+    (
+        Family::gauge("fleetscrape_remote_write_series", "Series remembered for staleness and ordering.", RECEIVER),
+        |s| count(&s.series),
+    ),
+    (Family::counter("fleetscrape_remote_write_stale_markers_total", "Stale markers queued.", RECEIVER), |s| {
+        count(&s.stale_markers)
+    }),
+    (
+        Family::counter(
             "fleetscrape_remote_write_out_of_order_samples_total",
-            "counter",
             "Samples not sent: their series already had a later one.",
-            |s| load(&s.out_of_order),
+            RECEIVER,
         ),
-        (
+        |s| count(&s.out_of_order),
+    ),
+    (
+        Family::counter(
             "fleetscrape_remote_write_relabeled_away_samples_total",
-            "counter",
             "Samples dropped by write_relabel_configs.",
-            |s| load(&s.relabeled_away),
+            RECEIVER,
         ),
-        ("fleetscrape_remote_write_bytes_sent_total", "counter", "Compressed request bytes accepted.", |s| {
-            load(&s.bytes_sent)
-        }),
-        ("fleetscrape_remote_write_send_seconds_total", "counter", "Time spent in accepted requests.", |s| {
-            load(&s.send_micros) / 1e6
-        }),
-        ("fleetscrape_remote_write_requests_total", "counter", "Requests accepted.", |s| load(&s.requests_sent)),
-    ];
-    let labels = |r: &ReceiverStats| {
-        format!(
-            "remote_name=\"{}\",url=\"{}\"",
-            crate::exposition::escape_label_value(&r.name),
-            crate::exposition::escape_label_value(&r.url)
-        )
-    };
-    for (name, kind, help, read) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for r in receivers {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(r), read(&r.stats));
-        }
-    }
-    type Split = fn(&Stats) -> [(&'static str, &AtomicU64); 2];
-    let split: [(&str, &str, &str, Split); 2] = [
-        (
+        |s| count(&s.relabeled_away),
+    ),
+    (
+        Family::counter("fleetscrape_remote_write_bytes_sent_total", "Compressed request bytes accepted.", RECEIVER),
+        |s| count(&s.bytes_sent),
+    ),
+    (
+        Family::counter("fleetscrape_remote_write_send_seconds_total", "Time spent in accepted requests.", RECEIVER),
+        |s| count(&s.send_micros) / 1e6,
+    ),
+    (Family::counter("fleetscrape_remote_write_requests_total", "Requests accepted.", RECEIVER), |s| {
+        count(&s.requests_sent)
+    }),
+];
+
+/// A family of one receiver's [`Stats`] split by one more label, and its
+/// values with the counter of each.
+type SplitFamily = (Family<3>, fn(&Stats) -> [(&'static str, &AtomicU64); 2]);
+
+static SPLIT_FAMILIES: [SplitFamily; 2] = [
+    (
+        Family::counter(
             "fleetscrape_remote_write_samples_dropped_total",
             "Samples dropped before the receiver had them, by reason.",
-            "reason",
-            |s| [("queue_full", &s.dropped_queue_full), ("shutdown", &s.dropped_shutdown)],
+            ["remote_name", "url", "reason"],
         ),
-        ("fleetscrape_remote_write_requests_failed_total", "Requests that failed, by what followed.", "outcome", |s| {
-            [("retried", &s.requests_retried), ("rejected", &s.requests_rejected)]
-        }),
-    ];
-    for (name, help, label, values) in split {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for r in receivers {
-            for (value, counter) in values(&r.stats) {
-                let _ = writeln!(out, "{name}{{{},{label}=\"{value}\"}} {}", labels(r), load(counter));
+        |s| [("queue_full", &s.dropped_queue_full), ("shutdown", &s.dropped_shutdown)],
+    ),
+    (
+        Family::counter(
+            "fleetscrape_remote_write_requests_failed_total",
+            "Requests that failed, by what followed.",
+            ["remote_name", "url", "outcome"],
+        ),
+        |s| [("retried", &s.requests_retried), ("rejected", &s.requests_rejected)],
+    ),
+];
+
+/// The `fleetscrape_remote_write_*` families, a sample per receiver; none
+/// without receivers.
+impl Collect for [ReceiverStats] {
+    fn collect(&self, encoder: &mut Encoder) {
+        if self.is_empty() {
+            return;
+        }
+        for (family, read) in &RECEIVER_FAMILIES {
+            let mut samples = encoder.family(family);
+            for r in self {
+                samples.sample([&r.name, &r.url], read(&r.stats));
+            }
+        }
+        for (family, split) in &SPLIT_FAMILIES {
+            let mut samples = encoder.family(family);
+            for r in self {
+                for (value, counter) in split(&r.stats) {
+                    samples.sample([&r.name, &r.url, value], count(counter));
+                }
             }
         }
     }

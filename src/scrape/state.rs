@@ -15,6 +15,7 @@ use super::failure::FailureReason;
 use super::round_core::RoundOutcome;
 use crate::discovery::Role;
 use crate::record::{Route, TargetGroups};
+use crate::self_metrics::{Collect, Encoder, Family};
 
 /// How an instance was last reached, for `/api/targets`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -103,6 +104,118 @@ pub struct Counters {
     /// Payloads of an instance whose interval was already stored (another
     /// round, or a second answer in the same round): dropped.
     pub duplicates_dropped: u64,
+}
+
+static SCRAPES: Family<1> =
+    Family::counter("fleetscrape_scrapes_total", "Payloads stored, by how the instance was reached.", ["path"]);
+static SCRAPE_FAILURES: Family<1> = Family::counter(
+    "fleetscrape_scrape_failures_total",
+    "Intervals in which an instance got up=0, by reason.",
+    ["reason"],
+);
+static DUPLICATES: Family<0> = Family::counter(
+    "fleetscrape_duplicate_payloads_total",
+    "Payloads of an instance whose interval was already stored (dropped).",
+    [],
+);
+static ALB_REQUESTS: Family<0> =
+    Family::counter("fleetscrape_alb_requests_total", "Requests sent to load balancer listeners.", []);
+static UNATTRIBUTED: Family<2> = Family::counter(
+    "fleetscrape_unattributed_payloads_total",
+    "Payloads dropped because no member could be named.",
+    ["target_group", "reason"],
+);
+static EARLY_REFRESHES: Family<0> = Family::counter(
+    "fleetscrape_early_refreshes_total",
+    "Early discovery refreshes asked for by unknown identities.",
+    [],
+);
+
+/// A family of [`GroupStats`] and how to read it.
+type GroupFamily = (Family<1>, fn(&GroupStats) -> f64);
+
+/// Via-ALB rounds per target group: coverage (members reached / wanted) and
+/// price (requests / wanted), as counters to `rate()` and recent gauges.
+static GROUP_FAMILIES: [GroupFamily; 8] = [
+    (Family::counter("fleetscrape_alb_rounds_total", "Via-ALB rounds.", ["target_group"]), |g| g.rounds as f64),
+    (
+        Family::counter(
+            "fleetscrape_alb_rounds_complete_total",
+            "Via-ALB rounds that reached every member they wanted.",
+            ["target_group"],
+        ),
+        |g| g.complete_rounds as f64,
+    ),
+    (
+        Family::counter(
+            "fleetscrape_alb_member_intervals_total",
+            "Members wanted, summed over rounds.",
+            ["target_group"],
+        ),
+        |g| g.member_intervals as f64,
+    ),
+    (
+        Family::counter(
+            "fleetscrape_alb_members_reached_total",
+            "Wanted members reached, summed over rounds.",
+            ["target_group"],
+        ),
+        |g| g.members_reached as f64,
+    ),
+    (Family::counter("fleetscrape_alb_round_requests_total", "Requests sent by rounds.", ["target_group"]), |g| {
+        g.requests as f64
+    }),
+    (
+        Family::counter(
+            "fleetscrape_alb_abandoned_requests_total",
+            "Requests still in flight at a round's deadline.",
+            ["target_group"],
+        ),
+        |g| g.abandoned as f64,
+    ),
+    (
+        Family::gauge(
+            "fleetscrape_alb_coverage_ratio",
+            "Members reached / wanted over recent rounds (decayed over about 20).",
+            ["target_group"],
+        ),
+        |g| g.recent_coverage,
+    ),
+    (
+        Family::gauge(
+            "fleetscrape_alb_requests_per_member",
+            "Requests per wanted member per interval over recent rounds.",
+            ["target_group"],
+        ),
+        |g| g.recent_requests_per_member,
+    ),
+];
+
+impl Collect for ScrapeState {
+    fn collect(&self, encoder: &mut Encoder) {
+        let (counters, groups) = self.with(|s| (s.counters.clone(), s.groups.clone()));
+        let mut scrapes = encoder.family(&SCRAPES);
+        for (path, n) in &counters.scrapes_stored {
+            scrapes.sample([path], *n as f64);
+        }
+        let mut failures = encoder.family(&SCRAPE_FAILURES);
+        for (reason, n) in &counters.scrape_failures {
+            failures.sample([reason.as_str()], *n as f64);
+        }
+        encoder.single(&DUPLICATES, counters.duplicates_dropped as f64);
+        for (family, field) in &GROUP_FAMILIES {
+            let mut samples = encoder.family(family);
+            for (group, stats) in &groups {
+                samples.sample([&group.to_string()], field(stats));
+            }
+        }
+        encoder.single(&ALB_REQUESTS, counters.alb_requests as f64);
+        let mut unattributed = encoder.family(&UNATTRIBUTED);
+        for ((group, reason), n) in &counters.unattributed {
+            unattributed.sample([&group.to_string(), reason], *n as f64);
+        }
+        encoder.single(&EARLY_REFRESHES, counters.early_refreshes as f64);
+    }
 }
 
 /// Everything the scraper remembers of one instance. Forgetting an instance

@@ -2,9 +2,7 @@
 //! text format), `/healthz`, and `/api/targets` (per instance: role, how it
 //! was reached, last scrape, up, last error).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -15,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{RefreshStats, TopologyReceiver};
 use crate::scrape::ScrapeState;
+use crate::self_metrics::{Collect, Encoder};
 use crate::store::writer::WriterStats;
 
 /// What the endpoint reports on.
@@ -189,233 +188,21 @@ async fn http_sd(axum::extract::State(state): axum::extract::State<State>) -> im
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
-struct Exposition(String);
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let labels: Vec<String> =
-            labels.iter().map(|(k, v)| format!("{k}=\"{}\"", crate::exposition::escape_label_value(v))).collect();
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
-        let _ = writeln!(self.0, "{name}{braces} {value}");
-    }
-}
-
-/// Via-ALB rounds per target group: coverage (members reached / wanted) and
-/// price (requests / wanted), as counters to rate() and recent gauges.
-fn group_metrics(
-    out: &mut Exposition,
-    groups: &std::collections::BTreeMap<crate::record::TargetGroups, crate::scrape::state::GroupStats>,
-) {
-    type Field = fn(&crate::scrape::state::GroupStats) -> f64;
-    let families: [(&str, &str, &str, Field); 8] = [
-        ("fleetscrape_alb_rounds_total", "counter", "Via-ALB rounds.", |g| g.rounds as f64),
-        (
-            "fleetscrape_alb_rounds_complete_total",
-            "counter",
-            "Via-ALB rounds that reached every member they wanted.",
-            |g| g.complete_rounds as f64,
-        ),
-        ("fleetscrape_alb_member_intervals_total", "counter", "Members wanted, summed over rounds.", |g| {
-            g.member_intervals as f64
-        }),
-        ("fleetscrape_alb_members_reached_total", "counter", "Wanted members reached, summed over rounds.", |g| {
-            g.members_reached as f64
-        }),
-        ("fleetscrape_alb_round_requests_total", "counter", "Requests sent by rounds.", |g| g.requests as f64),
-        (
-            "fleetscrape_alb_abandoned_requests_total",
-            "counter",
-            "Requests still in flight at a round's deadline.",
-            |g| g.abandoned as f64,
-        ),
-        (
-            "fleetscrape_alb_coverage_ratio",
-            "gauge",
-            "Members reached / wanted over recent rounds (decayed over about 20).",
-            |g| g.recent_coverage,
-        ),
-        (
-            "fleetscrape_alb_requests_per_member",
-            "gauge",
-            "Requests per wanted member per interval over recent rounds.",
-            |g| g.recent_requests_per_member,
-        ),
-    ];
-    for (name, kind, help, field) in families {
-        out.family(name, kind, help);
-        for (group, stats) in groups {
-            out.sample(name, &[("target_group", &group.to_string())], field(stats));
-        }
-    }
-}
-
 async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> impl IntoResponse {
     let remote = state.remote.as_ref().map(crate::remote_write::RemoteWrite::stats).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics_page(&state, &remote))
 }
 
-/// The `/metrics` page.
+/// The `/metrics` page: every component's families, through one encoder.
 fn metrics_page(state: &State, remote: &[crate::remote_write::ReceiverStats]) -> String {
-    let mut out = Exposition(String::new());
-    let counters = state.scrape.counters();
-    out.family("fleetscrape_scrapes_total", "counter", "Payloads stored, by how the instance was reached.");
-    for (path, n) in &counters.scrapes_stored {
-        out.sample("fleetscrape_scrapes_total", &[("path", path)], *n as f64);
-    }
-    out.family("fleetscrape_scrape_failures_total", "counter", "Intervals in which an instance got up=0, by reason.");
-    for (reason, n) in &counters.scrape_failures {
-        out.sample("fleetscrape_scrape_failures_total", &[("reason", reason.as_str())], *n as f64);
-    }
-    out.family(
-        "fleetscrape_duplicate_payloads_total",
-        "counter",
-        "Payloads of an instance whose interval was already stored (dropped).",
-    );
-    out.sample("fleetscrape_duplicate_payloads_total", &[], counters.duplicates_dropped as f64);
-    group_metrics(&mut out, &state.scrape.groups());
-    out.family("fleetscrape_alb_requests_total", "counter", "Requests sent to load balancer listeners.");
-    out.sample("fleetscrape_alb_requests_total", &[], counters.alb_requests as f64);
-    out.family(
-        "fleetscrape_unattributed_payloads_total",
-        "counter",
-        "Payloads dropped because no member could be named.",
-    );
-    for ((group, reason), n) in &counters.unattributed {
-        out.sample(
-            "fleetscrape_unattributed_payloads_total",
-            &[("target_group", &group.to_string()), ("reason", reason)],
-            *n as f64,
-        );
-    }
-    out.family(
-        "fleetscrape_early_refreshes_total",
-        "counter",
-        "Early discovery refreshes asked for by unknown identities.",
-    );
-    out.sample("fleetscrape_early_refreshes_total", &[], counters.early_refreshes as f64);
-
-    let discovery = &state.discovery;
-    out.family("fleetscrape_discovery_refreshes_total", "counter", "Discovery refreshes attempted.");
-    out.sample("fleetscrape_discovery_refreshes_total", &[], discovery.refreshes.load(Ordering::Relaxed) as f64);
-    out.family(
-        "fleetscrape_discovery_refresh_failures_total",
-        "counter",
-        "Discovery refreshes that failed (the previous topology was kept).",
-    );
-    out.sample("fleetscrape_discovery_refresh_failures_total", &[], discovery.failures.load(Ordering::Relaxed) as f64);
-    out.family(
-        "fleetscrape_discovery_policy_failures_total",
-        "counter",
-        "Refreshes that could not read the scaling policies (ASGs kept, without their target-tracking target).",
-    );
-    out.sample(
-        "fleetscrape_discovery_policy_failures_total",
-        &[],
-        discovery.policy_failures.load(Ordering::Relaxed) as f64,
-    );
-    out.family("fleetscrape_aws_api_calls_total", "counter", "AWS API requests by operation.");
-    if let Ok(calls) = discovery.api_calls.lock() {
-        for (operation, n) in calls.iter() {
-            out.sample("fleetscrape_aws_api_calls_total", &[("operation", operation)], *n as f64);
-        }
-    }
-    let (scraped, skipped) = state.topology.borrow().as_ref().map_or((0, 0), |t| {
-        let scraped = t.scraped_targets().count();
-        (scraped, t.targets.len() - scraped)
-    });
-    out.family("fleetscrape_targets", "gauge", "Discovered instances, scraped or skipped.");
-    out.sample("fleetscrape_targets", &[("state", "scraped")], scraped as f64);
-    out.sample("fleetscrape_targets", &[("state", "skipped")], skipped as f64);
-
-    let writer = &state.writer;
-    for (name, help, value) in [
-        (
-            "fleetscrape_store_flushes_total",
-            "Store transactions committed.",
-            writer.flushes.load(Ordering::Relaxed) as f64,
-        ),
-        ("fleetscrape_store_samples_total", "Samples committed.", writer.samples.load(Ordering::Relaxed) as f64),
-        (
-            "fleetscrape_store_flush_seconds_total",
-            "Time spent committing batches.",
-            writer.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        ),
-        ("fleetscrape_store_errors_total", "Failed store transactions.", writer.errors.load(Ordering::Relaxed) as f64),
-        (
-            "fleetscrape_store_dropped_samples_total",
-            "Samples lost: held past the bound while writes failed, or held when the writer stopped.",
-            writer.dropped_samples.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_late_samples_total",
-            "Samples dropped because their block was already compacted.",
-            writer.late_samples.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_compaction_steps_total",
-            "Compaction steps done.",
-            writer.compaction_steps.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_compacted_blocks_total",
-            "5-minute blocks moved into the compacted tier and the rollups.",
-            writer.compacted_blocks.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_retention_deleted_rows_total",
-            "Rows deleted by retention.",
-            writer.retention_rows.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_log_lines_dropped_total",
-            "Log lines not written: stderr's reader was too slow (queue full) or gone (broken pipe).",
-            crate::logging::dropped_lines() as f64,
-        ),
-        (
-            "fleetscrape_store_maintenance_errors_total",
-            "Failed compaction or retention steps (retried).",
-            writer.maintenance_errors.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_checkpoints_total",
-            "WAL checkpoints run, off the writer's path.",
-            writer.checkpoints.load(Ordering::Relaxed) as f64,
-        ),
-    ] {
-        out.family(name, "counter", help);
-        out.sample(name, &[], value);
-    }
-    for (name, help, value) in [
-        (
-            "fleetscrape_store_held_samples",
-            "Samples waiting in memory while store writes fail (a full disk), retried every flush interval.",
-            writer.held_samples.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_wal_bytes",
-            "Size of the WAL file at the last checkpoint.",
-            writer.wal_bytes.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "fleetscrape_store_longest_checkpoint_seconds",
-            "The longest WAL checkpoint since start.",
-            writer.longest_checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        ),
-        (
-            "fleetscrape_store_longest_pause_seconds",
-            "The longest single write or upkeep step since start: how long ingest waited at most.",
-            writer.longest_pause_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        ),
-    ] {
-        out.family(name, "gauge", help);
-        out.sample(name, &[], value);
-    }
-    crate::remote_write::render_metrics(&mut out.0, remote);
-    out.0
+    let mut encoder = Encoder::default();
+    state.scrape.collect(&mut encoder);
+    state.discovery.collect(&mut encoder);
+    state.topology.collect(&mut encoder);
+    state.writer.collect(&mut encoder);
+    crate::logging::LogMetrics.collect(&mut encoder);
+    remote.collect(&mut encoder);
+    encoder.finish()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use super::{Batch, Maintenance, Retention, Store};
+use crate::self_metrics::{Collect, Encoder, Family};
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,98 @@ pub struct WriterStats {
     pub longest_checkpoint_micros: AtomicU64,
     /// The WAL file's size at the last checkpoint, bytes.
     pub wal_bytes: AtomicU64,
+}
+
+/// A family of [`WriterStats`] and how to read it from its counter.
+type WriterFamily = (Family<0>, fn(&WriterStats) -> f64);
+
+fn micros_as_seconds(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64 / 1e6
+}
+
+fn count(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64
+}
+
+static WRITER_FAMILIES: [WriterFamily; 15] = [
+    (Family::counter("fleetscrape_store_flushes_total", "Store transactions committed.", []), |s| count(&s.flushes)),
+    (Family::counter("fleetscrape_store_samples_total", "Samples committed.", []), |s| count(&s.samples)),
+    (Family::counter("fleetscrape_store_flush_seconds_total", "Time spent committing batches.", []), |s| {
+        micros_as_seconds(&s.flush_micros)
+    }),
+    (Family::counter("fleetscrape_store_errors_total", "Failed store transactions.", []), |s| count(&s.errors)),
+    (
+        Family::counter(
+            "fleetscrape_store_dropped_samples_total",
+            "Samples lost: held past the bound while writes failed, or held when the writer stopped.",
+            [],
+        ),
+        |s| count(&s.dropped_samples),
+    ),
+    (
+        Family::counter(
+            "fleetscrape_store_late_samples_total",
+            "Samples dropped because their block was already compacted.",
+            [],
+        ),
+        |s| count(&s.late_samples),
+    ),
+    (Family::counter("fleetscrape_store_compaction_steps_total", "Compaction steps done.", []), |s| {
+        count(&s.compaction_steps)
+    }),
+    (
+        Family::counter(
+            "fleetscrape_store_compacted_blocks_total",
+            "5-minute blocks moved into the compacted tier and the rollups.",
+            [],
+        ),
+        |s| count(&s.compacted_blocks),
+    ),
+    (Family::counter("fleetscrape_store_retention_deleted_rows_total", "Rows deleted by retention.", []), |s| {
+        count(&s.retention_rows)
+    }),
+    (
+        Family::counter(
+            "fleetscrape_store_maintenance_errors_total",
+            "Failed compaction or retention steps (retried).",
+            [],
+        ),
+        |s| count(&s.maintenance_errors),
+    ),
+    (Family::counter("fleetscrape_store_checkpoints_total", "WAL checkpoints run, off the writer's path.", []), |s| {
+        count(&s.checkpoints)
+    }),
+    (
+        Family::gauge(
+            "fleetscrape_store_held_samples",
+            "Samples waiting in memory while store writes fail (a full disk), retried every flush interval.",
+            [],
+        ),
+        |s| count(&s.held_samples),
+    ),
+    (Family::gauge("fleetscrape_store_wal_bytes", "Size of the WAL file at the last checkpoint.", []), |s| {
+        count(&s.wal_bytes)
+    }),
+    (
+        Family::gauge("fleetscrape_store_longest_checkpoint_seconds", "The longest WAL checkpoint since start.", []),
+        |s| micros_as_seconds(&s.longest_checkpoint_micros),
+    ),
+    (
+        Family::gauge(
+            "fleetscrape_store_longest_pause_seconds",
+            "The longest single write or upkeep step since start: how long ingest waited at most.",
+            [],
+        ),
+        |s| micros_as_seconds(&s.longest_pause_micros),
+    ),
+];
+
+impl Collect for WriterStats {
+    fn collect(&self, encoder: &mut Encoder) {
+        for (family, read) in &WRITER_FAMILIES {
+            encoder.single(family, read(self));
+        }
+    }
 }
 
 /// Sends batches to the writer.
