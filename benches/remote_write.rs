@@ -54,15 +54,15 @@ fn target(i: usize) -> Target {
     let id = format!("i-{i:017x}");
     Target {
         instance: Instance {
-            state: "running".into(),
+            state: fleetscrape::discovery::model::InstanceState::Running,
             availability_zone: Some(if i.is_multiple_of(2) { "ap-northeast-2a" } else { "ap-northeast-2c" }.into()),
             ..Instance::not_found(&id)
         },
         role: Role::Asg,
         asg: Some(fleetscrape::discovery::topology::AsgMembership {
             name: "web".into(),
-            lifecycle_state: Some("InService".into()),
-            health_status: Some("Healthy".into()),
+            lifecycle_state: Some(fleetscrape::discovery::model::LifecycleState::InService),
+            health_status: Some(fleetscrape::discovery::model::AsgHealth::Healthy),
         }),
         paths: vec![],
         discovered_labels: Default::default(),

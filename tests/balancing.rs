@@ -44,7 +44,7 @@ fn inventory(ids: &[String]) -> Inventory {
             .map(|id| Registration {
                 instance_id: id.clone(),
                 port: 9100,
-                health: "healthy".into(),
+                health: fleetscrape::discovery::model::TargetHealth::Healthy,
                 health_reason: None,
             })
             .collect(),
@@ -66,7 +66,7 @@ fn inventory(ids: &[String]) -> Inventory {
         .enumerate()
         .map(|(i, id)| {
             let instance = Instance {
-                state: "running".into(),
+                state: fleetscrape::discovery::model::InstanceState::Running,
                 private_ip: Some(format!("10.20.1.{}", i + 10)),
                 ..Instance::not_found(id)
             };

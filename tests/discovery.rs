@@ -124,9 +124,13 @@ async fn asg_scale_out_and_scale_in_are_followed_and_terminated_members_reported
         topology.targets.iter().filter(|t| !remaining.contains(&t.instance.id) && t.role == Role::Asg).collect();
     assert_eq!(gone.len(), 2, "{topology:#?}");
     for target in gone {
-        assert_eq!(target.instance.state, "terminated");
-        assert_eq!(target.skip, Some(SkipReason::NotRunning("terminated".into())));
-        assert_eq!(target.paths[0].health, "healthy", "moto's quirk this test relies on");
+        assert_eq!(target.instance.state, fleetscrape::discovery::model::InstanceState::Terminated);
+        assert_eq!(target.skip, Some(SkipReason::NotRunning(fleetscrape::discovery::model::InstanceState::Terminated)));
+        assert_eq!(
+            target.paths[0].health,
+            fleetscrape::discovery::model::TargetHealth::Healthy,
+            "moto's quirk this test relies on"
+        );
         assert_eq!(target.asg_name(), Some("web"), "a former member keeps its group from the tag");
     }
 }
@@ -257,7 +261,7 @@ async fn page_and_batch_boundaries_are_crossed() {
         members,
         "members listed on the second page"
     );
-    assert!(topology.targets.iter().all(|t| t.instance.state == "running"));
+    assert!(topology.targets.iter().all(|t| t.instance.is_running()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,7 +383,10 @@ async fn instance_tags_filter_and_stopped_or_terminated_basic_instances() {
     let b = topology.target(&seed.basic_b).expect("still registered");
     assert_eq!((b.instance.state.as_str(), b.paths[0].health.as_str()), ("stopped", "unused"));
     assert_eq!(b.paths[0].health_reason.as_deref(), Some("Target.InvalidState"));
-    assert_eq!((b.role, b.skip.clone()), (Role::Basic, Some(SkipReason::NotRunning("stopped".into()))));
+    assert_eq!(
+        (b.role, b.skip.clone()),
+        (Role::Basic, Some(SkipReason::NotRunning(fleetscrape::discovery::model::InstanceState::Stopped)))
+    );
     assert_eq!(topology.scraped_targets().count(), 2);
 
     // A terminated one is deregistered by moto (as by AWS after draining).

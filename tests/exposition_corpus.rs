@@ -133,7 +133,10 @@ fn bits(value: f64) -> u64 {
 fn target() -> fleetscrape::discovery::Target {
     use fleetscrape::discovery::model::Instance;
     fleetscrape::discovery::Target {
-        instance: Instance { state: "running".into(), ..Instance::not_found("i-0abc1234def567890") },
+        instance: Instance {
+            state: fleetscrape::discovery::model::InstanceState::Running,
+            ..Instance::not_found("i-0abc1234def567890")
+        },
         role: fleetscrape::discovery::Role::Basic,
         asg: None,
         paths: vec![],

@@ -329,7 +329,7 @@ impl TopologySink {
                 asg_name: target.asg_name().map(String::from),
                 availability_zone: target.instance.availability_zone.clone(),
                 private_ip: target.instance.private_ip.clone(),
-                state: target.instance.state.clone(),
+                state: target.instance.state.to_string(),
                 labels: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
                 seen: now,
             });

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::Error;
 use super::aws::{Clients, api_error};
-use super::model::{AsgMember, AutoScalingGroup, TargetTracking};
+use super::model::{AsgHealth, AsgMember, AutoScalingGroup, LifecycleState, TargetTracking};
 
 /// Largest page DescribeAutoScalingGroups accepts.
 const PAGE_SIZE: i32 = 100;
@@ -82,8 +82,8 @@ fn convert(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AutoScalingG
             .filter_map(|i| {
                 Some(AsgMember {
                     instance_id: i.instance_id()?.to_string(),
-                    lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
-                    health_status: i.health_status().unwrap_or_default().to_string(),
+                    lifecycle_state: LifecycleState::from_aws(i.lifecycle_state().map_or("", |s| s.as_str())),
+                    health_status: AsgHealth::from_aws(i.health_status().unwrap_or_default()),
                 })
             })
             .collect(),

@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::Filter;
 
 use super::Error;
 use super::aws::{Clients, api_error};
-use super::model::Instance;
+use super::model::{Instance, InstanceState};
 
 /// Instance ids per request. Ids go in an `instance-id` filter rather than
 /// `InstanceIds`, because an unknown id in `InstanceIds` fails the whole call
@@ -40,7 +40,7 @@ fn convert(instance: &aws_sdk_ec2::types::Instance) -> Instance {
     let owned = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
     Instance {
         id: instance.instance_id().unwrap_or_default().to_string(),
-        state: instance.state().and_then(|s| s.name()).map_or("unknown", |n| n.as_str()).to_string(),
+        state: InstanceState::from_aws(instance.state().and_then(|s| s.name()).map_or("unknown", |n| n.as_str())),
         private_ip: owned(instance.private_ip_address()),
         private_dns_name: owned(instance.private_dns_name()),
         availability_zone: owned(instance.placement().and_then(|p| p.availability_zone())),

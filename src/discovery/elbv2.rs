@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 
 use super::Error;
 use super::aws::{Clients, api_error};
-use super::model::{Forward, Listener, LoadBalancer, Registration, TargetGroup};
+use super::model::{Forward, Listener, LoadBalancer, Registration, TargetGroup, TargetHealth};
 
 /// Largest page DescribeLoadBalancers / DescribeListeners / DescribeTargetGroups accept.
 const PAGE_SIZE: i32 = 400;
@@ -206,7 +206,7 @@ fn registration(description: &elb::TargetHealthDescription, default_port: u16) -
     Some(Registration {
         instance_id: target.id()?.to_string(),
         port: target.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(default_port),
-        health: health.and_then(|h| h.state()).map_or("unknown", |s| s.as_str()).to_string(),
+        health: TargetHealth::from_aws(health.and_then(|h| h.state()).map_or("unknown", |s| s.as_str())),
         health_reason: health.and_then(|h| h.reason()).map(|r| r.as_str().to_string()),
     })
 }

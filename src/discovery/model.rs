@@ -3,8 +3,136 @@
 //! [`super::topology`] is plain data in, plain data out.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Serialize;
+
+/// An enum of AWS state names: the values this version names, and any other
+/// kept as AWS spelled it (AWS adds states; a new one must not fail a
+/// refresh). `as_str` and `Display` give AWS's spelling, which is what the
+/// `__meta_*` labels and the database carry.
+macro_rules! aws_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$variant_doc:meta])* $variant:ident = $spelling:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_doc])* $variant,)+
+            /// A value this version does not name, as AWS spelled it.
+            Other(String),
+        }
+
+        impl $name {
+            /// Reads AWS's spelling; one this version does not name is kept as [`Self::Other`].
+            pub fn from_aws(spelling: &str) -> Self {
+                match spelling {
+                    $($spelling => Self::$variant,)+
+                    other => Self::Other(other.to_string()),
+                }
+            }
+
+            /// AWS's spelling.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $spelling,)+
+                    Self::Other(spelling) => spelling,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+aws_enum! {
+    /// A target's health in a target group (`DescribeTargetHealth`).
+    TargetHealth {
+        /// Registration or the first health checks under way.
+        Initial = "initial",
+        /// The load balancer forwards to it.
+        Healthy = "healthy",
+        /// Failing its health checks.
+        Unhealthy = "unhealthy",
+        /// Unhealthy and being deregistered.
+        UnhealthyDraining = "unhealthy.draining",
+        /// Not used by any load balancer, or in a disabled zone.
+        Unused = "unused",
+        /// Being deregistered.
+        Draining = "draining",
+        /// Health checks are disabled.
+        Unavailable = "unavailable",
+    }
+}
+
+aws_enum! {
+    /// An EC2 instance's state (`DescribeInstances`), plus `not_found` for a
+    /// registered instance EC2 no longer returns.
+    InstanceState {
+        /// Starting.
+        Pending = "pending",
+        /// Running: the only state in which it is scraped.
+        Running = "running",
+        /// Terminating.
+        ShuttingDown = "shutting-down",
+        /// Terminated (a scale-in's end).
+        Terminated = "terminated",
+        /// Stopping.
+        Stopping = "stopping",
+        /// Stopped.
+        Stopped = "stopped",
+        /// Registered in a target group or group, but `DescribeInstances` does not return it.
+        NotFound = "not_found",
+    }
+}
+
+aws_enum! {
+    /// A member's lifecycle state in its Auto Scaling group.
+    LifecycleState {
+        /// Launching.
+        Pending = "Pending",
+        /// Held by a launch lifecycle hook.
+        PendingWait = "Pending:Wait",
+        /// A launch lifecycle hook completed.
+        PendingProceed = "Pending:Proceed",
+        /// Serving: counted by the group.
+        InService = "InService",
+        /// Leaving.
+        Terminating = "Terminating",
+        /// Held by a termination lifecycle hook.
+        TerminatingWait = "Terminating:Wait",
+        /// A termination lifecycle hook completed.
+        TerminatingProceed = "Terminating:Proceed",
+        /// Gone.
+        Terminated = "Terminated",
+        /// Being detached.
+        Detaching = "Detaching",
+        /// Detached.
+        Detached = "Detached",
+        /// Entering standby.
+        EnteringStandby = "EnteringStandby",
+        /// In standby: in the group, not serving.
+        Standby = "Standby",
+    }
+}
+
+aws_enum! {
+    /// A member's health as its Auto Scaling group sees it.
+    AsgHealth {
+        /// Healthy.
+        Healthy = "Healthy",
+        /// Unhealthy: the group will replace it.
+        Unhealthy = "Unhealthy",
+    }
+}
 
 /// An ALB (or NLB) and the listeners fleetscrape follows on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,8 +191,8 @@ pub struct Registration {
     pub instance_id: String,
     /// Port the target is registered on (the exporter's port).
     pub port: u16,
-    /// `healthy`, `unhealthy`, `initial`, `draining`, `unused`, `unavailable`.
-    pub health: String,
+    /// Its health in the target group.
+    pub health: TargetHealth,
     /// AWS's reason code for a health state other than healthy.
     pub health_reason: Option<String>,
 }
@@ -107,16 +235,16 @@ pub struct TargetTracking {
 pub struct AsgMember {
     /// EC2 instance id.
     pub instance_id: String,
-    /// `Pending`, `InService`, `Terminating`, ...
-    pub lifecycle_state: String,
-    /// `Healthy` or `Unhealthy`.
-    pub health_status: String,
+    /// Its lifecycle state in the group.
+    pub lifecycle_state: LifecycleState,
+    /// Its health as the group sees it.
+    pub health_status: AsgHealth,
 }
 
 impl AsgMember {
     /// Whether the group counts it as serving (`InService`).
     pub fn is_in_service(&self) -> bool {
-        self.lifecycle_state == LIFECYCLE_IN_SERVICE
+        self.lifecycle_state == LifecycleState::InService
     }
 }
 
@@ -125,8 +253,8 @@ impl AsgMember {
 pub struct Instance {
     /// Instance id.
     pub id: String,
-    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
-    pub state: String,
+    /// Its state.
+    pub state: InstanceState,
     /// Primary private IPv4 address.
     pub private_ip: Option<String>,
     /// Private DNS name, e.g. `ip-10-0-1-23.ap-northeast-2.compute.internal`.
@@ -147,27 +275,12 @@ pub struct Instance {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The EC2 state of a registered instance that `DescribeInstances` no longer returns.
-pub const STATE_NOT_FOUND: &str = "not_found";
-
-/// The only EC2 state in which an instance is scraped.
-pub const STATE_RUNNING: &str = "running";
-
-/// The EC2 state of a terminated instance (a scale-in's end).
-pub const STATE_TERMINATED: &str = "terminated";
-
-/// The target health in which a load balancer forwards to a target.
-pub const TARGET_HEALTHY: &str = "healthy";
-
-/// The Auto Scaling lifecycle state of a member serving traffic.
-pub const LIFECYCLE_IN_SERVICE: &str = "InService";
-
 impl Instance {
     /// A placeholder for an instance id EC2 does not know (any more).
     pub fn not_found(id: &str) -> Self {
         Self {
             id: id.to_string(),
-            state: STATE_NOT_FOUND.to_string(),
+            state: InstanceState::NotFound,
             private_ip: None,
             private_dns_name: None,
             availability_zone: None,
@@ -182,12 +295,12 @@ impl Instance {
 
     /// Whether EC2 reports the instance as running.
     pub fn is_running(&self) -> bool {
-        self.state == STATE_RUNNING
+        self.state == InstanceState::Running
     }
 
     /// Whether EC2 reports the instance as terminated.
     pub fn is_terminated(&self) -> bool {
-        self.state == STATE_TERMINATED
+        self.state == InstanceState::Terminated
     }
 }
 
@@ -205,4 +318,42 @@ pub struct Inventory {
     /// Why the scaling policies could not be read (they are optional: the
     /// groups are still discovered, with no target-tracking target).
     pub policies_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_spellings_read_back_as_written() {
+        for spelling in ["healthy", "unhealthy.draining", "initial", "unused"] {
+            assert_eq!(TargetHealth::from_aws(spelling).as_str(), spelling);
+        }
+        assert_eq!(TargetHealth::from_aws("healthy"), TargetHealth::Healthy);
+        assert_eq!(InstanceState::from_aws("shutting-down"), InstanceState::ShuttingDown);
+        assert_eq!(LifecycleState::from_aws("Pending:Wait"), LifecycleState::PendingWait);
+        assert_eq!(LifecycleState::from_aws("InService").to_string(), "InService");
+    }
+
+    #[test]
+    fn a_state_aws_adds_later_is_kept_as_spelled() {
+        let warmed = LifecycleState::from_aws("Warmed:Hibernated");
+        assert_eq!(warmed, LifecycleState::Other("Warmed:Hibernated".into()));
+        assert_eq!(warmed.as_str(), "Warmed:Hibernated");
+        assert_ne!(warmed, LifecycleState::InService);
+    }
+
+    #[test]
+    fn states_serialize_as_aws_spells_them() {
+        let member = AsgMember {
+            instance_id: "i-1".into(),
+            lifecycle_state: LifecycleState::InService,
+            health_status: AsgHealth::Other("Sick".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&member).unwrap(),
+            r#"{"instance_id":"i-1","lifecycle_state":"InService","health_status":"Sick"}"#
+        );
+        assert_eq!(serde_json::to_string(&InstanceState::NotFound).unwrap(), r#""not_found""#);
+    }
 }

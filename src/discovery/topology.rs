@@ -7,7 +7,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::model::{AutoScalingGroup, Instance, Inventory, LoadBalancer, Registration, TargetGroup};
+use super::model::{
+    AsgHealth, AutoScalingGroup, Instance, InstanceState, Inventory, LifecycleState, LoadBalancer, Registration,
+    TargetGroup, TargetHealth,
+};
 use crate::labels::{LabelSet, sanitize_label_name, without_meta};
 use crate::relabel::{self, RelabelConfig};
 
@@ -47,9 +50,9 @@ pub struct AsgMembership {
     pub name: String,
     /// Lifecycle state in the group; `None` when the group no longer lists the
     /// instance and the group is known only from its `aws:autoscaling:groupName` tag.
-    pub lifecycle_state: Option<String>,
+    pub lifecycle_state: Option<LifecycleState>,
     /// Health as the group sees it; `None` as above.
-    pub health_status: Option<String>,
+    pub health_status: Option<AsgHealth>,
 }
 
 /// One way to reach an instance: a listener of a load balancer forwarding to
@@ -73,7 +76,7 @@ pub struct Path {
     /// Port the instance is registered on.
     pub target_port: u16,
     /// Target health in this target group.
-    pub health: String,
+    pub health: TargetHealth,
     /// AWS's reason for a non-healthy state.
     pub health_reason: Option<String>,
 }
@@ -81,7 +84,7 @@ pub struct Path {
 impl Path {
     /// Whether the load balancer forwards to the target on this path (its target health is `healthy`).
     pub fn is_healthy(&self) -> bool {
-        self.health == super::model::TARGET_HEALTHY
+        self.health == TargetHealth::Healthy
     }
 
     /// `<load balancer DNS name>:<listener port>`.
@@ -104,7 +107,7 @@ fn scheme_of(protocol: &str) -> &'static str {
 #[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
 pub enum SkipReason {
     /// EC2 does not report it as running (its state is given).
-    NotRunning(String),
+    NotRunning(InstanceState),
     /// It lacks a tag required by `discovery.instance_tags`.
     InstanceTags,
     /// A `relabel_configs` rule dropped it.
@@ -397,7 +400,7 @@ fn discovered_labels(
     put("__metrics_path__", metrics_path);
 
     put("__meta_ec2_instance_id", &instance.id);
-    put("__meta_ec2_instance_state", &instance.state);
+    put("__meta_ec2_instance_state", instance.state.as_str());
     for (name, value) in [
         ("__meta_ec2_private_ip", &instance.private_ip),
         ("__meta_ec2_private_dns_name", &instance.private_dns_name),
@@ -422,7 +425,7 @@ fn discovered_labels(
         put("__meta_elbv2_target_group_name", &path.target_group);
         put("__meta_elbv2_target_group_arn", &path.target_group_arn);
         put("__meta_elbv2_target_port", &path.target_port.to_string());
-        put("__meta_elbv2_target_health", &path.health);
+        put("__meta_elbv2_target_health", path.health.as_str());
     }
     // Prometheus writes lists comma-wrapped, so `.*,9101,.*` matches one element.
     let ports: BTreeSet<u16> = paths.iter().map(|p| p.listener_port).collect();
@@ -430,8 +433,11 @@ fn discovered_labels(
     put("__meta_elbv2_listener_ports", &format!(",{},", ports.join(",")));
 
     put("__meta_autoscaling_group_name", asg.map_or("", |a| a.name.as_str()));
-    put("__meta_autoscaling_lifecycle_state", asg.and_then(|a| a.lifecycle_state.as_deref()).unwrap_or(""));
-    put("__meta_autoscaling_health_status", asg.and_then(|a| a.health_status.as_deref()).unwrap_or(""));
+    put(
+        "__meta_autoscaling_lifecycle_state",
+        asg.and_then(|a| a.lifecycle_state.as_ref()).map_or("", LifecycleState::as_str),
+    );
+    put("__meta_autoscaling_health_status", asg.and_then(|a| a.health_status.as_ref()).map_or("", AsgHealth::as_str));
     put("__meta_fleetscrape_role", role.as_str());
     labels
 }

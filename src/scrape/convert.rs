@@ -186,7 +186,7 @@ mod tests {
     fn target() -> Target {
         Target {
             instance: Instance {
-                state: "running".into(),
+                state: crate::discovery::model::InstanceState::Running,
                 availability_zone: Some("ap-northeast-2a".into()),
                 ..Instance::not_found("i-0abc1234def567890")
             },

@@ -91,7 +91,7 @@ mod tests {
         Target {
             instance: Instance {
                 private_dns_name: Some(dns.into()),
-                state: "running".into(),
+                state: crate::discovery::model::InstanceState::Running,
                 ..Instance::not_found(id)
             },
             role: Role::Basic,

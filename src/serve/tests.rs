@@ -15,7 +15,7 @@ fn set(counter: &AtomicU64, value: u64) {
 
 fn target(id: &str, skip: Option<SkipReason>) -> Target {
     Target {
-        instance: Instance { state: "running".into(), ..Instance::not_found(id) },
+        instance: Instance { state: crate::discovery::model::InstanceState::Running, ..Instance::not_found(id) },
         role: Role::Basic,
         asg: None,
         paths: vec![],
@@ -120,7 +120,7 @@ fn state() -> State {
         targets: vec![
             target("i-1", None),
             target("i-2", None),
-            target("i-3", Some(SkipReason::NotRunning("stopped".into()))),
+            target("i-3", Some(SkipReason::NotRunning(crate::discovery::model::InstanceState::Stopped))),
         ],
         auto_scaling_groups: vec![],
         refreshed_at: std::time::SystemTime::UNIX_EPOCH,

@@ -1,9 +1,10 @@
 use super::*;
+use crate::discovery::model::{AsgHealth, InstanceState, LifecycleState, TargetHealth};
 use crate::discovery::model::{AsgMember, Forward, Listener};
 
 fn instance(id: &str, state: &str, ip: &str) -> Instance {
     Instance {
-        state: state.to_string(),
+        state: InstanceState::from_aws(state),
         private_ip: Some(ip.to_string()),
         private_dns_name: Some(format!("ip-{}.ap-northeast-2.compute.internal", ip.replace('.', "-"))),
         availability_zone: Some("ap-northeast-2a".to_string()),
@@ -13,7 +14,7 @@ fn instance(id: &str, state: &str, ip: &str) -> Instance {
 }
 
 fn registration(id: &str) -> Registration {
-    Registration { instance_id: id.to_string(), port: 9100, health: "healthy".to_string(), health_reason: None }
+    Registration { instance_id: id.to_string(), port: 9100, health: TargetHealth::Healthy, health_reason: None }
 }
 
 fn group(name: &str, ids: &[&str]) -> TargetGroup {
@@ -59,8 +60,8 @@ fn seed() -> Inventory {
             max_size: 4,
             members: vec![AsgMember {
                 instance_id: "i-asg1".to_string(),
-                lifecycle_state: "InService".to_string(),
-                health_status: "Healthy".to_string(),
+                lifecycle_state: LifecycleState::InService,
+                health_status: AsgHealth::Healthy,
             }],
             target_tracking: None,
         }],
@@ -143,13 +144,13 @@ fn an_instance_behind_several_listeners_is_one_target_with_sorted_paths() {
 #[test]
 fn instances_that_are_not_running_are_reported_but_not_scraped() {
     let mut inventory = seed();
-    inventory.instances.get_mut("i-b").unwrap().state = "terminated".to_string();
+    inventory.instances.get_mut("i-b").unwrap().state = InstanceState::Terminated;
     inventory.instances.remove("i-a");
     let topology = join(&inventory, &options());
     let b = topology.target("i-b").unwrap();
-    assert_eq!(b.skip, Some(SkipReason::NotRunning("terminated".to_string())));
+    assert_eq!(b.skip, Some(SkipReason::NotRunning(InstanceState::Terminated)));
     let a = topology.target("i-a").unwrap();
-    assert_eq!(a.instance.state, "not_found");
+    assert_eq!(a.instance.state, InstanceState::NotFound);
     assert!(!a.is_scraped());
     assert_eq!(topology.scraped_targets().count(), 1);
 }
@@ -158,7 +159,7 @@ fn instances_that_are_not_running_are_reported_but_not_scraped() {
 fn a_former_asg_member_keeps_its_role_from_the_tag() {
     let mut inventory = seed();
     inventory.auto_scaling_groups[0].members.clear();
-    inventory.instances.get_mut("i-asg1").unwrap().state = "terminated".to_string();
+    inventory.instances.get_mut("i-asg1").unwrap().state = InstanceState::Terminated;
     let topology = join(&inventory, &options());
     let target = topology.target("i-asg1").unwrap();
     assert_eq!(target.role, Role::Asg);

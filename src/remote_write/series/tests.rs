@@ -8,7 +8,7 @@ use crate::store::SampleRecord;
 fn target(id: &str, name: &str) -> Target {
     Target {
         instance: Instance {
-            state: "running".into(),
+            state: crate::discovery::model::InstanceState::Running,
             availability_zone: Some("ap-northeast-2a".into()),
             ..Instance::not_found(id)
         },
@@ -182,7 +182,7 @@ fn an_instance_leaving_the_topology_has_every_series_marked_stale() {
         Some(&topo),
     );
     let mut gone = target("i-a", "web-1");
-    gone.skip = Some(crate::discovery::SkipReason::NotRunning("terminated".into()));
+    gone.skip = Some(crate::discovery::SkipReason::NotRunning(crate::discovery::model::InstanceState::Terminated));
     let chunks = t.topology_changed(&topology(vec![gone, target("i-b", "web-2")]), 5.0);
     let got = decoded(&chunks);
     assert_eq!(got.len(), 5, "a + up + duration + samples + reached of i-a: {got:?}");
