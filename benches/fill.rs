@@ -219,7 +219,7 @@ fn scrape(fleet: &Fleet, n: usize, time: f64, elapsed: f64, round: u64) -> Scrap
             SampleRecord { metric: Arc::clone(&s.metric), labels: Arc::clone(&s.labels), value }
         })
         .collect();
-    ScrapeRecord { instance_id: instance_id(n), time, samples, types: fleet.types.clone() }
+    ScrapeRecord { instance_id: instance_id(n).into(), time, samples, types: fleet.types.clone() }
 }
 
 /// What the daemon writes beside the samples and the dashboards read: a
@@ -294,7 +294,7 @@ fn health_rows(
 fn instances(count: usize, seen: f64) -> Vec<InstanceRecord> {
     (0..count)
         .map(|n| InstanceRecord {
-            instance_id: instance_id(n),
+            instance_id: instance_id(n).into(),
             role: if n % 2 == 0 { "asg" } else { "basic" }.into(),
             asg_name: (n % 2 == 0).then(|| "web".into()),
             availability_zone: Some("ap-northeast-2a".into()),
@@ -830,7 +830,7 @@ async fn churn(db: &Path, total: usize) {
         if launched >= 10 {
             let gone = EventRecord {
                 time: start + round as f64 * 15.0,
-                instance_id: instance_id(launched - 10),
+                instance_id: instance_id(launched - 10).into(),
                 asg_name: Some("web".into()),
                 kind: EventKind::Terminated,
                 detail: String::new(),

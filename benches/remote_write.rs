@@ -163,7 +163,13 @@ struct Run {
 }
 
 /// Offers `ROUNDS` rounds of every target; waits until delivered (when `wait`).
-async fn offer(remote: &RemoteWrite, ids: &[String], series: &[Vec<Series>], first_round: usize, wait: bool) -> Run {
+async fn offer(
+    remote: &RemoteWrite,
+    ids: &[fleetscrape::ids::InstanceId],
+    series: &[Vec<Series>],
+    first_round: usize,
+    wait: bool,
+) -> Run {
     let start = 1_780_000_000.0;
     let (cpu, began) = (cpu_seconds(), Instant::now());
     let mut offered = 0u64;
@@ -194,7 +200,7 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
-    let ids: Vec<String> = (0..targets).map(|i| target(i).instance.id).collect();
+    let ids: Vec<fleetscrape::ids::InstanceId> = (0..targets).map(|i| target(i).instance.id).collect();
     let series = series(targets);
     let topology = Topology {
         targets: (0..targets).map(target).collect(),

@@ -64,7 +64,7 @@ fn round(templates: &[Template], targets: usize, round: usize) -> Batch {
                 })
                 .collect();
             ScrapeRecord {
-                instance_id: format!("i-{t:017x}"),
+                instance_id: format!("i-{t:017x}").into(),
                 time: start + (t as f64 * 15.0 / targets as f64 * 1000.0).round() / 1000.0,
                 samples,
                 types: Vec::new(),
@@ -74,7 +74,7 @@ fn round(templates: &[Template], targets: usize, round: usize) -> Batch {
     let instances = if round == 0 {
         (0..targets)
             .map(|t| InstanceRecord {
-                instance_id: format!("i-{t:017x}"),
+                instance_id: format!("i-{t:017x}").into(),
                 role: if t % 2 == 0 { "asg" } else { "basic" }.into(),
                 asg_name: (t % 2 == 0).then(|| "web".into()),
                 availability_zone: Some("ap-northeast-2a".into()),
@@ -142,7 +142,7 @@ async fn naive_ingest(dir: &Path, batches: &[Batch]) -> (f64, usize) {
         let mut rows = Vec::new();
         for scrape in &batch.scrapes {
             for sample in &scrape.samples {
-                let key = (scrape.instance_id.clone(), sample.metric.to_string(), sample.labels.to_string());
+                let key = (scrape.instance_id.to_string(), sample.metric.to_string(), sample.labels.to_string());
                 let next = ids.len() as i64;
                 let id = *ids.entry(key).or_insert(next);
                 rows.push((id, scrape.time, sample.value));

@@ -11,7 +11,8 @@
 //! - Leaves, usable everywhere: [`clock`] (epoch seconds), [`duration`]
 //!   (Prometheus durations: `15s`, `1m30s`, `15d`), [`exposition`] (the text
 //!   format's zero-copy parser with scrape limits, and gzip under a size limit:
-//!   the workspace crate `crates/exposition`, re-exported), [`labels`] (label
+//!   the workspace crate `crates/exposition`, re-exported), [`ids`] (typed
+//!   ids: `InstanceId`), [`labels`] (label
 //!   sets, label-name rules); then [`self_metrics`] (the registry of
 //!   fleetscrape's own metrics: each family declared beside the component
 //!   that owns it, one encoder); then [`logging`] (stderr through a queue
@@ -49,6 +50,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod duration;
 pub mod emulator;
+pub mod ids;
 pub use fleetscrape_exposition as exposition;
 pub mod labels;
 pub mod logging;

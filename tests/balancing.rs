@@ -42,7 +42,7 @@ fn inventory(ids: &[String]) -> Inventory {
         registrations: ids
             .iter()
             .map(|id| Registration {
-                instance_id: id.clone(),
+                instance_id: id.into(),
                 port: 9100,
                 health: fleetscrape::discovery::model::TargetHealth::Healthy,
                 health_reason: None,
@@ -70,7 +70,7 @@ fn inventory(ids: &[String]) -> Inventory {
                 private_ip: Some(format!("10.20.1.{}", i + 10)),
                 ..Instance::not_found(id)
             };
-            (id.clone(), instance)
+            (instance.id.clone(), instance)
         })
         .collect();
     Inventory {

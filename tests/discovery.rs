@@ -31,7 +31,7 @@ async fn discover(endpoint: &str, extra: &str) -> Topology {
 }
 
 fn ids(targets: impl Iterator<Item = impl std::ops::Deref<Target = Target>>) -> Vec<String> {
-    let mut ids: Vec<String> = targets.map(|t| t.instance.id.clone()).collect();
+    let mut ids: Vec<String> = targets.map(|t| t.instance.id.to_string()).collect();
     ids.sort();
     ids
 }
@@ -120,8 +120,11 @@ async fn asg_scale_out_and_scale_in_are_followed_and_terminated_members_reported
     let topology = discoverer.discover().await.expect("after scale-in").topology;
     assert_eq!(ids(topology.scraped_targets().filter(|t| t.role == Role::Asg)), remaining);
     // moto keeps terminated members registered and "healthy": EC2 state decides.
-    let gone: Vec<&Target> =
-        topology.targets.iter().filter(|t| !remaining.contains(&t.instance.id) && t.role == Role::Asg).collect();
+    let gone: Vec<&Target> = topology
+        .targets
+        .iter()
+        .filter(|t| !remaining.contains(&t.instance.id.to_string()) && t.role == Role::Asg)
+        .collect();
     assert_eq!(gone.len(), 2, "{topology:#?}");
     for target in gone {
         assert_eq!(target.instance.state, fleetscrape::discovery::model::InstanceState::Terminated);
@@ -179,7 +182,8 @@ async fn forward_config_with_two_weighted_target_groups() {
     assert_eq!(topology.targets.len(), 3);
     for target in &topology.targets {
         let path = &target.paths[0];
-        let expected = if green_ids.contains(&target.instance.id) { ("green", Some(10)) } else { ("blue", Some(90)) };
+        let expected =
+            if green_ids.contains(&target.instance.id.to_string()) { ("green", Some(10)) } else { ("blue", Some(90)) };
         assert_eq!((path.target_group.as_str(), path.weight), expected);
         assert_eq!(path.listener_port, 9200);
     }

@@ -15,7 +15,7 @@ use regex::Regex;
 /// layers; modules of one layer never import each other.
 const LAYERS: &[&[&str]] = &[
     // Leaves: value types and tools every layer may use.
-    &["clock", "duration", "exposition", "labels"],
+    &["clock", "duration", "exposition", "ids", "labels"],
     // The registry of fleetscrape's own metrics, which every component below feeds.
     &["self_metrics"],
     &["logging", "record", "relabel"],

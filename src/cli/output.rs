@@ -42,7 +42,7 @@ fn entries(topology: &Topology) -> impl Iterator<Item = PathEntry<'_>> {
 fn entry<'a>(target: &'a Target, path: &'a Path) -> PathEntry<'a> {
     let instance = &target.instance;
     PathEntry {
-        instance_id: &instance.id,
+        instance_id: instance.id.as_str(),
         role: target.role.as_str(),
         asg_name: target.asg_name(),
         load_balancer: &path.load_balancer,

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::discovery::{self, Discoverer, Refresher, Topology};
+use crate::ids::InstanceId;
 use crate::remote_write::{self, RemoteWrite};
 use crate::scrape::{self, HttpClient, Scraper, Settings};
 use crate::serve;
@@ -297,7 +298,7 @@ struct Seen {
 /// Turns topologies into `instances`, `asg_membership` and `events` rows.
 #[derive(Debug, Default)]
 pub struct TopologySink {
-    previous: Option<HashMap<String, Seen>>,
+    previous: Option<HashMap<InstanceId, Seen>>,
 }
 
 impl TopologySink {
@@ -364,10 +365,10 @@ impl TopologySink {
     }
 }
 
-fn events(previous: &HashMap<String, Seen>, current: &HashMap<String, Seen>, now: f64) -> Vec<EventRecord> {
-    let event = |id: &str, seen: &Seen, kind| EventRecord {
+fn events(previous: &HashMap<InstanceId, Seen>, current: &HashMap<InstanceId, Seen>, now: f64) -> Vec<EventRecord> {
+    let event = |id: &InstanceId, seen: &Seen, kind| EventRecord {
         time: now,
-        instance_id: id.into(),
+        instance_id: id.clone(),
         asg_name: seen.asg_name.clone(),
         kind,
         detail: seen.group.clone(),

@@ -81,7 +81,7 @@ fn convert(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AutoScalingG
             .iter()
             .filter_map(|i| {
                 Some(AsgMember {
-                    instance_id: i.instance_id()?.to_string(),
+                    instance_id: i.instance_id()?.into(),
                     lifecycle_state: LifecycleState::from_aws(i.lifecycle_state().map_or("", |s| s.as_str())),
                     health_status: AsgHealth::from_aws(i.health_status().unwrap_or_default()),
                 })

@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::Filter;
 
 use super::Error;
 use super::aws::{Clients, api_error};
-use super::model::{Instance, InstanceState};
+use super::model::{Instance, InstanceId, InstanceState};
 
 /// Instance ids per request. Ids go in an `instance-id` filter rather than
 /// `InstanceIds`, because an unknown id in `InstanceIds` fails the whole call
@@ -18,7 +18,7 @@ const IDS_PER_REQUEST: usize = 200;
 const PAGE_SIZE: i32 = 1000;
 
 /// Reads the EC2 facts of `ids`, in batches; ids EC2 does not know are absent.
-pub(super) async fn instances(clients: &Clients, ids: &[String]) -> Result<BTreeMap<String, Instance>, Error> {
+pub(super) async fn instances(clients: &Clients, ids: &[String]) -> Result<BTreeMap<InstanceId, Instance>, Error> {
     const OP: &str = "DescribeInstances";
     let mut found = BTreeMap::new();
     for batch in ids.chunks(IDS_PER_REQUEST) {
@@ -39,7 +39,7 @@ pub(super) async fn instances(clients: &Clients, ids: &[String]) -> Result<BTree
 fn convert(instance: &aws_sdk_ec2::types::Instance) -> Instance {
     let owned = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
     Instance {
-        id: instance.instance_id().unwrap_or_default().to_string(),
+        id: instance.instance_id().unwrap_or_default().into(),
         state: InstanceState::from_aws(instance.state().and_then(|s| s.name()).map_or("unknown", |n| n.as_str())),
         private_ip: owned(instance.private_ip_address()),
         private_dns_name: owned(instance.private_dns_name()),

@@ -204,7 +204,7 @@ fn registration(description: &elb::TargetHealthDescription, default_port: u16) -
     let target = description.target()?;
     let health = description.target_health();
     Some(Registration {
-        instance_id: target.id()?.to_string(),
+        instance_id: target.id()?.into(),
         port: target.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(default_port),
         health: TargetHealth::from_aws(health.and_then(|h| h.state()).map_or("unknown", |s| s.as_str())),
         health_reason: health.and_then(|h| h.reason()).map(|r| r.as_str().to_string()),

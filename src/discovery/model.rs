@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use crate::ids::InstanceId;
+
 /// An enum of AWS state names: the values this version names, and any other
 /// kept as AWS spelled it (AWS adds states; a new one must not fail a
 /// refresh). `as_str` and `Display` give AWS's spelling, which is what the
@@ -188,7 +190,7 @@ pub struct TargetGroup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Registration {
     /// EC2 instance id.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// Port the target is registered on (the exporter's port).
     pub port: u16,
     /// Its health in the target group.
@@ -234,7 +236,7 @@ pub struct TargetTracking {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AsgMember {
     /// EC2 instance id.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// Its lifecycle state in the group.
     pub lifecycle_state: LifecycleState,
     /// Its health as the group sees it.
@@ -252,7 +254,7 @@ impl AsgMember {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Instance {
     /// Instance id.
-    pub id: String,
+    pub id: InstanceId,
     /// Its state.
     pub state: InstanceState,
     /// Primary private IPv4 address.
@@ -277,9 +279,9 @@ pub struct Instance {
 
 impl Instance {
     /// A placeholder for an instance id EC2 does not know (any more).
-    pub fn not_found(id: &str) -> Self {
+    pub fn not_found(id: impl Into<InstanceId>) -> Self {
         Self {
-            id: id.to_string(),
+            id: id.into(),
             state: InstanceState::NotFound,
             private_ip: None,
             private_dns_name: None,
@@ -314,7 +316,7 @@ pub struct Inventory {
     /// Every Auto Scaling group of the region.
     pub auto_scaling_groups: Vec<AutoScalingGroup>,
     /// EC2 facts of every registered instance, by id.
-    pub instances: BTreeMap<String, Instance>,
+    pub instances: BTreeMap<InstanceId, Instance>,
     /// Why the scaling policies could not be read (they are optional: the
     /// groups are still discovered, with no target-tracking target).
     pub policies_error: Option<String>,

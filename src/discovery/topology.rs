@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::model::{
-    AsgHealth, AutoScalingGroup, Instance, InstanceState, Inventory, LifecycleState, LoadBalancer, Registration,
-    TargetGroup, TargetHealth,
+    AsgHealth, AutoScalingGroup, Instance, InstanceId, InstanceState, Inventory, LifecycleState, LoadBalancer,
+    Registration, TargetGroup, TargetHealth,
 };
 use crate::labels::{LabelSet, sanitize_label_name, without_meta};
 use crate::relabel::{self, RelabelConfig};
@@ -174,7 +174,7 @@ impl Target {
     /// when known, plus what relabeling kept.
     pub fn instance_labels(&self) -> LabelSet {
         let mut labels = self.kept_labels();
-        labels.insert("instance_id".into(), self.instance.id.clone());
+        labels.insert("instance_id".into(), self.instance.id.to_string());
         labels.insert("role".into(), self.role.as_str().into());
         if let Some(asg) = self.asg_name() {
             labels.insert("asg_name".into(), asg.into());
@@ -241,7 +241,7 @@ pub struct Sharding {
 pub fn shard_key(target: &Target, by_listener: bool) -> String {
     match target.paths.first() {
         Some(path) if by_listener => path.alb_address(),
-        _ => target.instance.id.clone(),
+        _ => target.instance.id.to_string(),
     }
 }
 
@@ -258,8 +258,11 @@ pub fn join(inventory: &Inventory, options: &JoinOptions) -> Topology {
     let mut targets: Vec<Target> = paths_by_instance(inventory)
         .into_iter()
         .map(|(instance_id, paths)| {
-            let instance =
-                inventory.instances.get(&instance_id).cloned().unwrap_or_else(|| Instance::not_found(&instance_id));
+            let instance = inventory
+                .instances
+                .get(&instance_id)
+                .cloned()
+                .unwrap_or_else(|| Instance::not_found(instance_id.clone()));
             let asg = memberships.get(&instance_id).cloned().or_else(|| asg_from_tag(&instance));
             build_target(instance, asg, paths, options)
         })
@@ -268,8 +271,8 @@ pub fn join(inventory: &Inventory, options: &JoinOptions) -> Topology {
     Topology { auto_scaling_groups: linked_groups(inventory, &targets), targets, refreshed_at: SystemTime::now() }
 }
 
-fn paths_by_instance(inventory: &Inventory) -> BTreeMap<String, Vec<Path>> {
-    let mut paths: BTreeMap<String, Vec<Path>> = BTreeMap::new();
+fn paths_by_instance(inventory: &Inventory) -> BTreeMap<InstanceId, Vec<Path>> {
+    let mut paths: BTreeMap<InstanceId, Vec<Path>> = BTreeMap::new();
     for lb in &inventory.load_balancers {
         for listener in &lb.listeners {
             for forward in &listener.forwards {
@@ -316,7 +319,7 @@ fn make_path(
     }
 }
 
-fn memberships_by_instance(groups: &[AutoScalingGroup]) -> BTreeMap<String, AsgMembership> {
+fn memberships_by_instance(groups: &[AutoScalingGroup]) -> BTreeMap<InstanceId, AsgMembership> {
     groups
         .iter()
         .flat_map(|group| {
@@ -399,7 +402,7 @@ fn discovered_labels(
     }
     put("__metrics_path__", metrics_path);
 
-    put("__meta_ec2_instance_id", &instance.id);
+    put("__meta_ec2_instance_id", instance.id.as_str());
     put("__meta_ec2_instance_state", instance.state.as_str());
     for (name, value) in [
         ("__meta_ec2_private_ip", &instance.private_ip),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use crate::ids::InstanceId;
 pub use failure::{FailureReason, root_cause};
 pub use route::{Route, TargetGroups};
 
@@ -31,7 +32,7 @@ pub struct SampleRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeRecord {
     /// The instance the payload was attributed to.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// Scrape time, epoch seconds.
     pub time: f64,
     /// The samples, in payload order.
@@ -46,7 +47,7 @@ pub struct StatusRecord {
     /// Epoch seconds.
     pub time: f64,
     /// Instance.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// Whether a payload was stored.
     pub up: bool,
     /// Why not.
@@ -94,7 +95,7 @@ pub struct AlbRoundRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRecord {
     /// Instance id.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// `basic` or `asg`.
     pub role: String,
     /// Auto Scaling group.
@@ -142,7 +143,7 @@ pub struct EventRecord {
     /// Epoch seconds.
     pub time: f64,
     /// Instance.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// Its Auto Scaling group.
     pub asg_name: Option<String>,
     /// What happened.

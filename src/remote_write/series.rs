@@ -35,7 +35,7 @@ use std::sync::Arc;
 use crate::discovery::{Target, Topology};
 use crate::labels::{FastMap, LabelSet};
 use crate::record::FailureReason;
-use crate::record::{Batch, ScrapeRecord, StatusRecord};
+use crate::record::{Batch, InstanceId, ScrapeRecord, StatusRecord};
 use crate::relabel::{self, RelabelConfig};
 
 use super::wire;
@@ -138,7 +138,7 @@ pub struct TranslateCounts {
 #[derive(Debug, Default)]
 pub struct Translator {
     rules: LabelRules,
-    instances: FastMap<String, InstanceSeries>,
+    instances: FastMap<InstanceId, InstanceSeries>,
     counts: TranslateCounts,
     metric_names: MetricNames,
     /// The last topology batches were read against, and its number: an
@@ -184,7 +184,7 @@ fn to_ms(seconds: f64) -> i64 {
 pub fn target_labels(target: &Target, job: &str) -> LabelSet {
     let mut labels = target.instance_labels();
     labels.insert("job".into(), job.into());
-    labels.insert("instance".into(), target.instance.id.clone());
+    labels.insert("instance".into(), target.instance.id.to_string());
     labels
 }
 
@@ -234,7 +234,7 @@ impl Translator {
     /// in `topology`, or whose labels changed; forgets them.
     pub fn topology_changed(&mut self, topology: &Topology, now: f64) -> Vec<Chunk> {
         let job = self.rules.job.clone();
-        let gone: Vec<String> = self
+        let gone: Vec<InstanceId> = self
             .instances
             .iter()
             .filter(|(id, state)| match topology.target(id).filter(|t| t.is_scraped()) {
@@ -255,9 +255,9 @@ impl Translator {
 
     /// Makes sure the instance is known with its current labels; stale
     /// markers (at `now`) for its series when those labels changed.
-    fn instance(&mut self, id: &str, topology: Option<&Topology>, now: i64) -> Option<Chunk> {
+    fn instance(&mut self, id: &InstanceId, topology: Option<&Topology>, now: i64) -> Option<Chunk> {
         let mut entry = self.instances.remove(id).unwrap_or_else(|| InstanceSeries {
-            key: instance_key(id),
+            key: instance_key(id.as_str()),
             labels: LabelSet::from([
                 ("instance".into(), id.to_string()),
                 ("instance_id".into(), id.to_string()),
@@ -278,7 +278,7 @@ impl Translator {
             entry.labels = labels;
             entry.series.clear();
         }
-        self.instances.insert(id.to_string(), entry);
+        self.instances.insert(id.clone(), entry);
         markers
     }
 

@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+use crate::ids::InstanceId;
+
 /// The probability of reaching every member that rounds are sized for.
 pub const TARGET_COVERAGE: f64 = 0.995;
 /// Weight of past rounds: each round multiplies the counts by this (a
@@ -28,12 +30,12 @@ const PRIOR_PER_MEMBER: f64 = 2.0;
 /// Learned shares of one target group's members.
 #[derive(Debug, Clone, Default)]
 pub struct BalancingModel {
-    hits: HashMap<String, f64>,
+    hits: HashMap<InstanceId, f64>,
 }
 
 impl BalancingModel {
     /// Estimated probability that an untargeted request reaches each of `members`.
-    pub fn shares(&self, members: &[String]) -> Vec<f64> {
+    pub fn shares(&self, members: &[InstanceId]) -> Vec<f64> {
         let observed: f64 = members.iter().filter_map(|m| self.hits.get(m)).sum();
         let total = observed + PRIOR_PER_MEMBER * members.len() as f64;
         members.iter().map(|m| (self.hits.get(m).copied().unwrap_or(0.0) + PRIOR_PER_MEMBER) / total).collect()
@@ -41,7 +43,7 @@ impl BalancingModel {
 
     /// Untargeted requests for every member of `unpinned` (⊆ `members`) to be
     /// reached with probability `target`, at most `cap`.
-    pub fn requests_for(&self, members: &[String], unpinned: &[String], target: f64, cap: u32) -> u32 {
+    pub fn requests_for(&self, members: &[InstanceId], unpinned: &[InstanceId], target: f64, cap: u32) -> u32 {
         if unpinned.is_empty() {
             return 0;
         }
@@ -54,7 +56,7 @@ impl BalancingModel {
 
     /// Learns from one round: `answered_by` lists the member that answered
     /// each untargeted request. Members no longer in `members` are forgotten.
-    pub fn observe(&mut self, members: &[String], answered_by: &[String]) {
+    pub fn observe(&mut self, members: &[InstanceId], answered_by: &[InstanceId]) {
         self.hits.retain(|m, _| members.contains(m));
         for count in self.hits.values_mut() {
             *count *= DECAY;
@@ -77,8 +79,8 @@ pub fn miss_probability(shares: &[f64], k: u32) -> f64 {
 mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("i-{i}")).collect()
+    fn ids(n: usize) -> Vec<InstanceId> {
+        (0..n).map(|i| InstanceId::from(format!("i-{i}"))).collect()
     }
 
     #[test]
@@ -97,11 +99,11 @@ mod tests {
         let mut model = BalancingModel::default();
         for round in 0..200 {
             // 70 % to i-0, 15 % each to the others, 20 requests a round.
-            let answers: Vec<String> = (0..20)
+            let answers: Vec<InstanceId> = (0..20)
                 .map(|r| match (round * 20 + r) % 20 {
-                    0..=13 => "i-0".to_string(),
-                    14..=16 => "i-1".to_string(),
-                    _ => "i-2".to_string(),
+                    0..=13 => InstanceId::from("i-0"),
+                    14..=16 => InstanceId::from("i-1"),
+                    _ => InstanceId::from("i-2"),
                 })
                 .collect();
             model.observe(&members, &answers);
@@ -112,7 +114,7 @@ mod tests {
         assert_eq!(model.requests_for(&members, &members, TARGET_COVERAGE, 1000), 37);
         assert_eq!(model.requests_for(&members, &members, TARGET_COVERAGE, 24), 24);
         // Only the favoured member left to reach: few requests.
-        assert_eq!(model.requests_for(&members, &["i-0".to_string()], TARGET_COVERAGE, 24), 5);
+        assert_eq!(model.requests_for(&members, &[InstanceId::from("i-0")], TARGET_COVERAGE, 24), 5);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, IdentitySource, ScrapeMode};
 use crate::discovery::{EarlyRefresh, Target, Topology, TopologyReceiver};
 use crate::exposition::Limits;
-use crate::record::Batch;
+use crate::record::{Batch, InstanceId};
 pub use crate::record::{FailureReason, failure};
 pub use client::{Fetch, FetchRequest, HttpClient};
 pub use convert::ConvertOptions;
@@ -106,9 +106,25 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobKey {
     /// One instance (direct and auto modes).
-    Instance(String),
+    Instance(InstanceId),
     /// One listener, by its load balancer DNS name and port (via_alb mode).
     Listener(String, u16),
+}
+
+/// A load balancer listener: DNS name and port. What the scraper remembers
+/// per listener of an instance (cookies, the node that reached it) is keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerAddr {
+    /// The load balancer's DNS name.
+    pub dns: String,
+    /// The listener's port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ListenerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.dns, self.port)
+    }
 }
 
 /// The listener an instance is reached through: its first path.
@@ -117,8 +133,8 @@ pub(crate) fn primary_listener(target: &Target) -> Option<(String, u16)> {
 }
 
 /// The jobs the topology calls for, with the instances each owns.
-pub fn plan(topology: &Topology, mode: ScrapeMode) -> BTreeMap<JobKey, Vec<String>> {
-    let mut jobs: BTreeMap<JobKey, Vec<String>> = BTreeMap::new();
+pub fn plan(topology: &Topology, mode: ScrapeMode) -> BTreeMap<JobKey, Vec<InstanceId>> {
+    let mut jobs: BTreeMap<JobKey, Vec<InstanceId>> = BTreeMap::new();
     for target in topology.scraped_targets() {
         let key = match (mode, primary_listener(target)) {
             (ScrapeMode::ViaAlb, Some((dns, port))) => JobKey::Listener(dns, port),
@@ -174,7 +190,7 @@ pub struct Scraper {
     state: Arc<ScrapeState>,
     clock: Clock,
     /// Instance → the job that owns it, shared by every job.
-    owners: Arc<RwLock<HashMap<String, Owner>>>,
+    owners: Arc<RwLock<HashMap<InstanceId, Owner>>>,
     /// Passes of [`Scraper::run_once`] so far.
     passes: Arc<AtomicI64>,
     /// Cancelled to cut the rounds in flight (the shutdown budget ran out).
@@ -270,7 +286,7 @@ impl Scraper {
 
     fn learn_owners(&self, topology: &Topology) {
         let interval = self.settings.interval;
-        let owners: HashMap<String, Owner> = plan(topology, self.settings.mode)
+        let owners: HashMap<InstanceId, Owner> = plan(topology, self.settings.mode)
             .into_iter()
             .flat_map(|(job, ids)| {
                 let schedule = Schedule::new(interval, phase(&job, interval));
@@ -345,7 +361,7 @@ impl Scraper {
         match key {
             JobKey::Instance(id) => self.scrape_instance(&topology, key, id, time, &mut batch).await,
             JobKey::Listener(dns, port) => {
-                let owned: Vec<String> = plan(&topology, self.settings.mode).remove(key).unwrap_or_default();
+                let owned: Vec<InstanceId> = plan(&topology, self.settings.mode).remove(key).unwrap_or_default();
                 self.alb_round(&topology, key, (dns, *port), &owned, time, &mut batch).await;
             }
         }

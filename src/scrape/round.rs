@@ -15,11 +15,11 @@ use super::client::{FetchError, FetchRequest, Fetched, Node};
 use super::failure::{Failure, FailureReason};
 use super::identity::{self, Unattributed};
 use super::round_core::{Aim, Answer, Reaction, RoundCore, RoundOutcome, RoundPlan, Step};
-use super::{JobKey, RoundTime, Scraper, convert, primary_listener};
+use super::{JobKey, ListenerAddr, RoundTime, Scraper, convert, primary_listener};
 use crate::config::ScrapeMode;
 use crate::discovery::{Target, Topology};
 use crate::exposition::{self, Payload};
-use crate::record::{AlbRoundRecord, Batch, Route, StatusRecord, TargetGroups};
+use crate::record::{AlbRoundRecord, Batch, InstanceId, Route, StatusRecord, TargetGroups};
 
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
 const FALLBACK_INTERVALS: u32 = 10;
@@ -76,15 +76,13 @@ enum Attribution {
 
 /// A listener's view in one round.
 struct Listener {
-    dns: String,
-    port: u16,
-    /// `dns:port`, the cookie jar's key.
-    key: String,
+    /// Where it is; also the key of what the scraper remembers per listener.
+    key: ListenerAddr,
     url: String,
     group: TargetGroups,
     route: Route,
-    members: Vec<String>,
-    healthy: Vec<String>,
+    members: Vec<InstanceId>,
+    healthy: Vec<InstanceId>,
 }
 
 impl Scraper {
@@ -177,7 +175,7 @@ impl Scraper {
         &self,
         topology: &Arc<Topology>,
         key: &JobKey,
-        id: &str,
+        id: &InstanceId,
         time: RoundTime,
         batch: &mut Batch,
     ) {
@@ -189,7 +187,7 @@ impl Scraper {
         let listener = primary_listener(target);
         if auto && self.state.use_fallback(id) {
             if let Some((dns, port)) = listener {
-                self.alb_round(topology, key, (&dns, port), &[id.to_string()], time, batch).await;
+                self.alb_round(topology, key, (&dns, port), std::slice::from_ref(id), time, batch).await;
             }
             return;
         }
@@ -210,10 +208,10 @@ impl Scraper {
         match result {
             Ok(fetched) => self.accept_direct(batch, target, Slot { key, time, route: &route }, sent, &fetched),
             Err(e) if auto && e.is_connect() && listener.is_some() => {
-                tracing::info!(instance = id, error = %e, "direct address unreachable; falling back to the listener");
+                tracing::info!(instance = id.as_str(), error = %e, "direct address unreachable; falling back to the listener");
                 self.state.set_fallback(id, FALLBACK_INTERVALS);
                 if let Some((dns, port)) = listener {
-                    self.alb_round(topology, key, (&dns, port), &[id.to_string()], time, batch).await;
+                    self.alb_round(topology, key, (&dns, port), std::slice::from_ref(id), time, batch).await;
                 }
             }
             Err(e) => {
@@ -246,7 +244,7 @@ impl Scraper {
         self.store(batch, &payload, target, slot, sent, fetched.duration);
     }
 
-    fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[String]) -> Option<Listener> {
+    fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[InstanceId]) -> Option<Listener> {
         let members = listener_members(topology, dns, port);
         let first = members.first()?;
         let connect_to = wanted.iter().filter_map(|id| topology.target(id)).find_map(|t| label(t, "__alb_address__"));
@@ -258,9 +256,7 @@ impl Scraper {
             .map(|t| t.instance.id.clone())
             .collect();
         Some(Listener {
-            dns: dns.to_string(),
-            port,
-            key: format!("{dns}:{port}"),
+            key: ListenerAddr { dns: dns.to_string(), port },
             url: url(first, address),
             group,
             route,
@@ -270,8 +266,8 @@ impl Scraper {
     }
 
     /// The round's plan: who is wanted, who can be aimed at, and the budget.
-    fn round_plan(&self, listener: &Listener, wanted: &[String]) -> RoundPlan {
-        let pinned: BTreeSet<String> =
+    fn round_plan(&self, listener: &Listener, wanted: &[InstanceId]) -> RoundPlan {
+        let pinned: BTreeSet<InstanceId> =
             wanted.iter().filter(|id| self.state.pinning_cookie(&listener.key, id).is_some()).cloned().collect();
         let cap = self.settings.request_cap(listener.members.len());
         let budget = match self.settings.alb_request_budget {
@@ -279,7 +275,7 @@ impl Scraper {
             None => {
                 // Unhealthy members get no traffic while any member is healthy:
                 // the budget is sized for the healthy ones.
-                let sized_for: Vec<String> = wanted
+                let sized_for: Vec<InstanceId> = wanted
                     .iter()
                     .filter(|id| !pinned.contains(*id))
                     .filter(|id| listener.healthy.is_empty() || listener.healthy.contains(id))
@@ -299,13 +295,13 @@ impl Scraper {
         topology: &Arc<Topology>,
         key: &JobKey,
         (dns, port): (&str, u16),
-        wanted: &[String],
+        wanted: &[InstanceId],
         time: RoundTime,
         batch: &mut Batch,
     ) {
         let mut topology = Arc::clone(topology);
         let Some(listener) = self.listener(&topology, dns, port, wanted) else { return };
-        let wanted: Vec<String> = wanted
+        let wanted: Vec<InstanceId> = wanted
             .iter()
             .filter(|id| !self.state.slot_filled(id, self.interval_of(key, time, id, Instant::now())))
             .cloned()
@@ -373,14 +369,14 @@ impl Scraper {
         &self,
         listener: &Listener,
         aims: &[Aim],
-        pending: &BTreeSet<String>,
+        pending: &BTreeSet<InstanceId>,
         next_node: &mut usize,
     ) -> Vec<Node> {
         let mut rotate = || {
             *next_node += 1;
             Node::Index(*next_node - 1)
         };
-        let aimed: BTreeSet<&String> =
+        let aimed: BTreeSet<&InstanceId> =
             aims.iter().filter_map(|a| if let Aim::Member(id) = a { Some(id) } else { None }).collect();
         let mut steer =
             pending.iter().filter(|id| !aimed.contains(id)).filter_map(|id| self.state.member_node(&listener.key, id));
@@ -438,7 +434,7 @@ impl Scraper {
                 return (Answer::Failed(failure), Attribution::NoPayload);
             }
         };
-        match classify(&payload, topology, (&listener.dns, listener.port), &self.settings.identity) {
+        match classify(&payload, topology, (&listener.key.dns, listener.key.port), &self.settings.identity) {
             Verdict::Member(target) => {
                 let id = target.instance.id.clone();
                 if let Aim::Member(aimed) = aim
@@ -473,7 +469,7 @@ impl Scraper {
         (topology, listener): (&Topology, &Listener),
         slot: Slot<'_>,
         started: Sent,
-        (wanted, outcome): (&[String], &RoundOutcome),
+        (wanted, outcome): (&[InstanceId], &RoundOutcome),
         batch: &mut Batch,
     ) {
         let Slot { key, time, route } = slot;

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use super::failure::{Failure, FailureReason};
+use crate::ids::InstanceId;
 
 /// Most requests of one burst.
 pub const MAX_BURST: usize = 16;
@@ -23,9 +24,9 @@ pub const MAX_BURST: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoundPlan {
     /// The members this round must reach (its job's own), in order.
-    pub wanted: Vec<String>,
+    pub wanted: Vec<InstanceId>,
     /// Wanted members with a stickiness cookie: a request can be aimed at them.
-    pub pinned: BTreeSet<String>,
+    pub pinned: BTreeSet<InstanceId>,
     /// Members behind the listener (wanted or not): the burst size.
     pub members: usize,
     /// Most requests the round may send.
@@ -44,7 +45,7 @@ pub enum Aim {
     /// Wherever the balancer sends it.
     Any,
     /// The member whose stickiness cookie it carries.
-    Member(String),
+    Member(InstanceId),
 }
 
 /// What the round wants done next.
@@ -65,7 +66,7 @@ pub enum Answer {
     /// empty and the payload was stored (else another round already had it).
     Attributed {
         /// The instance.
-        id: String,
+        id: InstanceId,
         /// Whether this payload was the one stored for its interval.
         stored: bool,
     },
@@ -104,13 +105,13 @@ pub struct RoundOutcome {
     /// The budget the round had.
     pub budget: u32,
     /// Every member whose payload arrived (wanted or not).
-    pub reached: BTreeSet<String>,
+    pub reached: BTreeSet<InstanceId>,
     /// The member that answered each untargeted request, in order (what the
     /// balancing model learns from).
-    pub untargeted_answers: Vec<String>,
+    pub untargeted_answers: Vec<InstanceId>,
     /// Wanted members the round did not reach, each with what to charge it:
     /// its own failure (single-member listener) or `not_reached_via_alb`.
-    pub missed: Vec<(String, Failure)>,
+    pub missed: Vec<(InstanceId, Failure)>,
     /// Whether an early refresh was asked for.
     pub refresh_asked: bool,
     /// Whether the round was cut before it had finished.
@@ -121,7 +122,7 @@ pub struct RoundOutcome {
 #[derive(Debug)]
 pub struct RoundCore {
     plan: RoundPlan,
-    pending: BTreeSet<String>,
+    pending: BTreeSet<InstanceId>,
     in_flight: u32,
     outcome: RoundOutcome,
     last_error: Option<String>,
@@ -138,7 +139,7 @@ impl RoundCore {
     }
 
     /// Wanted members not reached yet.
-    pub fn pending(&self) -> &BTreeSet<String> {
+    pub fn pending(&self) -> &BTreeSet<InstanceId> {
         &self.pending
     }
 

@@ -8,12 +8,14 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use super::ListenerAddr;
 use super::balancing::BalancingModel;
 use super::client::Stickiness;
 use super::convert::SeriesCache;
 use super::failure::FailureReason;
 use super::round_core::RoundOutcome;
 use crate::discovery::Role;
+use crate::ids::InstanceId;
 use crate::record::{Route, TargetGroups};
 use crate::self_metrics::{Collect, Encoder, Family};
 
@@ -230,9 +232,9 @@ struct Memory {
     fallback: u32,
     /// Its status for `/api/targets`, once an interval tried it.
     status: Option<TargetStatus>,
-    /// Per listener (`dns:port`): its stickiness cookies, and the load
+    /// Per listener: its stickiness cookies, and the load
     /// balancer node that last reached it.
-    listeners: HashMap<String, Reach>,
+    listeners: HashMap<ListenerAddr, Reach>,
 }
 
 /// How one instance is reached through one listener.
@@ -245,22 +247,19 @@ struct Reach {
 #[derive(Debug, Default)]
 struct Inner {
     /// Instance id → what is remembered of it.
-    instances: HashMap<String, Memory>,
+    instances: HashMap<InstanceId, Memory>,
     groups: BTreeMap<TargetGroups, GroupStats>,
     counters: Counters,
 }
 
 impl Inner {
     /// The memory of `instance`, created on first use.
-    fn of(&mut self, instance: &str) -> &mut Memory {
-        if !self.instances.contains_key(instance) {
-            self.instances.insert(instance.to_string(), Memory::default());
-        }
-        self.instances.get_mut(instance).expect("inserted above")
+    fn of(&mut self, instance: &InstanceId) -> &mut Memory {
+        self.instances.entry(instance.clone()).or_default()
     }
 
     /// How `instance` is reached through `listener`, if anything is known.
-    fn reach(&self, listener: &str, instance: &str) -> Option<&Reach> {
+    fn reach(&self, listener: &ListenerAddr, instance: &InstanceId) -> Option<&Reach> {
         self.instances.get(instance)?.listeners.get(listener)
     }
 }
@@ -280,7 +279,7 @@ impl ScrapeState {
 
     /// Claims interval `index` for `instance`; `false` if a payload is
     /// already stored for it (or a later interval).
-    pub fn claim_slot(&self, instance: &str, index: i64) -> bool {
+    pub fn claim_slot(&self, instance: &InstanceId, index: i64) -> bool {
         self.with(|s| {
             let slot = &mut s.of(instance).slot;
             match *slot {
@@ -294,24 +293,24 @@ impl ScrapeState {
     }
 
     /// Whether interval `index` is already stored for `instance`.
-    pub fn slot_filled(&self, instance: &str, index: i64) -> bool {
+    pub fn slot_filled(&self, instance: &InstanceId, index: i64) -> bool {
         self.with(|s| s.instances.get(instance).and_then(|m| m.slot).is_some_and(|last| last >= index))
     }
 
     /// The cookie header that pins `instance` behind `listener`: only with
     /// its member cookie (`AWSALB`); its target group's cookie (`AWSALBTG`)
     /// goes along, since the group is chosen before the member.
-    pub fn pinning_cookie(&self, listener: &str, instance: &str) -> Option<String> {
+    pub fn pinning_cookie(&self, listener: &ListenerAddr, instance: &InstanceId) -> Option<String> {
         self.with(|s| s.reach(listener, instance).and_then(|r| r.cookies.header()))
     }
 
     /// Remembers the stickiness cookies a response of `instance` set.
-    pub fn set_cookies(&self, listener: &str, instance: &str, cookies: Stickiness) {
-        self.with(|s| s.of(instance).listeners.entry(listener.to_string()).or_default().cookies.merge(cookies));
+    pub fn set_cookies(&self, listener: &ListenerAddr, instance: &InstanceId, cookies: Stickiness) {
+        self.with(|s| s.of(instance).listeners.entry(listener.clone()).or_default().cookies.merge(cookies));
     }
 
     /// Forgets a cookie that did not reach its member.
-    pub fn forget_cookie(&self, listener: &str, instance: &str) {
+    pub fn forget_cookie(&self, listener: &ListenerAddr, instance: &InstanceId) {
         self.with(|s| {
             if let Some(reach) = s.instances.get_mut(instance).and_then(|m| m.listeners.get_mut(listener)) {
                 reach.cookies = Stickiness::default();
@@ -321,17 +320,17 @@ impl ScrapeState {
 
     /// Takes an instance's series cache out (converting a payload takes no
     /// lock); [`ScrapeState::put_series`] hands it back.
-    pub fn take_series(&self, instance: &str) -> SeriesCache {
+    pub fn take_series(&self, instance: &InstanceId) -> SeriesCache {
         self.with(|s| s.instances.get_mut(instance).and_then(|m| m.series.take())).unwrap_or_default()
     }
 
     /// Hands an instance's series cache back.
-    pub fn put_series(&self, instance: &str, cache: SeriesCache) {
+    pub fn put_series(&self, instance: &InstanceId, cache: SeriesCache) {
         self.with(|s| s.of(instance).series = Some(cache));
     }
 
     /// The load balancer node that last reached `instance` behind `listener`.
-    pub fn member_node(&self, listener: &str, instance: &str) -> Option<std::net::SocketAddr> {
+    pub fn member_node(&self, listener: &ListenerAddr, instance: &InstanceId) -> Option<std::net::SocketAddr> {
         self.with(|s| s.reach(listener, instance).and_then(|r| r.node))
     }
 
@@ -342,17 +341,17 @@ impl ScrapeState {
     }
 
     /// Remembers the node that reached `instance`.
-    pub fn set_member_node(&self, listener: &str, instance: &str, node: std::net::SocketAddr) {
-        self.with(|s| s.of(instance).listeners.entry(listener.to_string()).or_default().node = Some(node));
+    pub fn set_member_node(&self, listener: &ListenerAddr, instance: &InstanceId, node: std::net::SocketAddr) {
+        self.with(|s| s.of(instance).listeners.entry(listener.clone()).or_default().node = Some(node));
     }
 
     /// `auto` mode: go through the listener for the next `intervals` intervals.
-    pub fn set_fallback(&self, instance: &str, intervals: u32) {
+    pub fn set_fallback(&self, instance: &InstanceId, intervals: u32) {
         self.with(|s| s.of(instance).fallback = intervals);
     }
 
     /// `auto` mode: whether to skip the direct attempt this interval (counts down).
-    pub fn use_fallback(&self, instance: &str) -> bool {
+    pub fn use_fallback(&self, instance: &InstanceId) -> bool {
         self.with(|s| match s.instances.get_mut(instance) {
             Some(memory) if memory.fallback > 0 => {
                 memory.fallback -= 1;
@@ -363,13 +362,13 @@ impl ScrapeState {
     }
 
     /// Records an instance's status for `/api/targets`.
-    pub fn set_status(&self, instance: &str, update: impl FnOnce(&mut TargetStatus)) {
+    pub fn set_status(&self, instance: &InstanceId, update: impl FnOnce(&mut TargetStatus)) {
         self.with(|s| update(s.of(instance).status.get_or_insert_with(TargetStatus::default)));
     }
 
     /// Forgets instances no longer scraped (everything remembered of them, in
     /// one place), and target groups no longer used.
-    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool, keep_group: impl Fn(&TargetGroups) -> bool) {
+    pub fn retain_targets(&self, keep: impl Fn(&InstanceId) -> bool, keep_group: impl Fn(&TargetGroups) -> bool) {
         self.with(|s| {
             s.instances.retain(|id, _| keep(id));
             s.groups.retain(|group, _| keep_group(group));
@@ -377,12 +376,19 @@ impl ScrapeState {
     }
 
     /// A copy of every instance's status.
-    pub fn targets(&self) -> BTreeMap<String, TargetStatus> {
+    pub fn targets(&self) -> BTreeMap<InstanceId, TargetStatus> {
         self.with(|s| s.instances.iter().filter_map(|(id, m)| Some((id.clone(), m.status.clone()?))).collect())
     }
 
     /// The round budget for `unpinned` of `members` of `group`, from its learned balancing.
-    pub fn budget(&self, group: &TargetGroups, members: &[String], unpinned: &[String], target: f64, cap: u32) -> u32 {
+    pub fn budget(
+        &self,
+        group: &TargetGroups,
+        members: &[InstanceId],
+        unpinned: &[InstanceId],
+        target: f64,
+        cap: u32,
+    ) -> u32 {
         self.with(|s| s.groups.get(group).map(|g| &g.model).cloned().unwrap_or_default())
             .requests_for(members, unpinned, target, cap)
     }
@@ -393,7 +399,7 @@ impl ScrapeState {
     pub fn record_round(
         &self,
         group: &TargetGroups,
-        members: &[String],
+        members: &[InstanceId],
         wanted: usize,
         missed: usize,
         outcome: &RoundOutcome,

@@ -115,7 +115,7 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
         .targets()
         .into_iter()
         .map(|(id, s)| TargetView {
-            instance_id: id,
+            instance_id: id.to_string(),
             role: s.role.map_or_else(String::new, |r| r.as_str().to_string()),
             asg_name: s.asg_name,
             path: s.path.as_ref().map_or_else(String::new, ToString::to_string),
@@ -164,7 +164,7 @@ pub fn sd_labels(target: &crate::discovery::Target) -> std::collections::BTreeMa
         }
     }
     labels.extend(target.instance_labels());
-    labels.insert("instance".into(), target.instance.id.clone());
+    labels.insert("instance".into(), target.instance.id.to_string());
     labels.retain(|_, v| !v.is_empty());
     labels
 }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::discovery::model::Instance;
+use crate::discovery::model::{Instance, InstanceId};
 use crate::discovery::{RefreshStats, Role, SkipReason, Target, Topology};
 use crate::record::{FailureReason, TargetGroups};
 use crate::remote_write::{ReceiverStats, Stats};
@@ -38,7 +38,7 @@ fn scrape_state() -> Arc<ScrapeState> {
         c.duplicates_dropped = 10;
     });
     let group: TargetGroups = ["tg-asg"].into_iter().collect();
-    let members = ["i-1".to_string(), "i-2".to_string()];
+    let members = [InstanceId::from("i-1"), InstanceId::from("i-2")];
     for requests in [2, 3] {
         let outcome = RoundOutcome { requests, abandoned: 1, budget: 4, ..RoundOutcome::default() };
         scrape.record_round(&group, &members, 2, 1, &outcome);

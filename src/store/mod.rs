@@ -331,7 +331,7 @@ impl Store {
         };
         if result.is_ok() {
             for scrape in batch.scrapes.iter().filter(|s| s.time >= horizon) {
-                self.compactor.observe(&scrape.instance_id, scrape.time);
+                self.compactor.observe(scrape.instance_id.as_str(), scrape.time);
                 self.newest = self.newest.max(scrape.time);
             }
         }
@@ -363,13 +363,14 @@ impl Store {
                 late_samples += scrape.samples.len();
                 continue;
             }
-            self.interner.load_instance(tx, &scrape.instance_id).await?;
+            self.interner.load_instance(tx, scrape.instance_id.as_str()).await?;
             for (metric, kind) in &scrape.types {
                 self.interner.metric_id(tx, metric, kind).await?;
             }
             for sample in &scrape.samples {
                 let metric_id = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
-                let (series_id, created) = self.interner.series_id(metric_id, &scrape.instance_id, &sample.labels);
+                let (series_id, created) =
+                    self.interner.series_id(metric_id, scrape.instance_id.as_str(), &sample.labels);
                 new_series += usize::from(created);
                 rows.push((metric_id, scrape.time, series_id, sample.value));
             }
@@ -387,8 +388,8 @@ impl Store {
         write_components(tx, &batch.components).await?;
         for e in &batch.events {
             if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
-                self.cpu.forget(&e.instance_id);
-                self.interner.forget_instance(&e.instance_id);
+                self.cpu.forget(e.instance_id.as_str());
+                self.interner.forget_instance(e.instance_id.as_str());
             }
         }
         Ok(WriteStats { samples: rows.len(), new_series, cpu_rows, late_samples })
@@ -399,10 +400,10 @@ impl Store {
         ordered.sort_by(|a, b| a.time.total_cmp(&b.time));
         let mut written = 0;
         for scrape in ordered {
-            if let Some(busy) = self.cpu.observe(&scrape.instance_id, &scrape.samples) {
+            if let Some(busy) = self.cpu.observe(scrape.instance_id.as_str(), &scrape.samples) {
                 sqlx::query("INSERT OR REPLACE INTO cpu_samples (time, instance_id, value) VALUES (?, ?, ?)")
                     .bind(scrape.time)
-                    .bind(&scrape.instance_id)
+                    .bind(scrape.instance_id.as_str())
                     .bind(busy)
                     .execute(&mut *tx)
                     .await?;
@@ -503,7 +504,7 @@ async fn write_instances(tx: &mut sqlx::SqliteConnection, instances: &[InstanceR
                availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
                state = excluded.state, labels = excluded.labels, last_seen = excluded.last_seen",
         )
-        .bind(&i.instance_id)
+        .bind(i.instance_id.as_str())
         .bind(&i.role)
         .bind(&i.asg_name)
         .bind(&i.availability_zone)
@@ -525,7 +526,7 @@ async fn write_statuses(tx: &mut sqlx::SqliteConnection, statuses: &[StatusRecor
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.time)
-        .bind(&s.instance_id)
+        .bind(s.instance_id.as_str())
         .bind(i64::from(s.up))
         .bind(s.reason.map(FailureReason::as_str))
         .bind(&s.error)
@@ -588,7 +589,7 @@ async fn write_events(tx: &mut sqlx::SqliteConnection, events: &[EventRecord]) -
     for e in events {
         sqlx::query("INSERT INTO events (time, instance_id, asg_name, kind, detail) VALUES (?, ?, ?, ?, ?)")
             .bind(e.time)
-            .bind(&e.instance_id)
+            .bind(e.instance_id.as_str())
             .bind(&e.asg_name)
             .bind(e.kind.as_str())
             .bind(&e.detail)

@@ -775,7 +775,7 @@ async fn memory_follows_the_live_fleet_under_churn() {
             let gone = format!("i-{:05}", n - 10);
             let event = EventRecord {
                 time,
-                instance_id: gone,
+                instance_id: gone.into(),
                 asg_name: Some("web".into()),
                 kind: EventKind::Terminated,
                 detail: String::new(),

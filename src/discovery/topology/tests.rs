@@ -14,7 +14,7 @@ fn instance(id: &str, state: &str, ip: &str) -> Instance {
 }
 
 fn registration(id: &str) -> Registration {
-    Registration { instance_id: id.to_string(), port: 9100, health: TargetHealth::Healthy, health_reason: None }
+    Registration { instance_id: id.into(), port: 9100, health: TargetHealth::Healthy, health_reason: None }
 }
 
 fn group(name: &str, ids: &[&str]) -> TargetGroup {
@@ -59,7 +59,7 @@ fn seed() -> Inventory {
             min_size: 1,
             max_size: 4,
             members: vec![AsgMember {
-                instance_id: "i-asg1".to_string(),
+                instance_id: "i-asg1".into(),
                 lifecycle_state: LifecycleState::InService,
                 health_status: AsgHealth::Healthy,
             }],

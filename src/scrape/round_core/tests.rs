@@ -1,8 +1,8 @@
 use super::*;
 use crate::scrape::balancing::{BalancingModel, TARGET_COVERAGE};
 
-fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("i-{i}")).collect()
+fn ids(n: usize) -> Vec<InstanceId> {
+    (0..n).map(|i| InstanceId::from(format!("i-{i}"))).collect()
 }
 
 fn plan(n: usize, budget: u32) -> RoundPlan {
@@ -64,7 +64,7 @@ fn a_single_member_s_failure_is_its_own_and_ends_the_round() {
     assert_eq!(core.step(), Step::Done);
     let outcome = core.finish();
     assert_eq!(outcome.requests, 1);
-    assert_eq!(outcome.missed, [("i-0".to_string(), Failure::new(FailureReason::Timeout, "boom"))]);
+    assert_eq!(outcome.missed, [(InstanceId::from("i-0"), Failure::new(FailureReason::Timeout, "boom"))]);
 
     let mut core = RoundCore::new(plan(1, 3));
     core.step();
@@ -110,7 +110,7 @@ fn an_unknown_identity_asks_for_one_refresh_per_round() {
 #[test]
 fn pinned_members_get_aimed_requests_and_the_rest_of_the_burst_is_untargeted() {
     let mut plan = plan(3, 9);
-    plan.pinned = ["i-0".to_string(), "i-2".to_string()].into();
+    plan.pinned = [InstanceId::from("i-0"), InstanceId::from("i-2")].into();
     let mut core = RoundCore::new(plan.clone());
     assert_eq!(core.step(), Step::Send(vec![Aim::Member("i-0".into()), Aim::Member("i-2".into()), Aim::Any]));
     // Everyone pinned: only aimed requests.
@@ -278,5 +278,5 @@ fn a_stranger_s_payload_does_not_replace_the_error_that_explains_a_miss() {
     core.step();
     core.answered(&Aim::Any, hit("i-0"));
     let outcome = core.finish();
-    assert_eq!(outcome.missed, [("i-1".to_string(), Failure::new(FailureReason::NotReachedViaAlb, "boom"))]);
+    assert_eq!(outcome.missed, [(InstanceId::from("i-1"), Failure::new(FailureReason::NotReachedViaAlb, "boom"))]);
 }
