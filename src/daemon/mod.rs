@@ -14,22 +14,22 @@
 //! flush and the database close get the rest. `run --once` honours it too.
 
 pub mod output;
+mod topology_sink;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
-use crate::discovery::{self, Discoverer, Refresher, Topology};
-use crate::ids::InstanceId;
+use crate::discovery::{self, Discoverer, Refresher};
 use crate::remote_write::{self, RemoteWrite};
 use crate::scrape::{self, HttpClient, Scraper, Settings};
 use crate::serve;
-use crate::store::{self, Batch, EventKind, EventRecord, InstanceRecord, MembershipRecord, Store, WriterConfig};
+use crate::store::{self, Batch, Store, WriterConfig};
 use output::Output;
+pub use topology_sink::TopologySink;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,10 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     };
     shutdown.cancel();
     let _ = http.await;
+    // The end of input: every producer above has returned. The writer stops
+    // when its channel closes (the last handles, dropped here) or when told
+    // to (a handle held elsewhere); either way it drains what is queued
+    // before its final flush, so neither order loses a batch.
     drop((writer, output, scraper));
     stop_writer.cancel();
     let started = shutdown_started.await.unwrap_or_else(|_| tokio::time::Instant::now());
@@ -284,122 +288,4 @@ async fn record_refresh_outcomes(
         let Some(outcome) = outcomes.borrow_and_update().clone() else { continue };
         writer.send(Batch { components: vec![discovery_status(&outcome)], ..Batch::default() }).await;
     }
-}
-
-/// What the sink remembers of an instance between refreshes.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    scraped: bool,
-    terminated: bool,
-    asg_name: Option<String>,
-    group: String,
-}
-
-/// Turns topologies into `instances`, `asg_membership` and `events` rows.
-#[derive(Debug, Default)]
-pub struct TopologySink {
-    previous: Option<HashMap<InstanceId, Seen>>,
-}
-
-impl TopologySink {
-    async fn run(mut self, mut topology: discovery::TopologyReceiver, writer: Output, shutdown: CancellationToken) {
-        loop {
-            let current = topology.borrow_and_update().clone();
-            if let Some(current) = current
-                && !writer.send(self.batch_for(&current, crate::clock::now_seconds())).await
-            {
-                warn!("store writer has stopped; topology not recorded");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = topology.changed() => if changed.is_err() { return },
-            }
-        }
-    }
-
-    /// Rows for one topology; events compare it with the previous one. The
-    /// first topology gives no events: it is the fleet as found.
-    pub fn batch_for(&mut self, topology: &Topology, now: f64) -> Batch {
-        let mut batch = Batch::default();
-        let mut seen = HashMap::new();
-        for target in &topology.targets {
-            let kept = target.kept_labels();
-            batch.instances.push(InstanceRecord {
-                instance_id: target.instance.id.clone(),
-                role: target.role.as_str().into(),
-                asg_name: target.asg_name().map(String::from),
-                availability_zone: target.instance.availability_zone.clone(),
-                private_ip: target.instance.private_ip.clone(),
-                state: target.instance.state.to_string(),
-                labels: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
-                seen: now,
-            });
-            let group = target.paths.first().map_or(String::new(), |p| p.target_group.clone());
-            seen.insert(
-                target.instance.id.clone(),
-                Seen {
-                    scraped: target.is_scraped(),
-                    terminated: target.instance.is_terminated(),
-                    asg_name: target.asg_name().map(String::from),
-                    group,
-                },
-            );
-        }
-        for group in &topology.auto_scaling_groups {
-            let in_service = group.members.iter().filter(|m| m.is_in_service()).count();
-            batch.memberships.push(MembershipRecord {
-                time: now,
-                asg_name: group.name.clone(),
-                members: u32::try_from(in_service).unwrap_or(u32::MAX),
-                desired_capacity: group.desired_capacity,
-                min_size: group.min_size,
-                max_size: group.max_size,
-                target: group.target_tracking.as_ref().map(|t| (t.metric.clone(), t.target_value)),
-            });
-        }
-        if let Some(previous) = &self.previous {
-            batch.events = events(previous, &seen, now);
-        }
-        self.previous = Some(seen);
-        batch
-    }
-}
-
-fn events(previous: &HashMap<InstanceId, Seen>, current: &HashMap<InstanceId, Seen>, now: f64) -> Vec<EventRecord> {
-    let event = |id: &InstanceId, seen: &Seen, kind| EventRecord {
-        time: now,
-        instance_id: id.clone(),
-        asg_name: seen.asg_name.clone(),
-        kind,
-        detail: seen.group.clone(),
-    };
-    let mut events = Vec::new();
-    for (id, now_seen) in current {
-        match previous.get(id) {
-            None => {
-                events.push(event(id, now_seen, EventKind::Launched));
-                if now_seen.scraped {
-                    events.push(event(id, now_seen, EventKind::Joined));
-                }
-            }
-            Some(before) => {
-                if !before.scraped && now_seen.scraped {
-                    events.push(event(id, now_seen, EventKind::Joined));
-                }
-                if before.scraped && !now_seen.scraped {
-                    events.push(event(id, now_seen, EventKind::Left));
-                }
-                if !before.terminated && now_seen.terminated {
-                    events.push(event(id, now_seen, EventKind::Terminated));
-                }
-            }
-        }
-    }
-    for (id, before) in previous {
-        if before.scraped && !current.contains_key(id) {
-            events.push(event(id, before, EventKind::Left));
-        }
-    }
-    events.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    events
 }
