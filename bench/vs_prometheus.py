@@ -17,21 +17,32 @@ steady-state window measures for each:
 - peak RSS (VmHWM) and RSS at the end (VmRSS);
 - disk bytes per sample offered since start (fleetscrape: db + wal + shm;
   Prometheus: its TSDB directory);
+- intervals stored: per target, the scrapes stored in the window (fleetscrape:
+  `scrape_status` rows with up = 1; Prometheus: sum_over_time(up)) divided by
+  the intervals in it; the mean over targets, and the worst target;
+- freshness: every 5 s of the window, the age of the newest stored scrape
+  (fleetscrape: max(time) of `scrape_status` with up = 1, read as Grafana
+  would; Prometheus: time() - max(timestamp(up))), the worst seen reported;
+- the store's own counters at the end (fleetscrape's /metrics: held, dropped
+  and late samples, compaction steps, the longest pause of ingest);
+- the CPU of the fixture server (scale mode), which shares the machine;
 - query latency, median of 5: CPU busy per instance over the window
   (fleetscrape's cpu_utilization vs PromQL's 1860-style
   100 * (1 - avg by (instance) (rate(idle)))), and one gauge of one instance.
 
 The scale mode (--scale) replaces the exporters with bench/fixture_server.py:
-1,000 targets (default) of ~1,000 samples each (real payloads widened to a 36-CPU
-host, values moving as the real exporter's), at 15 s, each on its own loopback
-address 127.30.X.Y:9100 mapped from the instance's private IP 10.30.X.Y by one
-relabel rule.
+1,000 targets (default; --targets 2000 for the larger fleet) of ~1,100 samples
+each (real payloads widened to a 48-CPU host, values moving as the real
+exporter's), at 15 s, each on its own loopback address 127.30.X.Y:9100 mapped
+from the instance's private IP 10.30.X.Y by one relabel rule. Its default
+windows include the store's background work: a 4-minute warm-up, then a
+10-minute window in which blocks are compacted.
 
 Loopback only, fake credentials; it stops everything it started. Not part of the
 test command. Usage:
 
     bench/vs-prometheus.sh [--targets 20] [--interval 1] [--warmup 20] [--window 120] [--quick] [--json FILE]
-    bench/vs-prometheus.sh --scale [--targets 1000] [--interval 15] [--warmup 60] [--window 300]
+    bench/vs-prometheus.sh --scale [--targets 1000|2000] [--interval 15] [--warmup 240] [--window 600]
 """
 
 import argparse
@@ -45,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -164,6 +176,41 @@ def prom_scalar(port, query, at):
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def watch_freshness(db, prom_port, until, ages):
+    """Every 5 s until `until`: how old each engine's newest stored scrape is."""
+    while time.time() < until:
+        now = time.time()
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            newest = conn.execute("SELECT max(time) FROM scrape_status WHERE up = 1").fetchone()[0]
+            conn.close()
+            if newest is not None:
+                ages["fleetscrape"].append(now - newest)
+            newest = prom_scalar(prom_port, "max(timestamp(up))", now)
+            if newest:
+                ages["prometheus"].append(now - newest)
+        except (sqlite3.Error, OSError, ValueError) as e:
+            print(f"freshness probe failed: {e}", file=sys.stderr)
+        time.sleep(max(0.0, 5.0 - (time.time() - now)))
+
+
+STORE_COUNTERS = ("held_samples", "dropped_samples_total", "late_samples_total", "compaction_steps_total",
+                  "compacted_blocks_total", "longest_pause_seconds", "errors_total")
+
+
+def fleetscrape_counters(port):
+    """The store's counters from fleetscrape's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    wanted = {f"fleetscrape_store_{name}" for name in STORE_COUNTERS}
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            out[name] = float(value)
+    return out
+
+
 def median_ms(timings):
     return statistics.median(timings) * 1000.0
 
@@ -198,13 +245,14 @@ def main():
     parser.add_argument("--window", type=int, default=120)
     parser.add_argument("--quick", action="store_true", help="5 targets, 10 s warm-up, 30 s window (a smoke run)")
     parser.add_argument("--scale", action="store_true", help="the fixture server instead of node_exporters: 1,000 targets at 15 s")
+    parser.add_argument("--cpus", type=int, default=48, help="scale mode: CPUs of the fixture payload (48: ~1,100 samples)")
     parser.add_argument("--fleetscrape", default=None, help="binary (default: target/release/fleetscrape)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--perf", default=None, help="record fleetscrape with perf over the window into this file")
     args = parser.parse_args()
     given = set(a.split("=")[0] for a in sys.argv[1:])
     if args.scale:
-        for flag, value in (("--targets", 1000), ("--interval", 15), ("--warmup", 60), ("--window", 300)):
+        for flag, value in (("--targets", 1000), ("--interval", 15), ("--warmup", 240), ("--window", 600)):
             if flag not in given:
                 setattr(args, flag[2:], value)
     if args.quick:
@@ -239,7 +287,8 @@ def main():
             addresses = {i: "127.30." + ip.split(".", 2)[2] + ":9100" for i, ip in ips.items()}
             with open(os.path.join(work, "targets.json"), "w") as f:
                 json.dump({a: i for i, a in addresses.items()}, f)
-            procs.start([sys.executable, os.path.join(ROOT, "bench", "fixture_server.py"), os.path.join(work, "targets.json")], log)
+            fixture = procs.start([sys.executable, os.path.join(ROOT, "bench", "fixture_server.py"), os.path.join(work, "targets.json"),
+                                   "--cpus", str(args.cpus)], log)
         for k, instance in enumerate(ids if not args.scale else [], start=1):
             textfile = os.path.join(work, "tf", str(k))
             os.makedirs(textfile)
@@ -287,6 +336,10 @@ def main():
 
         t0 = time.time()
         cpu0 = {"prometheus": cpu_seconds(prom.pid), "fleetscrape": cpu_seconds(fleet.pid)}
+        fixture_cpu0 = cpu_seconds(fixture.pid) if args.scale else 0.0
+        ages = {"prometheus": [], "fleetscrape": []}
+        freshness = threading.Thread(target=watch_freshness, args=(db, prom_port, t0 + args.window, ages), daemon=True)
+        freshness.start()
         say(f"steady-state window: {args.window} s")
         if args.perf:
             perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(fleet.pid), "-o", args.perf, "--", "sleep", str(args.window)],
@@ -294,6 +347,9 @@ def main():
         time.sleep(args.window)
         t1 = time.time()
         cpu1 = {"prometheus": cpu_seconds(prom.pid), "fleetscrape": cpu_seconds(fleet.pid)}
+        fixture_cpu = (cpu_seconds(fixture.pid) - fixture_cpu0) if args.scale else None
+        freshness.join()
+        store_counters = fleetscrape_counters(fs_http)
         peak = {"prometheus": memory_kib(prom.pid, "VmHWM"), "fleetscrape": memory_kib(fleet.pid, "VmHWM")}
         rss = {"prometheus": memory_kib(prom.pid, "VmRSS"), "fleetscrape": memory_kib(fleet.pid, "VmRSS")}
         disk = {"prometheus": du([tsdb]), "fleetscrape": du([db, db + "-wal", db + "-shm"])}
@@ -310,6 +366,12 @@ def main():
         offered["fleetscrape"] = conn.execute("SELECT coalesce(sum(samples), 0) FROM scrape_status WHERE up = 1 AND time >= ? AND time < ?", (t0, t1)).fetchone()[0]
         since_start["fleetscrape"] = conn.execute("SELECT coalesce(sum(samples), 0) FROM scrape_status WHERE up = 1").fetchone()[0]
         up = conn.execute("SELECT count(DISTINCT instance_id) FROM scrape_status WHERE up = 1 AND time >= ?", (t0,)).fetchone()[0]
+        intervals = (t1 - t0) / args.interval
+        per_target = dict(conn.execute("SELECT instance_id, count(*) FROM scrape_status WHERE up = 1 AND time >= ? AND time < ? GROUP BY instance_id", (t0, t1)))
+        stored_share = {"fleetscrape": [per_target.get(i, 0) / intervals for i in ids]}
+        body, _ = prom_query(prom_port, "/api/v1/query", {"query": f"sum_over_time(up[{window}])", "time": f"{t1:.3f}"})
+        stored_share["prometheus"] = [float(r["value"][1]) / intervals for r in body["data"]["result"]]
+        stored_share["prometheus"] += [0.0] * (args.targets - len(stored_share["prometheus"]))
         conn.close()
         if up != args.targets:
             say(f"warning: fleetscrape stored {up} of {args.targets} instances in the window")
@@ -329,7 +391,14 @@ def main():
         cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
         per_sample = {k: 1e6 * cpu[k] / offered[k] if offered[k] else float("nan") for k in cpu}
         bytes_per = {k: disk[k] / since_start[k] if since_start[k] else float("nan") for k in disk}
+        mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
         rows = [
+            ("intervals stored, mean over targets (%)", f"{100 * mean(stored_share['prometheus']):.2f}", f"{100 * mean(stored_share['fleetscrape']):.2f}",
+             mean(stored_share["fleetscrape"]) / mean(stored_share["prometheus"])),
+            ("intervals stored, worst target (%)", f"{100 * min(stored_share['prometheus']):.2f}", f"{100 * min(stored_share['fleetscrape']):.2f}",
+             min(stored_share["fleetscrape"]) / max(min(stored_share["prometheus"]), 1e-9)),
+            ("newest stored scrape, oldest seen (s)", f"{max(ages['prometheus'], default=float('nan')):.1f}", f"{max(ages['fleetscrape'], default=float('nan')):.1f}",
+             max(ages["fleetscrape"], default=float("nan")) / max(max(ages["prometheus"], default=float("nan")), 1e-9)),
             ("samples ingested per second", f"{offered['prometheus'] / (t1 - t0):,.0f}", f"{offered['fleetscrape'] / (t1 - t0):,.0f}", offered["fleetscrape"] / offered["prometheus"]),
             ("CPU cores used", f"{cpu['prometheus'] / (t1 - t0):.3f}", f"{cpu['fleetscrape'] / (t1 - t0):.3f}", cpu["fleetscrape"] / cpu["prometheus"]),
             ("samples offered in the window", f"{offered['prometheus']:,.0f}", f"{offered['fleetscrape']:,.0f}", offered["fleetscrape"] / offered["prometheus"]),
@@ -341,15 +410,20 @@ def main():
         ]
         for name, ((fs_ms, fs_rows), (prom_ms, prom_points)) in queries.items():
             rows.append((f"{name} (ms; rows/points)", f"{prom_ms:.1f} ({prom_points})", f"{fs_ms:.1f} ({fs_rows})", fs_ms / prom_ms))
-        what = "fixture targets (~1,000 samples each)" if args.scale else "node_exporters"
+        what = f"fixture targets ({args.cpus}-CPU payloads)" if args.scale else "node_exporters"
         print(f"\n{args.targets} {what} at {interval}, window {t1 - t0:.1f} s after {args.warmup} s warm-up\n")
         print("| | Prometheus 2.42 | fleetscrape | fleetscrape / Prometheus |")
         print("|---|---|---|---|")
         for name, prom_value, fs_value, ratio in rows:
             print(f"| {name} | {prom_value} | {fs_value} | {ratio:.2f}× |")
+        if fixture_cpu is not None:
+            print(f"\nThe fixture server used {fixture_cpu / (t1 - t0):.3f} cores of the same machine in the window.")
+        print("fleetscrape's store at the end: " + ", ".join(f"{k.removeprefix('fleetscrape_store_')} {v:g}" for k, v in store_counters.items()))
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"targets": args.targets, "interval": args.interval, "window": t1 - t0, "rows": rows}, f, indent=2)
+                json.dump({"targets": args.targets, "interval": args.interval, "window": t1 - t0, "rows": rows,
+                           "fixture_cores": fixture_cpu / (t1 - t0) if fixture_cpu is not None else None,
+                           "store": store_counters}, f, indent=2)
     finally:
         procs.stop()
         log.close()
