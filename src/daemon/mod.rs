@@ -126,6 +126,7 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         scrape: scraper.state(),
         discovery: refresher.stats(),
         writer: writer.as_ref().map_or_else(Arc::default, |w| Arc::clone(&w.stats)),
+        writer_queue: writer.as_ref().map_or_else(Arc::default, |w| Arc::clone(w.room())),
         topology: topology.clone(),
         remote: Some(remote.clone()),
         sd: serve::SdSettings {

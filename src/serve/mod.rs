@@ -25,6 +25,8 @@ pub struct State {
     pub discovery: Arc<RefreshStats>,
     /// Store writer counters.
     pub writer: Arc<WriterStats>,
+    /// The queue to the store writer: its fill and backpressure.
+    pub writer_queue: Arc<crate::store::admission::Room>,
     /// The current topology.
     pub topology: TopologyReceiver,
     /// remote_write receivers, if any.
@@ -200,6 +202,7 @@ fn metrics_page(state: &State, remote: &[crate::remote_write::ReceiverStats]) ->
     state.discovery.collect(&mut encoder);
     state.topology.collect(&mut encoder);
     state.writer.collect(&mut encoder);
+    state.writer_queue.collect(&mut encoder);
     crate::logging::LogMetrics.collect(&mut encoder);
     remote.collect(&mut encoder);
     encoder.finish()

@@ -84,6 +84,13 @@ fn writer_stats() -> Arc<WriterStats> {
     Arc::new(stats)
 }
 
+fn writer_queue() -> Arc<crate::store::admission::Room> {
+    let room = crate::store::admission::Room::new(1_000);
+    set(&room.waits, 41);
+    set(&room.waited_micros, 42_500_000);
+    Arc::new(room)
+}
+
 fn receivers() -> Vec<ReceiverStats> {
     let receiver = |name: &str, base: u64| {
         let stats = Stats::default();
@@ -130,6 +137,7 @@ fn state() -> State {
         scrape: scrape_state(),
         discovery: discovery_stats(),
         writer: writer_stats(),
+        writer_queue: writer_queue(),
         topology,
         remote: None,
         sd: SdSettings::default(),

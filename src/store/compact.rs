@@ -317,6 +317,10 @@ async fn write_frames(pool: &SqlitePool, block: i64, frames: &HashMap<String, Ve
     Ok(())
 }
 
+/// One metric's rows of a block, in the key's order.
+pub(super) const METRIC_ROWS: &str = "SELECT series_id, time, CAST(value AS REAL) FROM samples
+     WHERE metric_id = ?1 AND time >= ?2 AND time < ?3 ORDER BY time, series_id";
+
 /// Moves one metric's rows of the block, in the step's transaction; returns
 /// (rows read, points written).
 fn move_metric(
@@ -328,13 +332,15 @@ fn move_metric(
 ) -> rusqlite::Result<(usize, usize)> {
     let (from, to) = block_range(job.block);
     let range = rusqlite::params![metric_id, from, to];
-    let mut select = db.prepare_cached(
-        "SELECT series_id, time, CAST(value AS REAL) FROM samples
-         WHERE metric_id = ?1 AND time >= ?2 AND time < ?3 ORDER BY series_id, time",
-    )?;
-    let rows = select
+    // In the key's own order (time, then series): SQLite streams it. Asking
+    // it for series order made it sort the block's rows in a temporary
+    // B-tree (7.7 M rows for node_cpu_seconds_total of 1,000 48-CPU hosts);
+    // a stable sort here keeps each series' rows in time order, for less.
+    let mut select = db.prepare_cached(METRIC_ROWS)?;
+    let mut rows = select
         .query_map(range, |row| Ok((row.get::<_, i64>(0)?, row.get::<_, f64>(1)?, row.get::<_, Option<f64>>(2)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.sort_by_key(|row| row.0);
     if rows.is_empty() {
         return Ok((0, 0));
     }

@@ -8,6 +8,7 @@
 //! connection's own handle (`raw`), so a round appends to each metric's tail. Metric and series ids are interned in
 //! memory; a known series costs no allocation and no lookup query.
 
+pub mod admission;
 mod checkpoint;
 pub mod compact;
 mod cpu;

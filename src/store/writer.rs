@@ -2,18 +2,22 @@
 //! `flush_interval` (or sooner when `max_buffered_samples` is reached),
 //! enforces retention, and flushes what it holds on shutdown.
 //!
+//! Scrapers hand it batches through a queue bounded in samples
+//! ([`super::admission`]), so the writer's pauses do not delay scrapes.
+//!
 //! Crash loss is bounded by the buffer: at most one flush interval (default
-//! 2 s) of data, or `max_buffered_samples`, whichever comes first.
+//! 2 s) of data, or `max_buffered_samples`, whichever comes first, plus what
+//! is queued (at most `max_queued_samples`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use super::admission::{self, Room};
 use super::{Batch, Maintenance, Retention, Store};
 use crate::self_metrics::{Collect, Encoder, Family};
 
@@ -24,6 +28,9 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// Flush as soon as this many samples are buffered.
     pub max_buffered_samples: usize,
+    /// Samples that may wait in the queue to the writer (~40 bytes each)
+    /// while it commits or runs upkeep; beyond it scrapers wait for room.
+    pub max_queued_samples: usize,
     /// How long each tier is kept.
     pub retention: Retention,
     /// How often a retention sweep starts.
@@ -47,6 +54,7 @@ impl Default for WriterConfig {
         Self {
             flush_interval: Duration::from_secs(2),
             max_buffered_samples: 500_000,
+            max_queued_samples: 2_000_000,
             retention: Retention::DEFAULT,
             retention_interval: Duration::from_secs(600),
             compaction_delay: Duration::from_secs(60),
@@ -189,25 +197,28 @@ impl Collect for WriterStats {
 /// Sends batches to the writer.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
-    sender: mpsc::Sender<Batch>,
+    sender: admission::Sender,
     /// The writer's counters.
     pub stats: Arc<WriterStats>,
 }
 
 impl WriterHandle {
-    /// Queues a batch; waits when the writer is behind (backpressure).
-    /// Returns `false` when the writer has stopped.
+    /// Queues a batch; waits only while the queue is full (backpressure,
+    /// counted and logged). Returns `false` when the writer has stopped.
     pub async fn send(&self, batch: Batch) -> bool {
-        self.sender.send(batch).await.is_ok()
+        self.sender.send(batch).await
     }
-}
 
-impl WriterHandle {
     /// A handle whose batches go to the returned receiver instead of a
     /// store: for tests that read what the scraper hands over.
-    pub fn queue(capacity: usize) -> (Self, mpsc::Receiver<Batch>) {
-        let (sender, receiver) = mpsc::channel(capacity.max(1));
+    pub fn queue(capacity_samples: usize) -> (Self, admission::Receiver) {
+        let (sender, receiver) = admission::queue(capacity_samples);
         (Self { sender, stats: Arc::default() }, receiver)
+    }
+
+    /// The queue's room and its backpressure counters.
+    pub fn room(&self) -> &Arc<Room> {
+        self.sender.room()
     }
 }
 
@@ -218,7 +229,7 @@ pub fn spawn_writer(
     config: WriterConfig,
     shutdown: CancellationToken,
 ) -> (WriterHandle, JoinHandle<Store>) {
-    let (sender, receiver) = mpsc::channel(64);
+    let (sender, receiver) = admission::queue(config.max_queued_samples);
     let stats = Arc::new(WriterStats::default());
     let checkpoints = CancellationToken::new();
     let checkpointer = tokio::spawn(super::checkpoint::run(
@@ -264,7 +275,7 @@ struct Writer {
 
 /// Now, in epoch seconds.
 impl Writer {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Batch>, shutdown: CancellationToken) -> Store {
+    async fn run(mut self, mut receiver: admission::Receiver, shutdown: CancellationToken) -> Store {
         // The checkpointer task checkpoints from now on, off this path.
         if let Err(e) = self.store.disable_auto_checkpoints().await {
             error!(error = %e, "cannot hand WAL checkpoints to the checkpointer; the writer keeps doing them");
