@@ -858,3 +858,31 @@ async fn compaction_reads_a_metric_in_key_order_without_a_temporary_sort() {
     assert!(plan.iter().any(|step| step.contains("PRIMARY KEY")), "a range search on the key: {plan:?}");
     assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
 }
+
+/// A backlog of due blocks is compacted step after step, not one step per
+/// maintenance tick: here the tick is an hour away, and every block is done.
+#[tokio::test]
+async fn due_blocks_are_compacted_back_to_back_without_waiting_for_the_tick() {
+    let (store, _dir) = open().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(20),
+        maintenance_interval: Duration::from_secs(3600),
+        compaction_delay: Duration::ZERO,
+        ..WriterConfig::default()
+    };
+    let (handle, task) = spawn_writer(store, config, shutdown.clone());
+    for batch in churned_history() {
+        assert!(handle.send(batch).await);
+    }
+    let blocks = || handle.stats.compacted_blocks.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..1000 {
+        if blocks() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(blocks(), 4, "every due block compacted, with no maintenance tick after the first");
+    shutdown.cancel();
+    task.await.unwrap();
+}
