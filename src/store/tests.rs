@@ -1,8 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
 
 use super::*;
+use crate::store::writer::WriterStats;
 
 fn sample(metric: &str, labels: &str, value: f64) -> SampleRecord {
     SampleRecord { metric: metric.into(), labels: labels.into(), value }
@@ -558,13 +560,14 @@ async fn the_writer_flushes_on_shutdown() {
     assert_eq!(handle.stats.samples.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
 
-#[tokio::test]
-async fn the_writer_compacts_between_flushes_and_counts_it() {
-    let (store, _dir) = open().await;
+/// Runs a writer over `churned_history()` until its 4 due blocks are
+/// compacted (polled for at most ~10 s); its counters and the store after.
+async fn compact_history(maintenance_interval: Duration) -> (Arc<WriterStats>, Store, tempfile::TempDir) {
+    let (store, dir) = open().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let config = WriterConfig {
         flush_interval: Duration::from_millis(20),
-        maintenance_interval: Duration::from_millis(5),
+        maintenance_interval,
         compaction_delay: Duration::ZERO,
         ..WriterConfig::default()
     };
@@ -579,10 +582,16 @@ async fn the_writer_compacts_between_flushes_and_counts_it() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(blocks(), 4);
-    assert!(handle.stats.longest_pause_micros.load(std::sync::atomic::Ordering::Relaxed) > 0);
     shutdown.cancel();
     let store = task.await.unwrap();
+    (Arc::clone(&handle.stats), store, dir)
+}
+
+#[tokio::test]
+async fn the_writer_compacts_between_flushes_and_counts_it() {
+    let (stats, store, _dir) = compact_history(Duration::from_millis(5)).await;
+    assert_eq!(stats.compacted_blocks.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert!(stats.longest_pause_micros.load(std::sync::atomic::Ordering::Relaxed) > 0);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM samples").fetch_one(store.pool()).await.unwrap();
     assert_eq!(left, 20 * 2 * 7);
 }
@@ -863,26 +872,7 @@ async fn compaction_reads_a_metric_in_key_order_without_a_temporary_sort() {
 /// maintenance tick: here the tick is an hour away, and every block is done.
 #[tokio::test]
 async fn due_blocks_are_compacted_back_to_back_without_waiting_for_the_tick() {
-    let (store, _dir) = open().await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let config = WriterConfig {
-        flush_interval: Duration::from_millis(20),
-        maintenance_interval: Duration::from_secs(3600),
-        compaction_delay: Duration::ZERO,
-        ..WriterConfig::default()
-    };
-    let (handle, task) = spawn_writer(store, config, shutdown.clone());
-    for batch in churned_history() {
-        assert!(handle.send(batch).await);
-    }
-    let blocks = || handle.stats.compacted_blocks.load(std::sync::atomic::Ordering::Relaxed);
-    for _ in 0..1000 {
-        if blocks() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(blocks(), 4, "every due block compacted, with no maintenance tick after the first");
-    shutdown.cancel();
-    task.await.unwrap();
+    let (stats, _store, _dir) = compact_history(Duration::from_secs(3600)).await;
+    let blocks = stats.compacted_blocks.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(blocks, 4, "every due block compacted, with no maintenance tick after the first");
 }
