@@ -196,7 +196,7 @@ def watch_freshness(db, prom_port, until, ages):
 
 STORE_COUNTERS = ("held_samples", "dropped_samples_total", "late_samples_total", "compaction_steps_total",
                   "compacted_blocks_total", "longest_pause_seconds", "errors_total", "queued_samples",
-                  "backpressure_waits_total", "backpressure_seconds_total")
+                  "backpressure_waits_total", "backpressure_seconds_total", "wal_bytes", "longest_checkpoint_seconds")
 
 
 def fleetscrape_counters(port):
