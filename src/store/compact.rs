@@ -469,15 +469,20 @@ async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
-        "INSERT OR IGNORE INTO rollup_buckets (width, time)
-         SELECT DISTINCT 60, time FROM rollup_1m WHERE time >= ?1 AND time < ?2
-         UNION SELECT 300, ?1 WHERE EXISTS (SELECT 1 FROM rollup_5m WHERE time = ?1)",
-    )
-    .bind(from)
-    .bind(to)
-    .execute(&mut *tx)
-    .await?;
+    // One seek per possible bucket start: a DISTINCT over the block's
+    // 1-minute rows read every one of them (11 M at 2,000 targets, 2 s).
+    for (width, table) in [(60_usize, "rollup_1m"), (300, "rollup_5m")] {
+        for start in (from as i64..to as i64).step_by(width) {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT OR IGNORE INTO rollup_buckets (width, time)
+                 SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM {table} WHERE time = ?2)"
+            )))
+            .bind(width as i64)
+            .bind(start)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     if (block + 1) % 12 == 0 {
         roll_up_hour(&mut tx, to - 3600.0).await?;
     }
