@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::exposition::escape_label_value;
 
@@ -56,6 +57,16 @@ impl<const N: usize> Family<N> {
     pub const fn gauge(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
         Self { name, help, kind: Kind::Gauge, labels }
     }
+}
+
+/// A counter's value as a sample.
+pub fn value_of(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64
+}
+
+/// A counter of microseconds as a sample in seconds.
+pub fn seconds_of_micros(counter: &AtomicU64) -> f64 {
+    value_of(counter) / 1e6
 }
 
 /// A component that reports metrics: writes each of its families once.

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::self_metrics::{Collect, Encoder, Family};
+use crate::self_metrics::{Collect, Encoder, Family, value_of};
 pub use aws::Clients;
 pub use elbv2::Filters;
 use model::{AutoScalingGroup, Inventory};
@@ -255,10 +255,9 @@ static TARGETS: Family<1> =
 
 impl Collect for RefreshStats {
     fn collect(&self, encoder: &mut Encoder) {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
-        encoder.single(&REFRESHES, load(&self.refreshes));
-        encoder.single(&REFRESH_FAILURES, load(&self.failures));
-        encoder.single(&POLICY_FAILURES, load(&self.policy_failures));
+        encoder.single(&REFRESHES, value_of(&self.refreshes));
+        encoder.single(&REFRESH_FAILURES, value_of(&self.failures));
+        encoder.single(&POLICY_FAILURES, value_of(&self.policy_failures));
         let mut api_calls = encoder.family(&API_CALLS);
         if let Ok(calls) = self.api_calls.lock() {
             for (operation, n) in calls.iter() {

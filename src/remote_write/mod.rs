@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, QueueConfig, RemoteWriteConfig};
 use crate::discovery::TopologyReceiver;
 use crate::record::Batch;
-use crate::self_metrics::{Collect, Encoder, Family};
+use crate::self_metrics::{Collect, Encoder, Family, seconds_of_micros, value_of};
 pub use client::ClientError;
 use client::{Client, Outcome};
 use queue::{QueueCore, Samples};
@@ -503,18 +503,14 @@ impl Receiver {
 /// A family of one receiver's [`Stats`] and how to read it.
 type ReceiverFamily = (Family<2>, fn(&Stats) -> f64);
 
-fn count(counter: &AtomicU64) -> f64 {
-    counter.load(Ordering::Relaxed) as f64
-}
-
 const RECEIVER: [&str; 2] = ["remote_name", "url"];
 
 static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
     (Family::counter("fleetscrape_remote_write_samples_in_total", "Samples offered to the queue.", RECEIVER), |s| {
-        count(&s.samples_in)
+        value_of(&s.samples_in)
     }),
     (Family::counter("fleetscrape_remote_write_samples_sent_total", "Samples the receiver accepted.", RECEIVER), |s| {
-        count(&s.sent)
+        value_of(&s.sent)
     }),
     (
         Family::counter(
@@ -522,7 +518,7 @@ static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
             "Samples the receiver rejected with a 4xx; not retried.",
             RECEIVER,
         ),
-        |s| count(&s.failed),
+        |s| value_of(&s.failed),
     ),
     (
         Family::counter(
@@ -530,10 +526,10 @@ static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
             "Samples sent again after a 5xx, 429 or transport error.",
             RECEIVER,
         ),
-        |s| count(&s.retried),
+        |s| value_of(&s.retried),
     ),
     (Family::gauge("fleetscrape_remote_write_samples_pending", "Samples waiting or being sent.", RECEIVER), |s| {
-        count(&s.pending)
+        value_of(&s.pending)
     }),
     (
         Family::gauge(
@@ -541,15 +537,15 @@ static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
             "Newest sample timestamp the receiver accepted.",
             RECEIVER,
         ),
-        |s| count(&s.highest_sent_ms) / 1000.0,
+        |s| value_of(&s.highest_sent_ms) / 1000.0,
     ),
-    (Family::gauge("fleetscrape_remote_write_shards", "Parallel senders.", RECEIVER), |s| count(&s.shards)),
+    (Family::gauge("fleetscrape_remote_write_shards", "Parallel senders.", RECEIVER), |s| value_of(&s.shards)),
     (
         Family::gauge("fleetscrape_remote_write_series", "Series remembered for staleness and ordering.", RECEIVER),
-        |s| count(&s.series),
+        |s| value_of(&s.series),
     ),
     (Family::counter("fleetscrape_remote_write_stale_markers_total", "Stale markers queued.", RECEIVER), |s| {
-        count(&s.stale_markers)
+        value_of(&s.stale_markers)
     }),
     (
         Family::counter(
@@ -557,7 +553,7 @@ static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
             "Samples not sent: their series already had a later one.",
             RECEIVER,
         ),
-        |s| count(&s.out_of_order),
+        |s| value_of(&s.out_of_order),
     ),
     (
         Family::counter(
@@ -565,18 +561,18 @@ static RECEIVER_FAMILIES: [ReceiverFamily; 14] = [
             "Samples dropped by write_relabel_configs.",
             RECEIVER,
         ),
-        |s| count(&s.relabeled_away),
+        |s| value_of(&s.relabeled_away),
     ),
     (
         Family::counter("fleetscrape_remote_write_bytes_sent_total", "Compressed request bytes accepted.", RECEIVER),
-        |s| count(&s.bytes_sent),
+        |s| value_of(&s.bytes_sent),
     ),
     (
         Family::counter("fleetscrape_remote_write_send_seconds_total", "Time spent in accepted requests.", RECEIVER),
-        |s| count(&s.send_micros) / 1e6,
+        |s| seconds_of_micros(&s.send_micros),
     ),
     (Family::counter("fleetscrape_remote_write_requests_total", "Requests accepted.", RECEIVER), |s| {
-        count(&s.requests_sent)
+        value_of(&s.requests_sent)
     }),
 ];
 
@@ -620,7 +616,7 @@ impl Collect for [ReceiverStats] {
             let mut samples = encoder.family(family);
             for r in self {
                 for (value, counter) in split(&r.stats) {
-                    samples.sample([&r.name, &r.url, value], count(counter));
+                    samples.sample([&r.name, &r.url, value], value_of(counter));
                 }
             }
         }

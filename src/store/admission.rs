@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use tokio::time::Instant;
 
 use super::Batch;
-use crate::self_metrics::{Collect, Encoder, Family};
+use crate::self_metrics::{Collect, Encoder, Family, seconds_of_micros, value_of};
 
 static QUEUED: Family<0> =
     Family::gauge("fleetscrape_store_queued_samples", "Samples queued for the store writer, not yet taken.", []);
@@ -35,8 +35,8 @@ static WAITED: Family<0> = Family::counter(
 impl Collect for Room {
     fn collect(&self, encoder: &mut Encoder) {
         encoder.single(&QUEUED, self.queued() as f64);
-        encoder.single(&WAITS, self.waits.load(Ordering::Relaxed) as f64);
-        encoder.single(&WAITED, self.waited_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        encoder.single(&WAITS, value_of(&self.waits));
+        encoder.single(&WAITED, seconds_of_micros(&self.waited_micros));
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::{debug, error, info};
 
 use super::admission::{self, Room};
 use super::{Batch, Maintenance, Retention, Store};
-use crate::self_metrics::{Collect, Encoder, Family};
+use crate::self_metrics::{Collect, Encoder, Family, seconds_of_micros, value_of};
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
@@ -105,28 +105,20 @@ pub struct WriterStats {
 /// A family of [`WriterStats`] and how to read it from its counter.
 type WriterFamily = (Family<0>, fn(&WriterStats) -> f64);
 
-fn micros_as_seconds(counter: &AtomicU64) -> f64 {
-    counter.load(Ordering::Relaxed) as f64 / 1e6
-}
-
-fn count(counter: &AtomicU64) -> f64 {
-    counter.load(Ordering::Relaxed) as f64
-}
-
 static WRITER_FAMILIES: [WriterFamily; 15] = [
-    (Family::counter("fleetscrape_store_flushes_total", "Store transactions committed.", []), |s| count(&s.flushes)),
-    (Family::counter("fleetscrape_store_samples_total", "Samples committed.", []), |s| count(&s.samples)),
+    (Family::counter("fleetscrape_store_flushes_total", "Store transactions committed.", []), |s| value_of(&s.flushes)),
+    (Family::counter("fleetscrape_store_samples_total", "Samples committed.", []), |s| value_of(&s.samples)),
     (Family::counter("fleetscrape_store_flush_seconds_total", "Time spent committing batches.", []), |s| {
-        micros_as_seconds(&s.flush_micros)
+        seconds_of_micros(&s.flush_micros)
     }),
-    (Family::counter("fleetscrape_store_errors_total", "Failed store transactions.", []), |s| count(&s.errors)),
+    (Family::counter("fleetscrape_store_errors_total", "Failed store transactions.", []), |s| value_of(&s.errors)),
     (
         Family::counter(
             "fleetscrape_store_dropped_samples_total",
             "Samples lost: held past the bound while writes failed, or held when the writer stopped.",
             [],
         ),
-        |s| count(&s.dropped_samples),
+        |s| value_of(&s.dropped_samples),
     ),
     (
         Family::counter(
@@ -134,10 +126,10 @@ static WRITER_FAMILIES: [WriterFamily; 15] = [
             "Samples dropped because their block was already compacted.",
             [],
         ),
-        |s| count(&s.late_samples),
+        |s| value_of(&s.late_samples),
     ),
     (Family::counter("fleetscrape_store_compaction_steps_total", "Compaction steps done.", []), |s| {
-        count(&s.compaction_steps)
+        value_of(&s.compaction_steps)
     }),
     (
         Family::counter(
@@ -145,10 +137,10 @@ static WRITER_FAMILIES: [WriterFamily; 15] = [
             "5-minute blocks moved into the compacted tier and the rollups.",
             [],
         ),
-        |s| count(&s.compacted_blocks),
+        |s| value_of(&s.compacted_blocks),
     ),
     (Family::counter("fleetscrape_store_retention_deleted_rows_total", "Rows deleted by retention.", []), |s| {
-        count(&s.retention_rows)
+        value_of(&s.retention_rows)
     }),
     (
         Family::counter(
@@ -156,10 +148,10 @@ static WRITER_FAMILIES: [WriterFamily; 15] = [
             "Failed compaction or retention steps (retried).",
             [],
         ),
-        |s| count(&s.maintenance_errors),
+        |s| value_of(&s.maintenance_errors),
     ),
     (Family::counter("fleetscrape_store_checkpoints_total", "WAL checkpoints run, off the writer's path.", []), |s| {
-        count(&s.checkpoints)
+        value_of(&s.checkpoints)
     }),
     (
         Family::gauge(
@@ -167,14 +159,14 @@ static WRITER_FAMILIES: [WriterFamily; 15] = [
             "Samples waiting in memory while store writes fail (a full disk), retried every flush interval.",
             [],
         ),
-        |s| count(&s.held_samples),
+        |s| value_of(&s.held_samples),
     ),
     (Family::gauge("fleetscrape_store_wal_bytes", "Size of the WAL file at the last checkpoint.", []), |s| {
-        count(&s.wal_bytes)
+        value_of(&s.wal_bytes)
     }),
     (
         Family::gauge("fleetscrape_store_longest_checkpoint_seconds", "The longest WAL checkpoint since start.", []),
-        |s| micros_as_seconds(&s.longest_checkpoint_micros),
+        |s| seconds_of_micros(&s.longest_checkpoint_micros),
     ),
     (
         Family::gauge(
@@ -182,7 +174,7 @@ static WRITER_FAMILIES: [WriterFamily; 15] = [
             "The longest single write or upkeep step since start: how long ingest waited at most.",
             [],
         ),
-        |s| micros_as_seconds(&s.longest_pause_micros),
+        |s| seconds_of_micros(&s.longest_pause_micros),
     ),
 ];
 
