@@ -84,10 +84,9 @@ impl Room {
         u32::try_from(batch.sample_count().clamp(1, self.capacity)).unwrap_or(u32::MAX)
     }
 
-    /// Takes room for `batch`, waiting if the queue is full; `false` once
+    /// Takes `permits` of room, waiting if the queue is full; `false` once
     /// the writer has stopped.
-    async fn admit(&self, batch: &Batch) -> bool {
-        let permits = self.permits(batch);
+    async fn admit(&self, permits: u32) -> bool {
         match self.free.try_acquire_many(permits) {
             Ok(permit) => {
                 permit.forget();
@@ -117,9 +116,9 @@ impl Room {
         admitted
     }
 
-    /// The writer took `batch` off the queue.
-    fn release(&self, batch: &Batch) {
-        self.free.add_permits(self.permits(batch) as usize);
+    /// The writer took a batch of `permits` off the queue.
+    fn release(&self, permits: u32) {
+        self.free.add_permits(permits as usize);
         if self.free.available_permits() * 2 >= self.capacity && self.behind.swap(false, Ordering::Relaxed) {
             tracing::info!("the store writer caught up: its queue is at most half full again");
         }
@@ -131,10 +130,13 @@ impl Room {
     }
 }
 
+/// A queued batch with the room it holds, given back as it was taken.
+type Queued = (u32, Batch);
+
 /// The sending side, cloned into every scraper.
 #[derive(Debug, Clone)]
 pub struct Sender {
-    sender: mpsc::UnboundedSender<Batch>,
+    sender: mpsc::UnboundedSender<Queued>,
     room: Arc<Room>,
 }
 
@@ -142,7 +144,8 @@ impl Sender {
     /// Queues a batch; waits only while the queue is full. `false` once the
     /// writer has stopped.
     pub async fn send(&self, batch: Batch) -> bool {
-        self.room.admit(&batch).await && self.sender.send(batch).is_ok()
+        let permits = self.room.permits(&batch);
+        self.room.admit(permits).await && self.sender.send((permits, batch)).is_ok()
     }
 
     /// The queue's room and counters.
@@ -154,7 +157,7 @@ impl Sender {
 /// The writer's side.
 #[derive(Debug)]
 pub struct Receiver {
-    receiver: mpsc::UnboundedReceiver<Batch>,
+    receiver: mpsc::UnboundedReceiver<Queued>,
     room: Arc<Room>,
 }
 
@@ -162,15 +165,15 @@ impl Receiver {
     /// The next batch, its room given back; `None` once every sender is gone
     /// (or after [`Receiver::close`], when the queue is empty).
     pub async fn recv(&mut self) -> Option<Batch> {
-        let batch = self.receiver.recv().await?;
-        self.room.release(&batch);
+        let (permits, batch) = self.receiver.recv().await?;
+        self.room.release(permits);
         Some(batch)
     }
 
     /// The next batch if one is queued, its room given back.
     pub fn try_recv(&mut self) -> Option<Batch> {
-        let batch = self.receiver.try_recv().ok()?;
-        self.room.release(&batch);
+        let (permits, batch) = self.receiver.try_recv().ok()?;
+        self.room.release(permits);
         Some(batch)
     }
 
