@@ -13,6 +13,13 @@ fn set(counter: &AtomicU64, value: u64) {
     counter.store(value, Ordering::Relaxed);
 }
 
+/// Gives each counter a value of its own: `first × scale`, `(first + 1) × scale`, …
+fn set_distinct(counters: &[&AtomicU64], first: u64, scale: u64) {
+    for (value, counter) in (first..).zip(counters) {
+        set(counter, value * scale);
+    }
+}
+
 fn target(id: &str, skip: Option<SkipReason>) -> Target {
     Target {
         instance: Instance { state: crate::discovery::model::InstanceState::Running, ..Instance::not_found(id) },
@@ -60,27 +67,28 @@ fn discovery_stats() -> Arc<RefreshStats> {
 
 fn writer_stats() -> Arc<WriterStats> {
     let stats = WriterStats::default();
-    let fields = [
-        &stats.flushes,
-        &stats.samples,
-        &stats.flush_micros,
-        &stats.errors,
-        &stats.dropped_samples,
-        &stats.held_samples,
-        &stats.late_samples,
-        &stats.compaction_steps,
-        &stats.compacted_blocks,
-        &stats.retention_rows,
-        &stats.maintenance_errors,
-        &stats.longest_pause_micros,
-        &stats.checkpoints,
-        &stats.longest_checkpoint_micros,
-        &stats.wal_bytes,
-    ];
-    for (value, field) in (21u64..).zip(fields) {
-        // Distinct values, and microseconds that print as fractions.
-        set(field, value * 1_000_003);
-    }
+    // Distinct values, and microseconds that print as fractions.
+    set_distinct(
+        &[
+            &stats.flushes,
+            &stats.samples,
+            &stats.flush_micros,
+            &stats.errors,
+            &stats.dropped_samples,
+            &stats.held_samples,
+            &stats.late_samples,
+            &stats.compaction_steps,
+            &stats.compacted_blocks,
+            &stats.retention_rows,
+            &stats.maintenance_errors,
+            &stats.longest_pause_micros,
+            &stats.checkpoints,
+            &stats.longest_checkpoint_micros,
+            &stats.wal_bytes,
+        ],
+        21,
+        1_000_003,
+    );
     Arc::new(stats)
 }
 
@@ -94,29 +102,30 @@ fn writer_queue() -> Arc<crate::store::admission::Room> {
 fn receivers() -> Vec<ReceiverStats> {
     let receiver = |name: &str, base: u64| {
         let stats = Stats::default();
-        let fields = [
-            &stats.samples_in,
-            &stats.sent,
-            &stats.failed,
-            &stats.retried,
-            &stats.dropped_queue_full,
-            &stats.dropped_shutdown,
-            &stats.out_of_order,
-            &stats.relabeled_away,
-            &stats.stale_markers,
-            &stats.requests_sent,
-            &stats.requests_retried,
-            &stats.requests_rejected,
-            &stats.bytes_sent,
-            &stats.send_micros,
-            &stats.highest_sent_ms,
-            &stats.shards,
-            &stats.series,
-            &stats.pending,
-        ];
-        for (value, field) in (base..).zip(fields) {
-            set(field, value * 1_001);
-        }
+        set_distinct(
+            &[
+                &stats.samples_in,
+                &stats.sent,
+                &stats.failed,
+                &stats.retried,
+                &stats.dropped_queue_full,
+                &stats.dropped_shutdown,
+                &stats.out_of_order,
+                &stats.relabeled_away,
+                &stats.stale_markers,
+                &stats.requests_sent,
+                &stats.requests_retried,
+                &stats.requests_rejected,
+                &stats.bytes_sent,
+                &stats.send_micros,
+                &stats.highest_sent_ms,
+                &stats.shards,
+                &stats.series,
+                &stats.pending,
+            ],
+            base,
+            1_001,
+        );
         ReceiverStats { name: name.into(), url: format!("http://127.0.0.1:9090/{name}"), stats: Arc::new(stats) }
     };
     vec![receiver("primary", 100), receiver("say \"hi\"", 200)]
