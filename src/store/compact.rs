@@ -1,5 +1,6 @@
-//! Compaction: moves the recent tier (`samples`, clustered by time) into the
-//! compacted tier (`frames`, `points`) and the rollups, one 5-minute block at a
+//! Compaction of store v2's recent tier: moves what a v2 database left in
+//! `samples` (clustered by time; nothing writes it since store v3, see
+//! [`super::blocks`]) into the compacted tier (`frames`, `points`) and the rollups, one 5-minute block at a
 //! time, in steps of bounded work so ingest never waits long.
 //!
 //! A block's steps: collect its frames (the distinct scrape times of each
@@ -14,7 +15,7 @@
 
 pub mod core;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::OptionalExtension;
 use rusqlite::types::Value;
@@ -75,12 +76,10 @@ pub struct Compactor {
     previous: HashMap<i64, (Previous, i64)>,
     /// Rows a step reads before it yields (at least one metric's).
     step_rows: usize,
-    /// Frames seen at ingest, by block: a block seen whole (from
-    /// `observed_from` on) needs no pass over its rows to find them.
-    seen: BTreeMap<i64, HashMap<String, Vec<f64>>>,
-    observed_from: Option<i64>,
     /// When the oldest block becomes due (by the newest data): no query before.
     next_due: Option<f64>,
+    /// `samples` was found empty: since store v3 nothing writes to it again.
+    drained: bool,
 }
 
 impl Compactor {
@@ -116,22 +115,6 @@ impl Compactor {
         self.compacted_until.unwrap_or(f64::NEG_INFINITY)
     }
 
-    /// Notes a scrape written to the recent tier (its instance's frame).
-    pub fn observe(&mut self, instance: &str, time: f64) {
-        let block = block_of(time);
-        let observed_from = *self.observed_from.get_or_insert(block + 1);
-        if block < observed_from {
-            return;
-        }
-        let by_instance = self.seen.entry(block).or_default();
-        match by_instance.get_mut(instance) {
-            Some(times) => times.push(time),
-            None => {
-                by_instance.insert(instance.to_string(), vec![time]);
-            }
-        }
-    }
-
     /// Does one bounded step if a block is due: its end is at least `delay`
     /// seconds older than `newest` (the newest sample time written). Blocks
     /// that ended before `raw_cutoff` get rollups only. Returns `None` when
@@ -148,10 +131,13 @@ impl Compactor {
         raw_cutoff: f64,
     ) -> Result<Option<StepReport>, Error> {
         if self.job.is_none() {
-            if self.next_due.is_some_and(|due| newest < due) {
+            if self.drained || self.next_due.is_some_and(|due| newest < due) {
                 return Ok(None);
             }
-            let Some(block) = self.next_block(pool).await? else { return Ok(None) };
+            let Some(block) = self.next_block(pool).await? else {
+                self.drained = true;
+                return Ok(None);
+            };
             let due = ((block + 1) * BLOCK_SECONDS) as f64 + delay;
             if due > newest {
                 self.next_due = Some(due);
@@ -204,20 +190,8 @@ impl Compactor {
             frames.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
         }
         let rollups_only = (((block + 1) * BLOCK_SECONDS) as f64) < raw_cutoff;
-        // Frames seen at ingest spare the pass over the block's rows.
-        let seen_whole = self.observed_from.is_some_and(|from| block >= from);
-        let seen = self.seen.remove(&block);
-        self.seen.retain(|b, _| *b > block);
-        let phase = match seen.filter(|_| seen_whole) {
-            Some(seen) => {
-                for (instance, times) in seen {
-                    frames.entry(instance).or_default().extend(times);
-                }
-                Phase::Frames(metrics.len())
-            }
-            None => Phase::Frames(0),
-        };
-        debug!(block, metrics = metrics.len(), rollups_only, seen_whole, "compaction: block started");
+        let phase = Phase::Frames(0);
+        debug!(block, metrics = metrics.len(), rollups_only, "compaction: block started");
         Ok(BlockJob { block, rollups_only, metrics, frames, phase })
     }
 
@@ -296,7 +270,7 @@ impl Compactor {
 }
 
 /// The block's time range, epoch seconds.
-fn block_range(block: i64) -> (f64, f64) {
+pub(super) fn block_range(block: i64) -> (f64, f64) {
     ((block * BLOCK_SECONDS) as f64, ((block + 1) * BLOCK_SECONDS) as f64)
 }
 
@@ -382,7 +356,7 @@ fn move_metric(
 /// A counter's last sample in the previous block, read back from the
 /// compacted tier (after a restart the compactor remembers nothing): the
 /// value of the block's last point, at its instance's last frame.
-fn previous_sample(
+pub(super) fn previous_sample(
     db: &rusqlite::Connection,
     block: i64,
     series_id: i64,
@@ -399,7 +373,11 @@ fn previous_sample(
     Ok(value.zip(time).map(|(value, time)| Previous { time, value }))
 }
 
-fn insert_points(db: &rusqlite::Connection, block: i64, points: &[(i64, i64, PointValue)]) -> rusqlite::Result<()> {
+pub(super) fn insert_points(
+    db: &rusqlite::Connection,
+    block: i64,
+    points: &[(i64, i64, PointValue)],
+) -> rusqlite::Result<()> {
     let mut insert =
         db.prepare_cached("INSERT OR REPLACE INTO points (block, series_id, toff, value) VALUES (?1, ?2, ?3, ?4)")?;
     for (series_id, toff, value) in points {
@@ -412,7 +390,11 @@ fn insert_points(db: &rusqlite::Connection, block: i64, points: &[(i64, i64, Poi
     Ok(())
 }
 
-fn insert_buckets(db: &rusqlite::Connection, table: &str, buckets: &[(i64, Bucket)]) -> rusqlite::Result<()> {
+pub(super) fn insert_buckets(
+    db: &rusqlite::Connection,
+    table: &str,
+    buckets: &[(i64, Bucket)],
+) -> rusqlite::Result<()> {
     let mut insert = db.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {table} (time, series_id, count, sum, min, max, last, increase, span)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -457,18 +439,8 @@ fn insert_buckets(db: &rusqlite::Connection, table: &str, buckets: &[(i64, Bucke
 async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
     let (from, to) = block_range(block);
     let mut tx = pool.begin().await?;
-    for (table, width) in [("cpu_rollup_1m", 60), ("cpu_rollup_5m", 300)] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT OR REPLACE INTO {table} (time, instance_id, count, sum, min, max)
-             SELECT CAST(time / ?1 AS INTEGER) * ?1 AS bucket, instance_id, count(*), sum(value), min(value), max(value)
-             FROM cpu_samples WHERE time >= ?2 AND time < ?3 GROUP BY bucket, instance_id"
-        )))
-        .bind(width)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-    }
+    roll_up_cpu(&mut tx, 60, from, to).await?;
+    roll_up_cpu(&mut tx, 300, from, to).await?;
     // One seek per possible bucket start: a DISTINCT over the block's
     // 1-minute rows read every one of them (11 M at 2,000 targets, 2 s).
     for (width, table) in [(60_usize, "rollup_1m"), (300, "rollup_5m")] {
@@ -495,8 +467,24 @@ async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
     Ok(())
 }
 
+/// CPU busy rollups of `width` seconds (60 or 300) over [from, to).
+pub(super) async fn roll_up_cpu(tx: &mut SqliteConnection, width: i64, from: f64, to: f64) -> Result<(), Error> {
+    let table = if width == 60 { "cpu_rollup_1m" } else { "cpu_rollup_5m" };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT OR REPLACE INTO {table} (time, instance_id, count, sum, min, max)
+         SELECT CAST(time / ?1 AS INTEGER) * ?1 AS bucket, instance_id, count(*), sum(value), min(value), max(value)
+         FROM cpu_samples WHERE time >= ?2 AND time < ?3 GROUP BY bucket, instance_id"
+    )))
+    .bind(width)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// The 1-hour rollups of the hour starting at `hour`, merged from its 5-minute ones.
-async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error> {
+pub(super) async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error> {
     let merged = raw::with_handle(tx, |db| {
         let mut select = db.prepare(
             "SELECT series_id, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),

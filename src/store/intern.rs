@@ -16,25 +16,32 @@ enum Created {
     Metric(String),
     /// A metric known as `untyped` got its real type.
     Typed(String),
-    Series {
-        instance_id: String,
-        metric_id: i64,
-        labels: String,
-    },
+    Series(String),
+    /// Slots given to an instance's v2 series on load.
+    Slots(String),
+}
+
+/// One instance's series: metric id → labels → (series id, slot), and the
+/// next slot to hand out (a series' index in the scrape log's arrays).
+#[derive(Debug, Default)]
+struct InstanceSeries {
+    by_metric: FastMap<i64, FastMap<String, (i64, u32)>>,
+    next_slot: u32,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Interner {
     /// name → (id, type)
     metrics: FastMap<String, (i64, String)>,
-    /// instance → metric id → labels → series id
-    series: FastMap<String, FastMap<i64, FastMap<String, i64>>>,
+    /// instance → its series
+    series: FastMap<String, InstanceSeries>,
     log: Vec<Created>,
     /// The next series id to hand out: the store is the only writer, so ids
     /// are assigned here and new series inserted in multi-row statements.
     next_series_id: i64,
-    /// Series created since the checkpoint, not yet inserted.
-    pending: Vec<(i64, i64, String, String)>,
+    /// Series created since the checkpoint, not yet inserted: (id, metric
+    /// id, instance, labels, slot).
+    pending: Vec<(i64, i64, String, String, u32)>,
     checkpoint_series_id: i64,
 }
 
@@ -53,24 +60,58 @@ impl Interner {
     }
 
     /// Loads the series of `instance_id` unless they are loaded: once per
-    /// instance until it is forgotten.
+    /// instance until it is forgotten. Series of a v2 database have no slot
+    /// yet: they get the next ones, written in `tx`.
     pub(super) async fn load_instance(&mut self, tx: &mut SqliteConnection, instance_id: &str) -> Result<(), Error> {
         if self.series.contains_key(instance_id) {
             return Ok(());
         }
-        let mut by_metric: FastMap<i64, FastMap<String, i64>> = FastMap::default();
-        for row in sqlx::query("SELECT series_id, metric_id, labels FROM series WHERE instance_id = ?")
-            .bind(instance_id)
-            .fetch_all(&mut *tx)
-            .await?
+        let mut loaded = InstanceSeries::default();
+        let mut unslotted = Vec::new();
+        for row in sqlx::query(
+            "SELECT series_id, metric_id, labels, slot FROM series WHERE instance_id = ? ORDER BY series_id",
+        )
+        .bind(instance_id)
+        .fetch_all(&mut *tx)
+        .await?
         {
-            by_metric
+            let series_id: i64 = row.try_get("series_id")?;
+            let slot: Option<i64> = row.try_get("slot")?;
+            let slot = match slot.and_then(|s| u32::try_from(s).ok()) {
+                Some(slot) => slot,
+                None => {
+                    unslotted.push(series_id);
+                    u32::MAX
+                }
+            };
+            loaded.next_slot = loaded.next_slot.max(slot.wrapping_add(1));
+            loaded
+                .by_metric
                 .entry(row.try_get("metric_id")?)
                 .or_default()
-                .insert(row.try_get("labels")?, row.try_get("series_id")?);
+                .insert(row.try_get("labels")?, (series_id, slot));
         }
-        self.series.insert(instance_id.to_string(), by_metric);
+        if !unslotted.is_empty() {
+            for (series_id, slot) in loaded.by_metric.values_mut().flat_map(|l| l.values_mut()) {
+                if *slot == u32::MAX {
+                    *slot = loaded.next_slot;
+                    loaded.next_slot += 1;
+                    sqlx::query("UPDATE series SET slot = ? WHERE series_id = ?")
+                        .bind(i64::from(*slot))
+                        .bind(*series_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            self.log.push(Created::Slots(instance_id.to_string()));
+        }
+        self.series.insert(instance_id.to_string(), loaded);
         Ok(())
+    }
+
+    /// Slots handed out for `instance_id`: the length of its log arrays.
+    pub(super) fn slot_count(&self, instance_id: &str) -> u32 {
+        self.series.get(instance_id).map_or(0, |s| s.next_slot)
     }
 
     /// Instances whose series are held in memory.
@@ -99,18 +140,23 @@ impl Interner {
                         *kind = "untyped".to_string();
                     }
                 }
-                Created::Series { instance_id, metric_id, labels } => {
-                    if let Some(by_labels) = self.series.get_mut(&instance_id).and_then(|m| m.get_mut(&metric_id)) {
-                        by_labels.remove(&labels);
-                    }
+                // The instance is loaded again from the database: its slots
+                // and series are then what the transaction left.
+                Created::Series(instance_id) | Created::Slots(instance_id) => {
+                    self.series.remove(&instance_id);
                 }
             }
         }
     }
 
     /// The id of a metric name, created if new; a known `untyped` metric
-    /// takes the first real type it is given.
-    pub(super) async fn metric_id(&mut self, tx: &mut SqliteConnection, name: &str, kind: &str) -> Result<i64, Error> {
+    /// takes the first real type it is given. Also whether it is a counter.
+    pub(super) async fn metric_id(
+        &mut self,
+        tx: &mut SqliteConnection,
+        name: &str,
+        kind: &str,
+    ) -> Result<(i64, bool), Error> {
         if let Some((id, known)) = self.metrics.get_mut(name) {
             if known == "untyped" && kind != "untyped" {
                 sqlx::query("UPDATE metrics SET type = ? WHERE metric_id = ?")
@@ -121,7 +167,7 @@ impl Interner {
                 *known = kind.to_string();
                 self.log.push(Created::Typed(name.to_string()));
             }
-            return Ok(*id);
+            return Ok((*id, known == "counter"));
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO metrics (name, type) VALUES (?, ?)
@@ -133,22 +179,26 @@ impl Interner {
         .await?;
         self.metrics.insert(name.to_string(), (id, kind.to_string()));
         self.log.push(Created::Metric(name.to_string()));
-        Ok(id)
+        Ok((id, kind == "counter"))
     }
 
-    /// The id of a series, and whether it is new. A new series is queued;
-    /// [`Interner::insert_pending`] writes the queue in multi-row statements.
-    pub(super) fn series_id(&mut self, metric_id: i64, instance_id: &str, labels: &str) -> (i64, bool) {
-        if let Some(id) = self.series.get(instance_id).and_then(|m| m.get(&metric_id)).and_then(|l| l.get(labels)) {
-            return (*id, false);
+    /// The id and slot of a series, and whether it is new. A new series is
+    /// queued; [`Interner::insert_pending`] writes the queue.
+    pub(super) fn series_id(&mut self, metric_id: i64, instance_id: &str, labels: &str) -> (i64, u32, bool) {
+        if let Some((id, slot)) =
+            self.series.get(instance_id).and_then(|s| s.by_metric.get(&metric_id)).and_then(|l| l.get(labels))
+        {
+            return (*id, *slot, false);
         }
         let id = self.next_series_id;
         self.next_series_id += 1;
-        self.pending.push((id, metric_id, instance_id.to_string(), labels.to_string()));
-        let by_metric = self.series.entry(instance_id.to_string()).or_default();
-        by_metric.entry(metric_id).or_default().insert(labels.to_string(), id);
-        self.log.push(Created::Series { instance_id: instance_id.to_string(), metric_id, labels: labels.to_string() });
-        (id, true)
+        let loaded = self.series.entry(instance_id.to_string()).or_default();
+        let slot = loaded.next_slot;
+        loaded.next_slot += 1;
+        loaded.by_metric.entry(metric_id).or_default().insert(labels.to_string(), (id, slot));
+        self.pending.push((id, metric_id, instance_id.to_string(), labels.to_string(), slot));
+        self.log.push(Created::Series(instance_id.to_string()));
+        (id, slot, true)
     }
 
     /// Forgets the series of an instance (it left, or its rows were deleted);
@@ -164,10 +214,11 @@ impl Interner {
         }
         let pending = &self.pending;
         super::raw::with_handle(tx, |db| {
-            let mut insert =
-                db.prepare("INSERT INTO series (series_id, metric_id, instance_id, labels) VALUES (?1, ?2, ?3, ?4)")?;
-            for (id, metric_id, instance_id, labels) in pending {
-                insert.execute(rusqlite::params![id, metric_id, instance_id, labels])?;
+            let mut insert = db.prepare(
+                "INSERT INTO series (series_id, metric_id, instance_id, labels, slot) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (id, metric_id, instance_id, labels, slot) in pending {
+                insert.execute(rusqlite::params![id, metric_id, instance_id, labels, slot])?;
             }
             Ok(())
         })

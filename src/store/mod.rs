@@ -9,12 +9,15 @@
 //! memory; a known series costs no allocation and no lookup query.
 
 pub mod admission;
+pub mod blocks;
 mod checkpoint;
 pub mod compact;
 mod cpu;
+mod head;
 pub mod identify;
 mod intern;
 pub mod lock;
+pub mod log;
 mod raw;
 pub mod retention;
 mod space;
@@ -33,14 +36,23 @@ pub use crate::record::{
     AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, MembershipRecord,
     SampleRecord, ScrapeRecord, StatusRecord,
 };
+use blocks::BlockWriter;
 use compact::Compactor;
+use compact::core::block_of;
 pub use cpu::CpuTracker;
+use head::{Closed, Head};
 use intern::Interner;
 pub use retention::Retention;
 pub use writer::{WriterConfig, WriterHandle, spawn_writer};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Seconds after a minute's end that an instance which has not been scraped
+/// since has its minute closed and written (its 1-minute rollups; the CPU
+/// rollups of every instance): less than the default compaction delay, so
+/// a block's minutes are written before the block.
+const MINUTE_GRACE: f64 = 30.0;
 
 /// The size the WAL file is truncated back to after a checkpoint, bytes.
 const JOURNAL_SIZE_LIMIT: u64 = 8 << 20;
@@ -137,7 +149,16 @@ pub struct Store {
     path: PathBuf,
     interner: Interner,
     cpu: CpuTracker,
+    /// Compacts what a v2 database left in `samples`.
     compactor: Compactor,
+    /// Writes the scrape log's blocks as the compacted tier.
+    blocks: BlockWriter,
+    /// The open minutes, for the 1-minute rollups at ingest.
+    head: Head,
+    /// False after a failed write: the head is rebuilt from the log first.
+    head_ready: bool,
+    /// CPU 1-minute rollups are written up to here (epoch seconds).
+    cpu_minutes_until: f64,
     /// The newest sample time written: the store's clock for compaction and
     /// retention, so that they follow the data (and simulated days), not the wall.
     newest: f64,
@@ -180,8 +201,9 @@ impl Store {
         share_with_group(path);
         let interner = Interner::load(&pool).await?;
         let compactor = Compactor::load(&pool).await?;
+        let blocks = BlockWriter::load(&pool).await?;
         let newest = newest_time(&pool).await?;
-        Ok(Self {
+        let mut store = Self {
             pool,
             options,
             #[cfg(test)]
@@ -190,8 +212,72 @@ impl Store {
             interner,
             cpu: CpuTracker::default(),
             compactor,
+            blocks,
+            head: Head::default(),
+            head_ready: false,
+            cpu_minutes_until: f64::NEG_INFINITY,
             newest,
+        };
+        store.rebuild_head().await?;
+        Ok(store)
+    }
+
+    /// Rebuilds the open minutes from the scrape log (at start, and after a
+    /// failed write): every minute before each instance's last one is on disk.
+    async fn rebuild_head(&mut self) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let mut head = Head::default();
+        let mut conn = self.pool.acquire().await?;
+        let scrapes = raw::with_handle(&mut conn, |db| {
+            let mut instances = std::collections::BTreeSet::new();
+            for table in log::ALL {
+                let mut select = db.prepare(&format!("SELECT DISTINCT instance_id FROM {table}"))?;
+                for instance in select.query_map([], |row| row.get::<_, String>(0))? {
+                    instances.insert(instance?);
+                }
+            }
+            let mut scrapes = 0;
+            for instance in &instances {
+                let entry = head.instance(instance);
+                let described = blocks::slotted_series(db, instance)?;
+                for &(slot, series_id, counter) in &described {
+                    entry.describe(u32::try_from(slot).unwrap_or(u32::MAX), series_id, counter);
+                }
+                let mut logged = Vec::new();
+                for table in log::ALL {
+                    logged.extend(blocks::logged_scrapes(db, table, instance)?);
+                }
+                logged.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let Some(first) = logged.first().map(|(time, _)| *time) else { continue };
+                // Counters go on from their last value before the log, in the compacted tier.
+                let slot_of: crate::labels::FastMap<i64, usize> =
+                    described.iter().map(|&(slot, series_id, _)| (series_id, slot)).collect();
+                for (series_id, previous) in blocks::counters_before(db, instance, first)? {
+                    if let Some(&slot) = slot_of.get(&series_id) {
+                        entry.resume(u32::try_from(slot).unwrap_or(u32::MAX), previous);
+                    }
+                }
+                let mut written = Vec::new();
+                for (time, slots) in &logged {
+                    entry.add(*time, slots, &mut written);
+                }
+                scrapes += logged.len();
+            }
+            Ok(scrapes)
         })
+        .await?;
+        drop(conn);
+        if scrapes > 0 {
+            tracing::info!(
+                instances = head.instances(),
+                scrapes,
+                seconds = started.elapsed().as_secs_f64(),
+                "database: open minutes rebuilt from the scrape log"
+            );
+        }
+        self.head = head;
+        self.head_ready = true;
+        Ok(())
     }
 
     /// Hands WAL checkpoints to another connection (the writer's
@@ -226,6 +312,7 @@ impl Store {
     /// [`compact::STEP_ROWS`]): smaller steps, shorter writer pauses.
     pub fn set_compaction_step_rows(&mut self, rows: usize) {
         self.compactor.set_step_rows(rows);
+        self.blocks.set_step_points(rows);
     }
 
     /// Sets the size the WAL is truncated back to after a checkpoint (default 8 MiB).
@@ -250,6 +337,15 @@ impl Store {
     /// [`Error::Sql`]; a failed step is retried from a consistent state.
     pub async fn maintain(&mut self, retention: &Retention, delay: f64, sweep: bool) -> Result<Maintenance, Error> {
         let cutoffs = retention::Cutoffs::new(retention, self.newest);
+        self.close_minutes(self.newest - MINUTE_GRACE).await?;
+        if let Some(report) = self.blocks.step(&self.pool, self.newest, delay, cutoffs.raw(), false).await? {
+            return Ok(Maintenance::Compacted(compact::StepReport {
+                block: report.block,
+                rows: report.scrapes,
+                points: report.points,
+                finished: report.finished,
+            }));
+        }
         if let Some(report) = self.compactor.step(&self.pool, self.newest, delay, cutoffs.raw()).await? {
             return Ok(Maintenance::Compacted(report));
         }
@@ -267,7 +363,35 @@ impl Store {
     /// (instances whose series are loaded, instances the CPU tracker follows,
     /// series the compactor remembers).
     pub fn memory_footprint(&self) -> (usize, usize, usize) {
-        (self.interner.loaded_instances(), self.cpu.instances(), self.compactor.remembered_series())
+        (
+            self.interner.loaded_instances().max(self.head.instances()),
+            self.cpu.instances(),
+            self.compactor.remembered_series() + self.blocks.remembered_series(),
+        )
+    }
+
+    /// Closes the minutes that ended before `before` and have not been
+    /// closed by a later scrape (instances that stopped answering), and
+    /// writes them with the CPU 1-minute rollups of the minutes ended.
+    async fn close_minutes(&mut self, before: f64) -> Result<(), Error> {
+        if !self.head_ready || !before.is_finite() {
+            return Ok(());
+        }
+        let minutes_end = (before / 60.0).floor() * 60.0;
+        let cpu_from = if self.cpu_minutes_until.is_finite() { self.cpu_minutes_until } else { minutes_end - 600.0 };
+        let mut closed = Vec::new();
+        self.head.close_idle(before, &mut closed);
+        if closed.is_empty() && cpu_from >= minutes_end {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        raw::with_handle(&mut tx, |db| write_minutes(db, &closed)).await?;
+        if cpu_from < minutes_end {
+            compact::roll_up_cpu(&mut tx, 60, cpu_from, minutes_end).await?;
+        }
+        tx.commit().await?;
+        self.cpu_minutes_until = minutes_end;
+        Ok(())
     }
 
     /// Blocks due for compaction, for progress reports.
@@ -275,7 +399,8 @@ impl Store {
     /// # Errors
     /// [`Error::Sql`].
     pub async fn compaction_backlog(&self) -> Result<i64, Error> {
-        self.compactor.backlog(&self.pool, self.newest).await
+        let logged = i64::try_from(self.blocks.backlog()).unwrap_or(i64::MAX);
+        Ok(self.compactor.backlog(&self.pool, self.newest).await? + (logged - 2).max(0))
     }
 
     /// Deletes the series and the row of every instance last seen before
@@ -293,6 +418,7 @@ impl Store {
             sqlx::query("DELETE FROM instances WHERE instance_id = ?").bind(&instance).execute(&mut *tx).await?;
             tx.commit().await?;
             self.interner.forget_instance(&instance);
+            self.head.forget(&instance);
             self.cpu.forget(&instance);
             tracing::info!(instance = %instance, "retention: instance gone past every tier, its series deleted");
         }
@@ -319,9 +445,12 @@ impl Store {
         if self.refuse_writes.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::Sql(sqlx::Error::Protocol("database or disk is full (test)".into())));
         }
+        if !self.head_ready {
+            self.rebuild_head().await?;
+        }
         let mut tx = self.pool.begin().await?;
         self.interner.begin();
-        let horizon = self.compactor.compacted_until();
+        let horizon = self.compactor.compacted_until().max(self.blocks.horizon());
         let result = match self.write_in(&mut tx, batch, horizon).await {
             Ok(stats) => tx.commit().await.map(|()| stats).map_err(Error::from),
             Err(e) => {
@@ -332,15 +461,17 @@ impl Store {
         };
         if result.is_ok() {
             for scrape in batch.scrapes.iter().filter(|s| s.time >= horizon) {
-                self.compactor.observe(scrape.instance_id.as_str(), scrape.time);
+                self.blocks.logged(block_of(scrape.time));
                 self.newest = self.newest.max(scrape.time);
             }
         }
         // A failed commit leaves nothing behind either: the ids created in the
         // transaction must not outlive it, or later samples would point at
-        // series that were never stored.
+        // series that were never stored; the head saw scrapes that were not
+        // logged, so it is rebuilt from the log.
         if result.is_err() {
             self.interner.rollback();
+            self.head_ready = false;
             if let Err(e) = self.reset_connection().await {
                 tracing::warn!(error = %e, "cannot reopen the database after a failed write; retried at the next write");
             }
@@ -348,7 +479,9 @@ impl Store {
         result
     }
 
-    /// Writes `batch` in `tx`; scrapes older than `horizon` (compacted) are late and dropped.
+    /// Writes `batch` in `tx`: each new scrape as one row of the scrape log,
+    /// and the 1-minute buckets it closes. Scrapes older than `horizon`
+    /// (written) or than their instance's last are late and dropped.
     async fn write_in(
         &mut self,
         tx: &mut sqlx::SqliteConnection,
@@ -356,31 +489,56 @@ impl Store {
         horizon: f64,
     ) -> Result<WriteStats, Error> {
         write_instances(tx, &batch.instances).await?;
-        let mut rows = Vec::with_capacity(batch.sample_count());
+        let mut samples = 0;
         let mut new_series = 0;
         let mut late_samples = 0;
+        let mut closed: Vec<Closed> = Vec::new();
+        let mut logged: Vec<(f64, &str, Vec<u8>)> = Vec::with_capacity(batch.scrapes.len());
+        let mut entries: Vec<(u32, i64, bool, f64)> = Vec::new();
+        let mut slots: Vec<log::Slot> = Vec::new();
         for scrape in &batch.scrapes {
-            if scrape.time < horizon {
+            let instance = scrape.instance_id.as_str();
+            if scrape.time < horizon || !self.head.instance(instance).is_new(scrape.time) {
                 late_samples += scrape.samples.len();
                 continue;
             }
-            self.interner.load_instance(tx, scrape.instance_id.as_str()).await?;
+            self.interner.load_instance(tx, instance).await?;
             for (metric, kind) in &scrape.types {
                 self.interner.metric_id(tx, metric, kind).await?;
             }
+            entries.clear();
             for sample in &scrape.samples {
-                let metric_id = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
-                let (series_id, created) =
-                    self.interner.series_id(metric_id, scrape.instance_id.as_str(), &sample.labels);
+                let (metric_id, counter) = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
+                let (series_id, slot, created) = self.interner.series_id(metric_id, instance, &sample.labels);
                 new_series += usize::from(created);
-                rows.push((metric_id, scrape.time, series_id, sample.value));
+                entries.push((slot, series_id, counter, sample.value));
+            }
+            slots.clear();
+            slots.resize(self.interner.slot_count(instance) as usize, None);
+            let head = self.head.instance(instance);
+            for &(slot, series_id, counter, value) in &entries {
+                head.describe(slot, series_id, counter);
+                if let Some(entry) = slots.get_mut(slot as usize) {
+                    *entry = Some(value);
+                }
+            }
+            head.add(scrape.time, &slots, &mut closed);
+            let mut blob = Vec::new();
+            log::encode(&slots, &mut blob);
+            logged.push((scrape.time, instance, blob));
+            samples += entries.len();
+        }
+        for e in &batch.events {
+            if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
+                self.head.retire(e.instance_id.as_str(), &mut closed);
             }
         }
         self.interner.insert_pending(tx).await?;
-        rows.sort_unstable_by(|a, b| {
-            (a.0, a.1, a.2).partial_cmp(&(b.0, b.1, b.2)).unwrap_or(std::cmp::Ordering::Equal)
-        });
-        raw::with_handle(tx, |db| insert_samples(db, &rows)).await?;
+        raw::with_handle(tx, |db| {
+            insert_logged(db, &logged)?;
+            write_minutes(db, &closed)
+        })
+        .await?;
         let cpu_rows = self.write_cpu(tx, &batch.scrapes).await?;
         write_statuses(tx, &batch.statuses).await?;
         write_rounds(tx, &batch.rounds).await?;
@@ -393,7 +551,7 @@ impl Store {
                 self.interner.forget_instance(e.instance_id.as_str());
             }
         }
-        Ok(WriteStats { samples: rows.len(), new_series, cpu_rows, late_samples })
+        Ok(WriteStats { samples, new_series, cpu_rows, late_samples })
     }
 
     async fn write_cpu(&mut self, tx: &mut sqlx::SqliteConnection, scrapes: &[ScrapeRecord]) -> Result<usize, Error> {
@@ -463,7 +621,9 @@ async fn newest_time(pool: &SqlitePool) -> Result<f64, Error> {
     let newest: Option<f64> = sqlx::query_scalar(
         "SELECT max(t) FROM (
            SELECT (SELECT max(time) FROM samples s WHERE s.metric_id = m.metric_id) AS t FROM metrics m
-           UNION ALL SELECT value FROM store_state WHERE key = 'compacted_until')",
+           UNION ALL SELECT max(time) FROM scrape_log_0 UNION ALL SELECT max(time) FROM scrape_log_1
+           UNION ALL SELECT max(time) FROM scrape_log_2
+           UNION ALL SELECT value FROM store_state WHERE key IN ('compacted_until', 'log_written_until'))",
     )
     .fetch_one(pool)
     .await?;
@@ -487,11 +647,28 @@ fn share_with_group(path: &Path) {
     }
 }
 
-fn insert_samples(db: &rusqlite::Connection, rows: &[(i64, f64, i64, f64)]) -> rusqlite::Result<()> {
-    let mut insert =
-        db.prepare("INSERT OR IGNORE INTO samples (metric_id, time, series_id, value) VALUES (?1, ?2, ?3, ?4)")?;
-    for (metric_id, time, series_id, value) in rows {
-        insert.execute(rusqlite::params![metric_id, time, series_id, raw::Number(*value)])?;
+/// Appends scrapes to the log, each to its block's table.
+fn insert_logged(db: &rusqlite::Connection, logged: &[(f64, &str, Vec<u8>)]) -> rusqlite::Result<()> {
+    for (time, instance, vals) in logged {
+        let table = log::table(block_of(*time));
+        db.prepare_cached(&format!("INSERT OR IGNORE INTO {table} (time, instance_id, vals) VALUES (?1, ?2, ?3)"))?
+            .execute(rusqlite::params![time, instance, vals])?;
+    }
+    Ok(())
+}
+
+/// Writes closed 1-minute buckets and their minutes' `rollup_buckets` rows.
+fn write_minutes(db: &rusqlite::Connection, closed: &[Closed]) -> rusqlite::Result<()> {
+    if closed.is_empty() {
+        return Ok(());
+    }
+    compact::insert_buckets(db, "rollup_1m", closed)?;
+    let mut starts: Vec<i64> = closed.iter().map(|(_, b)| b.start).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut insert = db.prepare_cached("INSERT OR IGNORE INTO rollup_buckets (width, time) VALUES (60, ?1)")?;
+    for start in starts {
+        insert.execute([start])?;
     }
     Ok(())
 }

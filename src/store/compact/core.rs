@@ -145,7 +145,8 @@ pub fn compact_series(
     previous: Option<Previous>,
     counter: bool,
 ) -> Compacted {
-    let mut out = Compacted { last: previous, ..Compacted::default() };
+    let mut out = Compacted::default();
+    let mut rollup = MinuteRollup::resume(previous);
     let mut current: Option<PointValue> = None;
     let mut rows = rows.iter().peekable();
     for &frame in frames {
@@ -160,28 +161,64 @@ pub fn compact_series(
             current = Some(next);
         }
         if let Some(&(time, value)) = present {
-            add_to_minute(&mut out, time, value, counter);
+            out.minutes.extend(rollup.add(time, value, counter));
         }
     }
+    out.minutes.extend(rollup.close());
+    out.last = rollup.last();
     out
 }
 
-fn add_to_minute(out: &mut Compacted, time: f64, value: f64, counter: bool) {
-    let start = (time / 60.0).floor() as i64 * 60;
-    if out.minutes.last().is_none_or(|b| b.start != start) {
-        out.minutes.push(Bucket::new(start));
+/// A series' open 1-minute bucket, fed one sample at a time in time order:
+/// what compaction computes over a block's rows, and what the store's head
+/// computes at ingest, by the same code.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MinuteRollup {
+    open: Option<Bucket>,
+    /// The last sample that is not NaN, for a counter's increase.
+    last: Option<Previous>,
+}
+
+impl MinuteRollup {
+    /// A rollup whose series' last sample (for counters) was `previous`.
+    pub fn resume(previous: Option<Previous>) -> Self {
+        Self { open: None, last: previous }
     }
-    let Some(bucket) = out.minutes.last_mut() else { return };
-    bucket.add(value);
-    if value.is_nan() {
-        return;
+
+    /// Adds a sample; returns the bucket it closed when it starts a new minute.
+    pub fn add(&mut self, time: f64, value: f64, counter: bool) -> Option<Bucket> {
+        let start = (time / 60.0).floor() as i64 * 60;
+        let closed = match self.open {
+            Some(b) if b.start == start => None,
+            _ => self.open.replace(Bucket::new(start)),
+        };
+        let bucket = self.open.get_or_insert(Bucket::new(start));
+        bucket.add(value);
+        if !value.is_nan() {
+            if let Some(previous) = self.last.filter(|_| counter) {
+                // A counter that went down was reset: it counted `value` since.
+                let increase = if value >= previous.value { value - previous.value } else { value };
+                bucket.add_increase(increase, time - previous.time);
+            }
+            self.last = Some(Previous { time, value });
+        }
+        closed
     }
-    if let Some(previous) = out.last.filter(|_| counter) {
-        // A counter that went down was reset: it counted `value` since.
-        let increase = if value >= previous.value { value - previous.value } else { value };
-        bucket.add_increase(increase, time - previous.time);
+
+    /// Closes the open bucket, if any.
+    pub fn close(&mut self) -> Option<Bucket> {
+        self.open.take()
     }
-    out.last = Some(Previous { time, value });
+
+    /// The open bucket's start.
+    pub fn open_start(&self) -> Option<i64> {
+        self.open.map(|b| b.start)
+    }
+
+    /// The last sample that is not NaN.
+    pub fn last(&self) -> Option<Previous> {
+        self.last
+    }
 }
 
 /// Equal values compare by bits, every NaN alike: a change point is only
