@@ -19,7 +19,9 @@ use tracing::debug;
 
 use super::Error;
 use super::compact::core::{Bucket, PointValue, Previous, block_of, compact_series};
-use super::compact::{block_range, insert_buckets, insert_points, previous_sample, roll_up_cpu, roll_up_hour};
+use super::compact::{
+    block_range, insert_buckets, insert_points, previous_sample, roll_up_cpu, roll_up_hour, roll_up_status,
+};
 use super::log::{self, Slot};
 use super::raw;
 
@@ -220,6 +222,7 @@ impl BlockWriter {
         }
         roll_up_cpu(&mut tx, 60, from, to).await?;
         roll_up_cpu(&mut tx, 300, from, to).await?;
+        roll_up_status(&mut tx, from, to).await?;
         if job.has_rollups {
             sqlx::query("INSERT OR IGNORE INTO rollup_buckets (width, time) VALUES (300, ?)")
                 .bind(from as i64)
@@ -316,8 +319,8 @@ pub(super) fn logged_scrapes(
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let time: f64 = row.get(0)?;
-        let bytes = row.get_ref(1)?.as_blob()?;
-        let slots = log::decode(bytes).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let text = row.get_ref(1)?.as_str()?;
+        let slots = log::decode(text).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         out.push((time, slots));
     }
     Ok(out)

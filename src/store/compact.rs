@@ -441,6 +441,7 @@ async fn finish_block(pool: &SqlitePool, block: i64) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     roll_up_cpu(&mut tx, 60, from, to).await?;
     roll_up_cpu(&mut tx, 300, from, to).await?;
+    roll_up_status(&mut tx, from, to).await?;
     // One seek per possible bucket start: a DISTINCT over the block's
     // 1-minute rows read every one of them (11 M at 2,000 targets, 2 s).
     for (width, table) in [(60_usize, "rollup_1m"), (300, "rollup_5m")] {
@@ -476,6 +477,20 @@ pub(super) async fn roll_up_cpu(tx: &mut SqliteConnection, width: i64, from: f64
          FROM cpu_samples WHERE time >= ?2 AND time < ?3 GROUP BY bucket, instance_id"
     )))
     .bind(width)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Each instance's scrape health over the block [from, to), from its status rows.
+pub(super) async fn roll_up_status(tx: &mut SqliteConnection, from: f64, to: f64) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO scrape_status_5m (time, instance_id, scrapes, up, duration_seconds, samples)
+         SELECT ?1, instance_id, count(*), sum(up), sum(duration_seconds), sum(samples)
+         FROM scrape_status WHERE time >= ?1 AND time < ?2 GROUP BY instance_id",
+    )
     .bind(from)
     .bind(to)
     .execute(&mut *tx)

@@ -493,7 +493,7 @@ impl Store {
         let mut new_series = 0;
         let mut late_samples = 0;
         let mut closed: Vec<Closed> = Vec::new();
-        let mut logged: Vec<(f64, &str, Vec<u8>)> = Vec::with_capacity(batch.scrapes.len());
+        let mut logged: Vec<(f64, &str, String)> = Vec::with_capacity(batch.scrapes.len());
         let mut entries: Vec<(u32, i64, bool, f64)> = Vec::new();
         let mut slots: Vec<log::Slot> = Vec::new();
         for scrape in &batch.scrapes {
@@ -523,9 +523,9 @@ impl Store {
                 }
             }
             head.add(scrape.time, &slots, &mut closed);
-            let mut blob = Vec::new();
-            log::encode(&slots, &mut blob);
-            logged.push((scrape.time, instance, blob));
+            let mut vals = String::new();
+            log::encode(&slots, &mut vals);
+            logged.push((scrape.time, instance, vals));
             samples += entries.len();
         }
         for e in &batch.events {
@@ -648,7 +648,7 @@ fn share_with_group(path: &Path) {
 }
 
 /// Appends scrapes to the log, each to its block's table.
-fn insert_logged(db: &rusqlite::Connection, logged: &[(f64, &str, Vec<u8>)]) -> rusqlite::Result<()> {
+fn insert_logged(db: &rusqlite::Connection, logged: &[(f64, &str, String)]) -> rusqlite::Result<()> {
     for (time, instance, vals) in logged {
         let table = log::table(block_of(*time));
         db.prepare_cached(&format!("INSERT OR IGNORE INTO {table} (time, instance_id, vals) VALUES (?1, ?2, ?3)"))?

@@ -991,3 +991,70 @@ async fn a_crash_at_any_step_of_the_write_path_changes_nothing() {
         }
     }
 }
+
+/// Issue #22: per-instance health is rolled up per block, so a 7-day health
+/// panel reads one row per instance per 5 minutes (2,016), not every status row.
+#[tokio::test]
+async fn scrape_health_is_rolled_up_per_block_with_the_block() {
+    let (mut store, _dir) = open().await;
+    for k in 0..40u32 {
+        let time = T0 + 15.0 * f64::from(k);
+        // i-a answers every scrape; i-b misses one in four.
+        let statuses = ["i-a", "i-b"]
+            .into_iter()
+            .map(|id| {
+                let up = id == "i-a" || k % 4 != 0;
+                StatusRecord {
+                    time,
+                    instance_id: id.into(),
+                    up,
+                    reason: (!up).then_some(FailureReason::Timeout),
+                    error: None,
+                    duration_seconds: 0.5,
+                    samples: if up { 3 } else { 0 },
+                    path: crate::record::Route::Direct { address: Some("127.0.0.1:9100".into()) },
+                }
+            })
+            .collect();
+        let scrapes = vec![scrape("i-a", time, vec![sample("node_load1", "{}", 1.0)])];
+        store.write(&Batch { scrapes, statuses, ..Batch::default() }).await.unwrap();
+    }
+    compact_all(&mut store).await;
+    let rows: Vec<(f64, String, i64, i64, i64, f64, f64)> = sqlx::query_as(
+        "SELECT time, instance_id, scrapes, up, failed, up_ratio, avg_duration_seconds FROM scrape_health_5m
+         WHERE instance_id = 'i-b' AND time >= ? ORDER BY time",
+    )
+    .bind(T0)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "the first block is written, the second still open: {rows:?}");
+    assert_eq!(rows[0], (T0, "i-b".to_string(), 20, 15, 5, 0.75, 0.5));
+}
+
+/// Issue #22, goal 5: a per-instance panel reads its instance's log rows
+/// only, through the index, at any fleet size.
+#[tokio::test]
+async fn one_instance_reads_its_own_scrape_log_rows_through_the_index() {
+    let (mut store, _dir) = open().await;
+    for batch in churned_history().into_iter().take(4) {
+        store.write(&batch).await.unwrap();
+    }
+    let plan = plan(
+        &store,
+        "SELECT time, value FROM metric_samples
+         WHERE metric = 'node_load1' AND instance_id = 'i-a' AND time >= 0 AND time < 9e9",
+    )
+    .await;
+    for table in ["scrape_log_0", "scrape_log_1", "scrape_log_2"] {
+        let search = format!("SEARCH l USING INDEX {table}_by_instance (instance_id=? AND time>? AND time<?)");
+        assert!(plan.contains(&search), "{table}:\n{plan}");
+    }
+    let rows: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT time, value FROM metric_samples WHERE metric = 'node_load1' AND instance_id = 'i-a' ORDER BY time",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows, [(T0, 0.0), (T0 + 15.0, 0.0), (T0 + 30.0, 0.25), (T0 + 45.0, 0.25)]);
+}
