@@ -722,7 +722,18 @@ fn tier_rows(db: &Path) {
     let conn = open_read_only(db);
     println!("| table | rows |");
     println!("|---|---|");
-    for table in ["samples", "frames", "points", "rollup_1m", "rollup_5m", "rollup_1h", "series"] {
+    for table in [
+        "scrape_log_0",
+        "scrape_log_1",
+        "scrape_log_2",
+        "samples",
+        "frames",
+        "points",
+        "rollup_1m",
+        "rollup_5m",
+        "rollup_1h",
+        "series",
+    ] {
         let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).expect("count");
         println!("| {table} | {n} |");
     }

@@ -22,11 +22,19 @@ use crate::record::SampleRecord;
 
 const CPU_METRIC: &str = "node_cpu_seconds_total";
 
-/// Remembers each instance's last CPU counters, by series (the labels text
-/// of one CPU and mode, shared with the scraper's series cache).
+/// One CPU counter of a scrape.
+#[derive(Debug)]
+struct Counter {
+    /// The labels text (one CPU and mode), shared with the scraper's series cache.
+    labels: Arc<str>,
+    idle: bool,
+    value: f64,
+}
+
+/// Remembers each instance's last CPU counters, in payload order.
 #[derive(Debug, Default)]
 pub struct CpuTracker {
-    previous: FastMap<String, FastMap<Arc<str>, f64>>,
+    previous: FastMap<String, Vec<Counter>>,
     /// Labels text → whether it is a CPU's idle mode (`None`: no `cpu` or no
     /// `mode` label). Parsed once per distinct text: a few hundred at most.
     modes: FastMap<Arc<str>, Option<bool>>,
@@ -37,45 +45,44 @@ impl CpuTracker {
     /// scrape, or `None` for the first scrape, a scrape without CPU counters,
     /// a counter reset in any mode of any CPU (a reboot: that interval is a
     /// gap, not a guess), no CPU in common, or no CPU time elapsed.
+    ///
+    /// A payload lists its counters in the same order scrape after scrape, as
+    /// the same shared labels: matched by position and allocation, a counter
+    /// costs no lookup; anything else is matched by labels text.
     pub fn observe(&mut self, instance_id: &str, samples: &[SampleRecord]) -> Option<f64> {
-        let capacity = self.previous.get(instance_id).map_or(16, FastMap::len);
-        let mut now = FastMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default());
+        let before = self.previous.get(instance_id);
+        let mut now: Vec<Counter> = Vec::with_capacity(before.map_or(16, Vec::len));
         for sample in samples.iter().filter(|s| &*s.metric == CPU_METRIC && s.value.is_finite()) {
-            if self.mode(&sample.labels).is_some() {
-                now.insert(Arc::clone(&sample.labels), sample.value);
-            }
+            let known = before
+                .and_then(|b| b.get(now.len()))
+                .filter(|c| Arc::ptr_eq(&c.labels, &sample.labels))
+                .map(|c| c.idle);
+            let Some(idle) = known.or_else(|| mode(&mut self.modes, &sample.labels)) else { continue };
+            now.push(Counter { labels: Arc::clone(&sample.labels), idle, value: sample.value });
         }
         if now.is_empty() {
             return None;
         }
         let previous = self.previous.insert(instance_id.to_string(), now)?;
         let now = &self.previous[instance_id];
+        let aligned =
+            previous.len() == now.len() && previous.iter().zip(now).all(|(a, b)| Arc::ptr_eq(&a.labels, &b.labels));
+        let by_labels: FastMap<&str, f64> =
+            if aligned { FastMap::default() } else { previous.iter().map(|c| (&*c.labels, c.value)).collect() };
         let (mut busy, mut total) = (0.0, 0.0);
-        for (labels, value) in now {
-            let Some(before) = previous.get(labels) else { continue };
-            let change = value - before;
+        for (i, counter) in now.iter().enumerate() {
+            let before = if aligned { Some(previous[i].value) } else { by_labels.get(&*counter.labels).copied() };
+            let Some(before) = before else { continue };
+            let change = counter.value - before;
             if change < 0.0 {
                 return None;
             }
             total += change;
-            if self.modes.get(labels).copied().flatten() == Some(false) {
+            if !counter.idle {
                 busy += change;
             }
         }
         (total > 0.0).then(|| 100.0 * busy / total)
-    }
-
-    /// Whether `labels` is an idle mode; parsed at its first sight only.
-    fn mode(&mut self, labels: &Arc<str>) -> Option<bool> {
-        if let Some(known) = self.modes.get(labels) {
-            return *known;
-        }
-        let parsed = serde_json::from_str::<HashMap<String, String>>(labels)
-            .ok()
-            .filter(|l| l.contains_key("cpu"))
-            .and_then(|l| l.get("mode").map(|m| m == "idle"));
-        self.modes.insert(Arc::clone(labels), parsed);
-        parsed
     }
 
     /// Instances followed.
@@ -87,6 +94,19 @@ impl CpuTracker {
     pub fn forget(&mut self, instance_id: &str) {
         self.previous.remove(instance_id);
     }
+}
+
+/// Whether `labels` is an idle mode; parsed at its first sight only.
+fn mode(modes: &mut FastMap<Arc<str>, Option<bool>>, labels: &Arc<str>) -> Option<bool> {
+    if let Some(known) = modes.get(labels) {
+        return *known;
+    }
+    let parsed = serde_json::from_str::<HashMap<String, String>>(labels)
+        .ok()
+        .filter(|l| l.contains_key("cpu"))
+        .and_then(|l| l.get("mode").map(|m| m == "idle"));
+    modes.insert(Arc::clone(labels), parsed);
+    parsed
 }
 
 #[cfg(test)]
@@ -151,5 +171,24 @@ mod tests {
         let now = [cpu(0, "user", 13.0), cpu(0, "idle", 17.0), cpu(0, "steal", 50.0), cpu(1, "idle", 99.0)];
         let busy = tracker.observe("i-1", &now).unwrap();
         assert!((busy - 30.0).abs() < 1e-9, "{busy}");
+    }
+
+    #[test]
+    fn the_same_shared_labels_in_the_same_order_give_what_a_lookup_gives() {
+        let first = scrape(&[(100.0, 10.0, 1.0, 1000.0), (50.0, 5.0, 0.0, 2000.0)]);
+        let second: Vec<SampleRecord> = first
+            .iter()
+            .zip([6.0, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0, 9.0])
+            .map(|(s, step)| SampleRecord { value: s.value + step, ..s.clone() })
+            .collect();
+        let mut shared = CpuTracker::default();
+        shared.observe("i-1", &first);
+        let by_position = shared.observe("i-1", &second).unwrap();
+        let mut copied = CpuTracker::default();
+        copied.observe("i-1", &first);
+        let mut reordered = scrape(&[(106.0, 11.0, 2.0, 1002.0), (51.0, 5.0, 0.0, 2009.0)]);
+        reordered.reverse();
+        let by_labels = copied.observe("i-1", &reordered).unwrap();
+        assert!((by_position - 45.0).abs() < 1e-9 && (by_labels - 45.0).abs() < 1e-9, "{by_position} {by_labels}");
     }
 }

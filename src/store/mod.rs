@@ -16,6 +16,7 @@ mod cpu;
 mod head;
 pub mod identify;
 mod intern;
+mod layout;
 pub mod lock;
 pub mod log;
 mod raw;
@@ -155,6 +156,9 @@ pub struct Store {
     blocks: BlockWriter,
     /// The open minutes, for the 1-minute rollups at ingest.
     head: Head,
+    /// Each instance's last scrape as resolved: the next one with the same
+    /// samples resolves without lookups.
+    layouts: layout::Layouts,
     /// False after a failed write: the head is rebuilt from the log first.
     head_ready: bool,
     /// CPU 1-minute rollups are written up to here (epoch seconds).
@@ -214,6 +218,7 @@ impl Store {
             compactor,
             blocks,
             head: Head::default(),
+            layouts: layout::Layouts::default(),
             head_ready: false,
             cpu_minutes_until: f64::NEG_INFINITY,
             newest,
@@ -418,6 +423,7 @@ impl Store {
             sqlx::query("DELETE FROM instances WHERE instance_id = ?").bind(&instance).execute(&mut *tx).await?;
             tx.commit().await?;
             self.interner.forget_instance(&instance);
+            self.layouts.forget(&instance);
             self.head.forget(&instance);
             self.cpu.forget(&instance);
             tracing::info!(instance = %instance, "retention: instance gone past every tier, its series deleted");
@@ -471,6 +477,7 @@ impl Store {
         // logged, so it is rebuilt from the log.
         if result.is_err() {
             self.interner.rollback();
+            self.layouts.clear();
             self.head_ready = false;
             if let Err(e) = self.reset_connection().await {
                 tracing::warn!(error = %e, "cannot reopen the database after a failed write; retried at the next write");
@@ -494,7 +501,7 @@ impl Store {
         let mut late_samples = 0;
         let mut closed: Vec<Closed> = Vec::new();
         let mut logged: Vec<(f64, &str, String)> = Vec::with_capacity(batch.scrapes.len());
-        let mut entries: Vec<(u32, i64, bool, f64)> = Vec::new();
+        let mut entries: Vec<layout::Resolved> = Vec::new();
         let mut slots: Vec<log::Slot> = Vec::new();
         for scrape in &batch.scrapes {
             let instance = scrape.instance_id.as_str();
@@ -502,24 +509,31 @@ impl Store {
                 late_samples += scrape.samples.len();
                 continue;
             }
-            self.interner.load_instance(tx, instance).await?;
-            for (metric, kind) in &scrape.types {
-                self.interner.metric_id(tx, metric, kind).await?;
-            }
             entries.clear();
-            for sample in &scrape.samples {
-                let (metric_id, counter) = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
-                let (series_id, slot, created) = self.interner.series_id(metric_id, instance, &sample.labels);
-                new_series += usize::from(created);
-                entries.push((slot, series_id, counter, sample.value));
+            match self.layouts.get(scrape) {
+                Some(resolved) => entries.extend_from_slice(resolved),
+                None => {
+                    self.interner.load_instance(tx, instance).await?;
+                    for (metric, kind) in &scrape.types {
+                        self.interner.metric_id(tx, metric, kind).await?;
+                    }
+                    for sample in &scrape.samples {
+                        let (metric_id, counter) = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
+                        let (series_id, slot, created) = self.interner.series_id(metric_id, instance, &sample.labels);
+                        new_series += usize::from(created);
+                        entries.push((slot, series_id, counter));
+                    }
+                    self.layouts.set(scrape, entries.clone());
+                }
             }
             slots.clear();
-            slots.resize(self.interner.slot_count(instance) as usize, None);
+            let needed = entries.iter().map(|(slot, ..)| *slot + 1).max().unwrap_or(0);
+            slots.resize(self.interner.slot_count(instance).max(needed) as usize, None);
             let head = self.head.instance(instance);
-            for &(slot, series_id, counter, value) in &entries {
+            for (&(slot, series_id, counter), sample) in entries.iter().zip(&scrape.samples) {
                 head.describe(slot, series_id, counter);
                 if let Some(entry) = slots.get_mut(slot as usize) {
-                    *entry = Some(value);
+                    *entry = Some(sample.value);
                 }
             }
             head.add(scrape.time, &slots, &mut closed);
@@ -549,6 +563,7 @@ impl Store {
             if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
                 self.cpu.forget(e.instance_id.as_str());
                 self.interner.forget_instance(e.instance_id.as_str());
+                self.layouts.forget(e.instance_id.as_str());
             }
         }
         Ok(WriteStats { samples, new_series, cpu_rows, late_samples })
