@@ -70,10 +70,7 @@ pub struct BlockWriter {
 impl BlockWriter {
     /// Reads which blocks the log holds.
     pub async fn load(pool: &SqlitePool) -> Result<Self, Error> {
-        let written_until: Option<f64> = sqlx::query_scalar("SELECT value FROM store_state WHERE key = ?")
-            .bind(WRITTEN_UNTIL)
-            .fetch_optional(pool)
-            .await?;
+        let written_until = super::compact::state(pool, WRITTEN_UNTIL).await?;
         let mut pending = BTreeSet::new();
         for table in log::ALL {
             let range: (Option<f64>, Option<f64>) =

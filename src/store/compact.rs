@@ -85,10 +85,7 @@ pub struct Compactor {
 impl Compactor {
     /// Reads the horizon from the database (None on a database never compacted).
     pub async fn load(pool: &SqlitePool) -> Result<Self, Error> {
-        let until: Option<f64> = sqlx::query_scalar("SELECT value FROM store_state WHERE key = ?")
-            .bind(COMPACTED_UNTIL)
-            .fetch_optional(pool)
-            .await?;
+        let until = state(pool, COMPACTED_UNTIL).await?;
         Ok(Self { compacted_until: until, step_rows: STEP_ROWS, ..Self::default() })
     }
 
@@ -267,6 +264,11 @@ impl Compactor {
         }
         Ok(report)
     }
+}
+
+/// A time kept in `store_state` (None until first written).
+pub(super) async fn state(pool: &SqlitePool, key: &str) -> Result<Option<f64>, Error> {
+    Ok(sqlx::query_scalar("SELECT value FROM store_state WHERE key = ?").bind(key).fetch_optional(pool).await?)
 }
 
 /// The block's time range, epoch seconds.
