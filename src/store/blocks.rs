@@ -124,8 +124,7 @@ impl BlockWriter {
     }
 
     /// Does one bounded step if a block is due (its end `delay` seconds older
-    /// than `newest`), or `force`d; blocks that ended before `raw_cutoff` get
-    /// rollups only.
+    /// than `newest`); blocks that ended before `raw_cutoff` get rollups only.
     ///
     /// # Errors
     /// [`Error`]; the block is started over at the next step.
@@ -135,12 +134,11 @@ impl BlockWriter {
         newest: f64,
         delay: f64,
         raw_cutoff: f64,
-        force: bool,
     ) -> Result<Option<StepReport>, Error> {
         if self.job.is_none() {
             let Some(block) = self.oldest() else { return Ok(None) };
             let end = block_range(block).1;
-            if !force && end + delay > newest {
+            if end + delay > newest {
                 return Ok(None);
             }
             let instances: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -3,10 +3,11 @@
 //! layout and write path are explained in `docs/storage.md`.
 //!
 //! Writes go through one connection (SQLite has one writer) in one
-//! transaction per [`Batch`]. Samples are sorted by the `samples` key
-//! (metric, time, series) and inserted by one prepared statement on the
-//! connection's own handle (`raw`), so a round appends to each metric's tail. Metric and series ids are interned in
-//! memory; a known series costs no allocation and no lookup query.
+//! transaction per [`Batch`]: each scrape becomes one row of the scrape log
+//! ([`log`]), and the 1-minute rollups of the minutes it closes ([`head`]) are
+//! written with it; [`blocks`] later writes each 5-minute block from the log
+//! as change points. Metric and series ids are interned in memory, and a
+//! scrape laid out as its instance's last resolves without lookups.
 
 pub mod admission;
 pub mod blocks;
@@ -343,7 +344,7 @@ impl Store {
     pub async fn maintain(&mut self, retention: &Retention, delay: f64, sweep: bool) -> Result<Maintenance, Error> {
         let cutoffs = retention::Cutoffs::new(retention, self.newest);
         self.close_minutes(self.newest - MINUTE_GRACE).await?;
-        if let Some(report) = self.blocks.step(&self.pool, self.newest, delay, cutoffs.raw(), false).await? {
+        if let Some(report) = self.blocks.step(&self.pool, self.newest, delay, cutoffs.raw()).await? {
             return Ok(Maintenance::Compacted(compact::StepReport {
                 block: report.block,
                 rows: report.scrapes,
@@ -444,7 +445,8 @@ impl Store {
     /// Writes a batch in one transaction, computing CPU utilization on the way.
     ///
     /// # Errors
-    /// [`Error::Sql`]; the transaction is rolled back and the interner forgets
+    /// [`Error::Sql`]; the transaction is rolled back, the head is rebuilt from
+    /// the log before the next write, and the interner forgets
     /// ids it created in it.
     pub async fn write(&mut self, batch: &Batch) -> Result<WriteStats, Error> {
         #[cfg(test)]
