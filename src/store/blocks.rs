@@ -20,7 +20,7 @@ use tracing::debug;
 use super::Error;
 use super::compact::core::{Bucket, PointValue, Previous, block_of, compact_series};
 use super::compact::{
-    block_range, insert_buckets, insert_points, previous_sample, roll_up_cpu, roll_up_hour, roll_up_status,
+    StepReport, block_range, insert_buckets, insert_points, previous_sample, roll_up_cpu, roll_up_hour, roll_up_status,
 };
 use super::log::{self, Slot};
 use super::raw;
@@ -30,19 +30,6 @@ pub(super) const WRITTEN_UNTIL: &str = "log_written_until";
 
 /// Points a step writes before it yields (at least one instance's).
 pub const STEP_POINTS: usize = 60_000;
-
-/// What one [`BlockWriter::step`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StepReport {
-    /// The block worked on.
-    pub block: i64,
-    /// Logged scrapes read.
-    pub scrapes: usize,
-    /// Change points written.
-    pub points: usize,
-    /// Whether the block is done.
-    pub finished: bool,
-}
 
 #[derive(Debug)]
 struct Job {
@@ -60,6 +47,8 @@ struct Job {
 pub struct BlockWriter {
     /// Blocks with rows in the log.
     pending: BTreeSet<i64>,
+    /// The newest scrape in the log when it was loaded.
+    newest_loaded: Option<f64>,
     written_until: f64,
     job: Option<Job>,
     /// Each counter's last sample, with the block it was seen in.
@@ -72,6 +61,7 @@ impl BlockWriter {
     pub async fn load(pool: &SqlitePool) -> Result<Self, Error> {
         let written_until = super::compact::state(pool, WRITTEN_UNTIL).await?;
         let mut pending = BTreeSet::new();
+        let mut newest_loaded: Option<f64> = None;
         for table in log::ALL {
             let range: (Option<f64>, Option<f64>) =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT min(time), max(time) FROM {table}")))
@@ -79,10 +69,12 @@ impl BlockWriter {
                     .await?;
             if let (Some(min), Some(max)) = range {
                 pending.extend(block_of(min)..=block_of(max));
+                newest_loaded = Some(newest_loaded.map_or(max, |n| n.max(max)));
             }
         }
         Ok(Self {
             pending,
+            newest_loaded,
             written_until: written_until.unwrap_or(f64::NEG_INFINITY),
             job: None,
             previous: HashMap::new(),
@@ -103,8 +95,13 @@ impl BlockWriter {
         self.pending.insert(block);
     }
 
+    /// The newest scrape the log held when it was loaded (None: empty).
+    pub fn newest_loaded(&self) -> Option<f64> {
+        self.newest_loaded
+    }
+
     /// The oldest block in the log.
-    pub fn oldest(&self) -> Option<i64> {
+    fn oldest(&self) -> Option<i64> {
         self.pending.first().copied()
     }
 
@@ -177,7 +174,7 @@ impl BlockWriter {
                 while job.next < job.instances.len() && report.points < step_points.max(1) {
                     let instance = &job.instances[job.next];
                     let (frames, scrapes, points) = write_instance(db, job, instance, previous)?;
-                    report.scrapes += scrapes;
+                    report.rows += scrapes;
                     report.points += points;
                     job.frames.push((instance.clone(), frames));
                     job.next += 1;
@@ -186,7 +183,7 @@ impl BlockWriter {
             })
             .await?;
             tx.commit().await?;
-            job.has_rollups |= report.scrapes > 0;
+            job.has_rollups |= report.rows > 0;
             return Ok(report);
         }
         self.finish(pool).await?;

@@ -39,7 +39,8 @@ const COMPACTED_UNTIL: &str = "compacted_until";
 pub struct StepReport {
     /// The block worked on.
     pub block: i64,
-    /// Rows of `samples` read.
+    /// Rows read: of `samples` (v2's compactor), or logged scrapes (store v3's
+    /// block writer, one a scrape).
     pub rows: usize,
     /// Change points written.
     pub points: usize,

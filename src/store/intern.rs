@@ -109,11 +109,6 @@ impl Interner {
         Ok(())
     }
 
-    /// Slots handed out for `instance_id`: the length of its log arrays.
-    pub(super) fn slot_count(&self, instance_id: &str) -> u32 {
-        self.series.get(instance_id).map_or(0, |s| s.next_slot)
-    }
-
     /// Instances whose series are held in memory.
     pub(super) fn loaded_instances(&self) -> usize {
         self.series.len()

@@ -207,7 +207,7 @@ impl Store {
         let interner = Interner::load(&pool).await?;
         let compactor = Compactor::load(&pool).await?;
         let blocks = BlockWriter::load(&pool).await?;
-        let newest = newest_time(&pool).await?;
+        let newest = newest_time(&pool).await?.max(blocks.newest_loaded().unwrap_or(f64::NEG_INFINITY));
         let mut store = Self {
             pool,
             options,
@@ -345,12 +345,7 @@ impl Store {
         let cutoffs = retention::Cutoffs::new(retention, self.newest);
         self.close_minutes(self.newest - MINUTE_GRACE).await?;
         if let Some(report) = self.blocks.step(&self.pool, self.newest, delay, cutoffs.raw()).await? {
-            return Ok(Maintenance::Compacted(compact::StepReport {
-                block: report.block,
-                rows: report.scrapes,
-                points: report.points,
-                finished: report.finished,
-            }));
+            return Ok(Maintenance::Compacted(report));
         }
         if let Some(report) = self.compactor.step(&self.pool, self.newest, delay, cutoffs.raw()).await? {
             return Ok(Maintenance::Compacted(report));
@@ -528,9 +523,10 @@ impl Store {
                     self.layouts.set(scrape, entries.clone());
                 }
             }
+            // Up to the highest slot present: a slot past the end reads as
+            // absent, as a `false` would.
             slots.clear();
-            let needed = entries.iter().map(|(slot, ..)| *slot + 1).max().unwrap_or(0);
-            slots.resize(self.interner.slot_count(instance).max(needed) as usize, None);
+            slots.resize(entries.iter().map(|(slot, ..)| *slot as usize + 1).max().unwrap_or(0), None);
             let head = self.head.instance(instance);
             for (&(slot, series_id, counter), sample) in entries.iter().zip(&scrape.samples) {
                 head.describe(slot, series_id, counter);
@@ -544,9 +540,16 @@ impl Store {
             logged.push((scrape.time, instance, vals));
             samples += entries.len();
         }
+        let cpu_rows = self.write_cpu(tx, &batch.scrapes).await?;
+        // An instance that left: its open minute is written now (no scrape
+        // will close it), and nothing of it is kept in memory.
         for e in &batch.events {
             if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
-                self.head.retire(e.instance_id.as_str(), &mut closed);
+                let instance = e.instance_id.as_str();
+                self.head.retire(instance, &mut closed);
+                self.cpu.forget(instance);
+                self.interner.forget_instance(instance);
+                self.layouts.forget(instance);
             }
         }
         self.interner.insert_pending(tx).await?;
@@ -555,19 +558,11 @@ impl Store {
             write_minutes(db, &closed)
         })
         .await?;
-        let cpu_rows = self.write_cpu(tx, &batch.scrapes).await?;
         write_statuses(tx, &batch.statuses).await?;
         write_rounds(tx, &batch.rounds).await?;
         write_memberships(tx, &batch.memberships).await?;
         write_events(tx, &batch.events).await?;
         write_components(tx, &batch.components).await?;
-        for e in &batch.events {
-            if matches!(e.kind, EventKind::Left | EventKind::Terminated) {
-                self.cpu.forget(e.instance_id.as_str());
-                self.interner.forget_instance(e.instance_id.as_str());
-                self.layouts.forget(e.instance_id.as_str());
-            }
-        }
         Ok(WriteStats { samples, new_series, cpu_rows, late_samples })
     }
 
@@ -633,13 +628,12 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The newest sample time in the database, or the compaction horizon.
+/// The newest sample time in v2's `samples`, or the compaction horizons (the
+/// scrape log's newest is read by [`BlockWriter::load`]).
 async fn newest_time(pool: &SqlitePool) -> Result<f64, Error> {
     let newest: Option<f64> = sqlx::query_scalar(
         "SELECT max(t) FROM (
            SELECT (SELECT max(time) FROM samples s WHERE s.metric_id = m.metric_id) AS t FROM metrics m
-           UNION ALL SELECT max(time) FROM scrape_log_0 UNION ALL SELECT max(time) FROM scrape_log_1
-           UNION ALL SELECT max(time) FROM scrape_log_2
            UNION ALL SELECT value FROM store_state WHERE key IN ('compacted_until', 'log_written_until'))",
     )
     .fetch_one(pool)

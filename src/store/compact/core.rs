@@ -210,11 +210,6 @@ impl MinuteRollup {
         self.open.take()
     }
 
-    /// The open bucket's start.
-    pub fn open_start(&self) -> Option<i64> {
-        self.open.map(|b| b.start)
-    }
-
     /// The last sample that is not NaN.
     pub fn last(&self) -> Option<Previous> {
         self.last
