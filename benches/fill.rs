@@ -49,7 +49,7 @@ use fleetscrape::exposition::{Limits, MetricType, parse};
 use fleetscrape::record::{FailureReason, Route};
 use fleetscrape::store::{
     AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, Maintenance, MembershipRecord, Retention,
-    SampleRecord, ScrapeRecord, StatusRecord, Store,
+    ScrapeRecord, SeriesList, StatusRecord, Store,
 };
 
 // The frontend's and the plugin's expansion of a panel's SQL, as the dashboard tests run it.
@@ -74,7 +74,8 @@ struct Series {
 
 struct Fleet {
     series: Vec<Series>,
-    types: Vec<(Arc<str>, &'static str)>,
+    /// The series as the store receives them, shared by every scrape.
+    list: Arc<SeriesList>,
 }
 
 /// The metrics `--payload small` keeps: what the panels measured here read,
@@ -179,13 +180,19 @@ fn fleet_template(payload: Payload) -> Fleet {
             }
         })
         .collect();
-    Fleet { series, types: types.into_iter().map(|(k, v)| (Arc::from(k), v)).collect() }
+    let series: Vec<Series> = series;
+    let list = SeriesList {
+        metrics: series.iter().map(|s| Arc::clone(&s.metric)).collect(),
+        labels: series.iter().map(|s| Arc::clone(&s.labels)).collect(),
+        types: types.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+    };
+    Fleet { series, list: Arc::new(list) }
 }
 
 /// Appends `scrape` to an OpenMetrics file for `promtool tsdb create-blocks-from openmetrics`.
 fn write_openmetrics(out: &mut impl Write, fleet: &Fleet, scrape: &ScrapeRecord) -> std::io::Result<()> {
-    for (series, sample) in fleet.series.iter().zip(&scrape.samples) {
-        let value = match sample.value {
+    for (series, &value) in fleet.series.iter().zip(&scrape.values) {
+        let value = match value {
             v if v.is_nan() => "NaN".to_string(),
             v if v.is_infinite() => if v > 0.0 { "+Inf" } else { "-Inf" }.to_string(),
             v => v.to_string(),
@@ -206,20 +213,19 @@ fn instance_id(n: usize) -> String {
 /// The scrape of instance `n` at simulated second `elapsed`.
 fn scrape(fleet: &Fleet, n: usize, time: f64, elapsed: f64, round: u64) -> ScrapeRecord {
     let busy = 0.1 + (n % 9) as f64 / 10.0;
-    let samples = fleet
+    let values = fleet
         .series
         .iter()
-        .map(|s| {
-            let value = match (s.delta == 0.0, s.counter) {
-                (true, _) => s.base,
-                (false, true) if s.idle => s.base + elapsed * s.delta.abs() * (1.0 - busy),
-                (false, true) => s.base + elapsed * s.delta.abs() * (1.0 + (n % 5) as f64 / 10.0),
-                (false, false) => s.base + s.delta * ((round + n as u64) % 3) as f64,
-            };
-            SampleRecord { metric: Arc::clone(&s.metric), labels: Arc::clone(&s.labels), value }
+        .map(|s| match (s.delta == 0.0, s.counter) {
+            (true, _) => s.base,
+            (false, true) if s.idle => s.base + elapsed * s.delta.abs() * (1.0 - busy),
+            (false, true) => s.base + elapsed * s.delta.abs() * (1.0 + (n % 5) as f64 / 10.0),
+            (false, false) => s.base + s.delta * ((round + n as u64) % 3) as f64,
         })
         .collect();
-    ScrapeRecord { instance_id: instance_id(n).into(), time, samples, types: fleet.types.clone() }
+    // One list for every scrape, as the scraper shares one per instance
+    // while its payload's layout holds.
+    ScrapeRecord { instance_id: instance_id(n).into(), time, series: Arc::clone(&fleet.list), values }
 }
 
 /// What the daemon writes beside the samples and the dashboards read: a
@@ -256,7 +262,7 @@ fn health_rows(
             reason: (!up).then_some(FailureReason::Timeout),
             error: (!up).then(|| "no answer within 10s".to_string()),
             duration_seconds: if up { 0.012 } else { 10.0 },
-            samples: if up { scrape.samples.len() as u32 } else { 0 },
+            samples: if up { scrape.len() as u32 } else { 0 },
             path,
         });
         if up {
@@ -346,7 +352,7 @@ async fn fill(
                 scrape(&fleet, n, round_start + spread, elapsed + spread, round)
             })
             .collect();
-        offered += scrapes.iter().map(|s| s.samples.len() as u64).sum::<u64>();
+        offered += scrapes.iter().map(|s| s.len() as u64).sum::<u64>();
         if let Some(out) = openmetrics.as_mut() {
             for scrape in &scrapes {
                 write_openmetrics(out, &fleet, scrape).expect("write the OpenMetrics file");

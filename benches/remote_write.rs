@@ -102,7 +102,7 @@ fn batch(id: &str, series: &[Series], round: usize, start: f64) -> Batch {
         .collect::<Vec<_>>();
     let count = samples.len() as u32;
     Batch {
-        scrapes: vec![ScrapeRecord { instance_id: id.into(), time, samples, types: vec![] }],
+        scrapes: vec![ScrapeRecord::new(id.into(), time, samples, vec![])],
         statuses: vec![StatusRecord {
             time,
             instance_id: id.into(),

@@ -289,7 +289,7 @@ async fn write_report_db(db: &Path) {
         for (id, busy) in [("i-basic", 0.9), ("i-asg", 0.3)] {
             let elapsed = 10.0 * f64::from(step);
             let samples = vec![cpu("idle", elapsed * (1.0 - busy)), cpu("user", elapsed * busy)];
-            batch.scrapes.push(ScrapeRecord { instance_id: id.into(), time: t, samples, types: vec![] });
+            batch.scrapes.push(ScrapeRecord::new(id.into(), t, samples, vec![]));
         }
     }
     batch.events.push(EventRecord {

@@ -152,6 +152,7 @@ async fn fleetscrape_verdicts(cases: &[Case], server: &str, config: &fleetscrape
     let client = HttpClient::new(&config.scrape).unwrap();
     let limits = config.scrape.limits();
     let mut verdicts = Vec::new();
+    let mut previous_text = String::new();
     for case in cases {
         let url = format!("http://{server}/c/{}", case.name);
         let request = FetchRequest {
@@ -164,8 +165,15 @@ async fn fleetscrape_verdicts(cases: &[Case], server: &str, config: &fleetscrape
         let verdict = match client.fetch(request).await {
             Err(_) => Verdict::default(),
             Ok(fetched) => {
-                // The oracle of the fuzz target, on every payload of the corpus.
+                // The oracles of the fuzz target, on every payload of the
+                // corpus: its own rendering, and parsing with known series
+                // (its own, and the previous case's).
                 check::round_trip(&fetched.text, &limits).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+                for previous in [fetched.text.as_str(), previous_text.as_str()] {
+                    check::known_agrees(previous, &fetched.text, &limits)
+                        .unwrap_or_else(|e| panic!("{} (known series of another payload): {e}", case.name));
+                }
+                previous_text.clone_from(&fetched.text);
                 match exposition::parse(&fetched.text, &limits) {
                     Err(_) => Verdict::default(),
                     Ok(payload) => {
@@ -176,8 +184,8 @@ async fn fleetscrape_verdicts(cases: &[Case], server: &str, config: &fleetscrape
                         let options = ConvertOptions::default();
                         let record = fleetscrape::scrape::convert::to_record(&payload, &target(), 0.0, &options);
                         let mut samples = BTreeMap::new();
-                        for sample in record.samples {
-                            let labels: BTreeMap<String, String> = serde_json::from_str(&sample.labels).unwrap();
+                        for sample in record.samples() {
+                            let labels: BTreeMap<String, String> = serde_json::from_str(sample.labels).unwrap();
                             samples.entry((sample.metric.to_string(), labels)).or_insert(bits(sample.value));
                         }
                         Verdict { accepted: true, samples, timestamped }

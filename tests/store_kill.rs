@@ -42,12 +42,8 @@ fn history() -> Vec<Batch> {
                     if k % 11 > 2 {
                         samples.push(SampleRecord { metric: "node_flaky".into(), labels: "{}".into(), value: 1.0 });
                     }
-                    ScrapeRecord {
-                        instance_id: format!("i-{i:02}").as_str().into(),
-                        time,
-                        samples,
-                        types: vec![("node_cpu_seconds_total".into(), "counter"), ("node_load1".into(), "gauge")],
-                    }
+                    let types = vec![("node_cpu_seconds_total".into(), "counter"), ("node_load1".into(), "gauge")];
+                    ScrapeRecord::new(format!("i-{i:02}").as_str().into(), time, samples, types)
                 })
                 .collect();
             Batch { scrapes, ..Batch::default() }

@@ -15,9 +15,8 @@ pub use crate::ids::InstanceId;
 pub use failure::{FailureReason, root_cause};
 pub use route::{Route, TargetGroups};
 
-/// One sample of a scrape, attributed to an instance. Name and labels are
-/// shared with the scraper's conversion cache: a known series costs no
-/// allocation on its way to the store.
+/// One sample of a scrape, attributed to an instance: what tests, benches
+/// and [`ScrapeRecord::new`] build records from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRecord {
     /// Metric name.
@@ -28,6 +27,44 @@ pub struct SampleRecord {
     pub value: f64,
 }
 
+/// A sample of a [`ScrapeRecord`], borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRef<'a> {
+    /// Metric name.
+    pub metric: &'a Arc<str>,
+    /// Scraped labels as a JSON object, keys sorted.
+    pub labels: &'a Arc<str>,
+    /// Value.
+    pub value: f64,
+}
+
+/// The series of a scrape in payload order, with the metric types of their
+/// families. The scraper's conversion hands the same `Arc<SeriesList>` over
+/// scrape after scrape while an instance's payload lists the same series in
+/// the same order, so a consumer tells an unchanged layout by one pointer
+/// comparison, and a sample costs a value, not two reference counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesList {
+    /// Metric name of each series.
+    pub metrics: Vec<Arc<str>>,
+    /// Labels of each series (JSON object, keys sorted), parallel to `metrics`.
+    pub labels: Vec<Arc<str>>,
+    /// Metric types by name, sorted, for the `metrics` table (`counter`, `gauge`, ...).
+    pub types: Vec<(Arc<str>, &'static str)>,
+}
+
+impl SeriesList {
+    /// Series held.
+    pub fn len(&self) -> usize {
+        self.metrics.len()
+    }
+
+    /// Whether it holds no series.
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+}
+
 /// Everything one scrape of one instance produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeRecord {
@@ -35,10 +72,57 @@ pub struct ScrapeRecord {
     pub instance_id: InstanceId,
     /// Scrape time, epoch seconds.
     pub time: f64,
-    /// The samples, in payload order.
-    pub samples: Vec<SampleRecord>,
-    /// Metric types by name, for the `metrics` table (`counter`, `gauge`, ...).
-    pub types: Vec<(Arc<str>, &'static str)>,
+    /// The series, shared with other scrapes of the same layout.
+    pub series: Arc<SeriesList>,
+    /// One value per series, in the same order.
+    pub values: Vec<f64>,
+}
+
+impl ScrapeRecord {
+    /// A record of `samples` (payload order) and the families' `types`.
+    pub fn new(
+        instance_id: InstanceId,
+        time: f64,
+        samples: Vec<SampleRecord>,
+        mut types: Vec<(Arc<str>, &'static str)>,
+    ) -> Self {
+        types.sort();
+        types.dedup();
+        let mut series =
+            SeriesList { metrics: Vec::with_capacity(samples.len()), labels: Vec::with_capacity(samples.len()), types };
+        let mut values = Vec::with_capacity(samples.len());
+        for sample in samples {
+            series.metrics.push(sample.metric);
+            series.labels.push(sample.labels);
+            values.push(sample.value);
+        }
+        Self { instance_id, time, series: Arc::new(series), values }
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether it holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The samples in payload order.
+    pub fn samples(&self) -> impl ExactSizeIterator<Item = SampleRef<'_>> + '_ {
+        self.series
+            .metrics
+            .iter()
+            .zip(&self.series.labels)
+            .zip(&self.values)
+            .map(|((metric, labels), &value)| SampleRef { metric, labels, value })
+    }
+
+    /// Metric types by name, sorted.
+    pub fn types(&self) -> &[(Arc<str>, &'static str)] {
+        &self.series.types
+    }
 }
 
 /// Whether one instance answered in one interval, and how.
@@ -225,7 +309,7 @@ pub struct Batch {
 impl Batch {
     /// Samples held.
     pub fn sample_count(&self) -> usize {
-        self.scrapes.iter().map(|s| s.samples.len()).sum()
+        self.scrapes.iter().map(ScrapeRecord::len).sum()
     }
 
     /// Whether there is nothing to write.

@@ -288,13 +288,13 @@ impl Translator {
         state.missed = 0;
         state.failed_in_streak = false;
         let (now, payload) = (to_ms(record.time), state.payloads);
-        let mut chunk = Chunk { key: state.key, time_ms: now, samples: Vec::with_capacity(record.samples.len()) };
-        for sample in &record.samples {
-            let key = (Arc::clone(&sample.metric), Arc::clone(&sample.labels));
+        let mut chunk = Chunk { key: state.key, time_ms: now, samples: Vec::with_capacity(record.len()) };
+        for sample in record.samples() {
+            let key = (Arc::clone(sample.metric), Arc::clone(sample.labels));
             let series = match state.series.get_mut(&key) {
                 Some(series) => series,
                 None => {
-                    let labels = self.series_labels(&state.labels, &sample.metric, Some(&sample.labels));
+                    let labels = self.series_labels(&state.labels, sample.metric, Some(sample.labels));
                     let series =
                         SeriesState { labels, origin: Origin::Payload, last_ms: i64::MIN, seen: 0, stale: false };
                     state.series.entry(key).or_insert(series)

@@ -8,9 +8,9 @@ use crate::labels::FastMap;
 use std::sync::Arc;
 
 use crate::discovery::Target;
-use crate::exposition::{Payload, Sample};
+use crate::exposition::{KnownSeries, Payload, Sample};
 use crate::labels::LabelSet;
-use crate::record::{SampleRecord, ScrapeRecord};
+use crate::record::{ScrapeRecord, SeriesList};
 use crate::relabel::{self, RelabelConfig};
 
 /// Labels every stored series carries through its instance (the `instances`
@@ -35,47 +35,78 @@ struct Converted {
     kind: &'static str,
 }
 
-/// A cached series (`None`: dropped by `metric_relabel_configs`) and the
-/// scrape it was last seen in.
-type Entry = (Option<Converted>, u64);
-
-/// What conversion remembers of one instance's series between scrapes, so a
-/// known series costs two hash lookups on borrowed text, no label parsing,
-/// no map and no JSON (the way Prometheus's scrape cache maps a series' text
-/// to its reference). Entries are valid for one set of instance labels; a
-/// change (relabeling, a new ASG) starts the cache over. Series gone from a
-/// payload are dropped once the cache holds twice what the payload has.
+/// What conversion remembers of one instance between scrapes: the series of
+/// its last payload as written, in order ([`KnownSeries`], which the parser
+/// also reads them by), each as converted (`None`: dropped by
+/// `metric_relabel_configs`), and the [`SeriesList`] they became. A payload
+/// that lists the same series in the same order (the usual case: exporters
+/// write their metrics in a fixed order) costs one string comparison a line
+/// and reuses the list whole, so the record carries only values. Any other
+/// payload is matched line by line through a map of the last one, so only
+/// new series are converted. Valid for one set of instance labels; a change
+/// (relabeling, a new ASG) starts over.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
     reserved: LabelSet,
-    /// metric name → raw label text → the converted series (`None`: dropped
-    /// by `metric_relabel_configs`), with the scrape it was last seen in.
-    entries: FastMap<Box<str>, FastMap<Box<str>, Entry>>,
-    len: usize,
-    scrapes: u64,
+    known: KnownSeries,
+    converted: Vec<Option<Converted>>,
+    series: Arc<SeriesList>,
+    dropped: usize,
 }
 
 impl SeriesCache {
-    /// Series remembered.
+    /// Series remembered (the last payload's lines).
     pub fn len(&self) -> usize {
-        self.len
+        self.known.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.known.is_empty()
     }
 
-    fn prune(&mut self, seen_now: usize) {
-        if self.len <= 2 * seen_now.max(1) {
-            return;
+    /// The last payload's series, for [`crate::exposition::parse_known`].
+    pub fn known(&self) -> &KnownSeries {
+        &self.known
+    }
+
+    /// Whether `payload` lists exactly the remembered series, in order.
+    fn matches(&self, payload: &Payload<'_>) -> bool {
+        self.known.len() == payload.samples.len()
+            && payload.samples.iter().enumerate().all(|(i, sample)| self.known.text(i) == Some(sample.series()))
+    }
+
+    /// Remembers `payload`'s series, converting only those the last payload
+    /// did not have, and builds their [`SeriesList`].
+    fn relearn(&mut self, payload: &Payload<'_>, options: &ConvertOptions) {
+        let by_text: FastMap<&str, usize> =
+            (0..self.known.len()).filter_map(|i| Some((self.known.text(i)?, i))).collect();
+        let converted: Vec<Option<Converted>> = payload
+            .samples
+            .iter()
+            .map(|sample| match by_text.get(sample.series()) {
+                Some(&known) => self.converted[known].clone(),
+                None => convert(payload, sample, &self.reserved, options),
+            })
+            .collect();
+        drop(by_text);
+        let mut types: Vec<(Arc<str>, &'static str)> = Vec::new();
+        for c in converted.iter().flatten() {
+            // Families are contiguous in an exposition: one entry per family.
+            if types.last().is_none_or(|(metric, _)| *metric != c.metric) {
+                types.push((Arc::clone(&c.metric), c.kind));
+            }
         }
-        let current = self.scrapes;
-        for by_labels in self.entries.values_mut() {
-            by_labels.retain(|_, (_, seen)| *seen == current);
-        }
-        self.entries.retain(|_, by_labels| !by_labels.is_empty());
-        self.len = self.entries.values().map(FastMap::len).sum();
+        types.sort();
+        types.dedup();
+        self.series = Arc::new(SeriesList {
+            metrics: converted.iter().flatten().map(|c| Arc::clone(&c.metric)).collect(),
+            labels: converted.iter().flatten().map(|c| Arc::clone(&c.labels)).collect(),
+            types,
+        });
+        self.dropped = converted.len() - self.series.len();
+        self.converted = converted;
+        self.known.learn(payload);
     }
 }
 
@@ -96,39 +127,16 @@ pub fn to_record_cached(
     if cache.reserved != reserved {
         *cache = SeriesCache { reserved, ..SeriesCache::default() };
     }
-    cache.scrapes += 1;
-    let scrape = cache.scrapes;
-    let mut samples = Vec::with_capacity(payload.samples.len());
-    let mut types: Vec<(Arc<str>, &'static str)> = Vec::new();
-    for sample in &payload.samples {
-        let cached = cache.entries.get_mut(sample.name).and_then(|by_labels| by_labels.get_mut(sample.raw_labels()));
-        let converted = match cached {
-            Some((converted, seen)) => {
-                *seen = scrape;
-                converted.clone()
-            }
-            None => {
-                let converted = convert(payload, sample, &cache.reserved, options);
-                cache
-                    .entries
-                    .entry(sample.name.into())
-                    .or_default()
-                    .insert(sample.raw_labels().into(), (converted.clone(), scrape));
-                cache.len += 1;
-                converted
-            }
-        };
-        let Some(converted) = converted else { continue };
-        // Families are contiguous in an exposition: one entry per family.
-        if types.last().is_none_or(|(metric, _)| *metric != converted.metric) {
-            types.push((Arc::clone(&converted.metric), converted.kind));
-        }
-        samples.push(SampleRecord { metric: converted.metric, labels: converted.labels, value: sample.value });
+    if !cache.matches(payload) {
+        cache.relearn(payload, options);
     }
-    cache.prune(payload.samples.len());
-    types.sort();
-    types.dedup();
-    ScrapeRecord { instance_id: target.instance.id.clone(), time, samples, types }
+    let values = if cache.dropped == 0 {
+        payload.samples.iter().map(|sample| sample.value).collect()
+    } else {
+        let kept = payload.samples.iter().zip(&cache.converted).filter(|(_, converted)| converted.is_some());
+        kept.map(|(sample, _)| sample.value).collect()
+    };
+    ScrapeRecord { instance_id: target.instance.id.clone(), time, series: Arc::clone(&cache.series), values }
 }
 
 /// One new series: the `exported_` rule, `metric_relabel_configs`, canonical JSON.
@@ -206,14 +214,14 @@ mod tests {
         let payload = parse(text, &Limits::default()).unwrap();
         let record = to_record(&payload, &target(), 10.0, &ConvertOptions::default());
         assert_eq!(record.instance_id, "i-0abc1234def567890");
-        assert_eq!(&*record.samples[0].labels, r#"{"az":"a","exported_instance_id":"i-0abc1234def567890"}"#);
+        assert_eq!(&*record.series.labels[0], r#"{"az":"a","exported_instance_id":"i-0abc1234def567890"}"#);
         assert_eq!(
-            &*record.samples[1].labels, r#"{"a":"1","b":"2","exported_name":"x"}"#,
+            &*record.series.labels[1], r#"{"a":"1","b":"2","exported_name":"x"}"#,
             "relabel-kept labels are instance labels too"
         );
         let honored =
             to_record(&payload, &target(), 10.0, &ConvertOptions { honor_labels: true, ..Default::default() });
-        assert_eq!(&*honored.samples[0].labels, r#"{"az":"a","instance_id":"i-0abc1234def567890"}"#);
+        assert_eq!(&*honored.series.labels[0], r#"{"az":"a","instance_id":"i-0abc1234def567890"}"#);
     }
 
     #[test]
@@ -221,7 +229,7 @@ mod tests {
         let payload =
             parse("node_network_info{device=\"eth0\",duplex=\"\"} 1\nb{x=\"\"} 2\nb 3\n", &Limits::default()).unwrap();
         let record = to_record(&payload, &target(), 1.0, &ConvertOptions::default());
-        let labels: Vec<&str> = record.samples.iter().map(|s| &*s.labels).collect();
+        let labels: Vec<&str> = record.series.labels.iter().map(|l| &**l).collect();
         assert_eq!(labels, [r#"{"device":"eth0"}"#, "{}", "{}"], "b{{x=\"\"}} and b are one series");
     }
 
@@ -241,35 +249,59 @@ mod tests {
             1.0,
             &ConvertOptions { metric_relabel_configs: rules, ..Default::default() },
         );
-        assert_eq!(record.samples.len(), 1);
-        assert_eq!((&*record.samples[0].metric, &*record.samples[0].labels), ("n_load1", r#"{"keep":"y"}"#));
-        assert_eq!(record.types, [("n_load1".into(), "untyped")]);
+        assert_eq!(record.len(), 1);
+        assert_eq!((&*record.series.metrics[0], &*record.series.labels[0]), ("n_load1", r#"{"keep":"y"}"#));
+        assert_eq!(record.values, [0.5]);
+        assert_eq!(record.types(), [("n_load1".into(), "untyped")]);
+    }
+
+    fn sample_list(record: &ScrapeRecord) -> Vec<(String, String, f64)> {
+        record.samples().map(|s| (s.metric.to_string(), s.labels.to_string(), s.value)).collect()
     }
 
     #[test]
-    fn the_cache_gives_the_same_records_shares_them_and_forgets_gone_series() {
+    fn the_cache_gives_the_same_records_and_shares_an_unchanged_layout_whole() {
         let text = "# TYPE m counter\nm{name=\"x\",b=\"2\"} 3\nm{b=\"3\"} 4\nn 1\n";
         let payload = parse(text, &Limits::default()).unwrap();
         let options = ConvertOptions::default();
         let mut cache = SeriesCache::default();
         let first = to_record_cached(&payload, &target(), 1.0, &options, &mut cache);
         assert_eq!(first, to_record(&payload, &target(), 1.0, &options), "cached or not, the same records");
-        assert_eq!(first.types, [("m".into(), "counter"), ("n".into(), "untyped")]);
-        let second = to_record_cached(&payload, &target(), 2.0, &options, &mut cache);
-        assert!(Arc::ptr_eq(&first.samples[0].labels, &second.samples[0].labels), "a known series is shared");
+        assert_eq!(first.types(), [("m".into(), "counter"), ("n".into(), "untyped")]);
+        let moved_text = text.replace("} 4", "} 5");
+        let moved = parse(&moved_text, &Limits::default()).unwrap();
+        let second = to_record_cached(&moved, &target(), 2.0, &options, &mut cache);
+        assert!(Arc::ptr_eq(&first.series, &second.series), "the same lines in the same order: the same list");
+        assert_eq!(second.values, [3.0, 5.0, 1.0]);
         assert_eq!(cache.len(), 3);
-        // Series that churn are forgotten once the cache holds twice the payload.
-        for i in 0..10 {
-            let text = format!("m{{churn=\"{i}\"}} 1\n");
-            let payload = parse(&text, &Limits::default()).unwrap();
-            to_record_cached(&payload, &target(), 3.0, &options, &mut cache);
-        }
-        assert!(cache.len() <= 2, "{}", cache.len());
+        // Another order, a line fewer and a new one: matched by text, the
+        // known series still shared, only the new one converted.
+        let reordered = parse("n 2\n# TYPE m counter\nm{b=\"3\"} 6\no 1\n", &Limits::default()).unwrap();
+        let third = to_record_cached(&reordered, &target(), 3.0, &options, &mut cache);
+        assert!(!Arc::ptr_eq(&first.series, &third.series));
+        assert_eq!(third, to_record(&reordered, &target(), 3.0, &options));
+        assert!(Arc::ptr_eq(&first.series.labels[1], &third.series.labels[1]), "a known series is shared");
+        assert_eq!(cache.len(), 3, "only the last payload's lines are kept");
         // Other instance labels (a relabeling change) start over.
         let mut other = target();
         other.labels.as_mut().unwrap().insert("name".into(), "web-2".into());
         let record = to_record_cached(&payload, &other, 4.0, &options, &mut cache);
         assert_eq!(record, to_record(&payload, &other, 4.0, &options));
-        assert_eq!(cache.len(), 3, "only this payload's series");
+        assert!(!Arc::ptr_eq(&record.series, &first.series), "converted anew");
+    }
+
+    #[test]
+    fn dropped_lines_stay_dropped_when_the_layout_repeats() {
+        let rules: Vec<RelabelConfig> =
+            serde_saphyr::from_str("- {source_labels: [__name__], regex: 'go_.*', action: drop}\n").unwrap();
+        let options = ConvertOptions { metric_relabel_configs: rules, ..Default::default() };
+        let mut cache = SeriesCache::default();
+        for (time, value) in [(1.0, 7), (2.0, 8)] {
+            let text = format!("a 1\ngo_goroutines {value}\nb {value}\n");
+            let payload = parse(&text, &Limits::default()).unwrap();
+            let record = to_record_cached(&payload, &target(), time, &options, &mut cache);
+            let expected = vec![("a".to_string(), "{}".to_string(), 1.0), ("b".into(), "{}".into(), f64::from(value))];
+            assert_eq!(sample_list(&record), expected);
+        }
     }
 }

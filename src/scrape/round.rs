@@ -12,13 +12,14 @@ use tokio::time::Instant;
 
 use super::balancing::TARGET_COVERAGE;
 use super::client::{FetchError, FetchRequest, Fetched, Node};
+use super::convert::{self, SeriesCache};
 use super::failure::{Failure, FailureReason};
 use super::identity::{self, Unattributed};
 use super::round_core::{Aim, Answer, Reaction, RoundCore, RoundOutcome, RoundPlan, Step};
-use super::{JobKey, ListenerAddr, RoundTime, Scraper, convert, primary_listener};
+use super::{JobKey, ListenerAddr, RoundTime, Scraper, primary_listener};
 use crate::config::ScrapeMode;
 use crate::discovery::{Target, Topology};
-use crate::exposition::{self, Payload};
+use crate::exposition::{self, KnownSeries, Payload};
 use crate::record::{AlbRoundRecord, Batch, InstanceId, Route, StatusRecord, TargetGroups};
 
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
@@ -148,19 +149,17 @@ impl Scraper {
         batch: &mut Batch,
         payload: &Payload<'_>,
         target: &Target,
-        slot: Slot<'_>,
-        sent: Sent,
+        (slot, sent): (Slot<'_>, Sent),
         duration: Duration,
+        cache: &mut SeriesCache,
     ) -> bool {
         let index = self.interval_of(slot.key, slot.time, &target.instance.id, sent.at);
         if !self.state.claim_slot(&target.instance.id, index) {
             self.state.count(|c| c.duplicates_dropped += 1);
             return false;
         }
-        let mut cache = self.state.take_series(&target.instance.id);
-        let record = convert::to_record_cached(payload, target, sent.time, &self.settings.convert, &mut cache);
-        self.state.put_series(&target.instance.id, cache);
-        let samples = u32::try_from(record.samples.len()).unwrap_or(u32::MAX);
+        let record = convert::to_record_cached(payload, target, sent.time, &self.settings.convert, cache);
+        let samples = u32::try_from(record.len()).unwrap_or(u32::MAX);
         batch.scrapes.push(record);
         self.status(batch, target, sent, slot.route, Ok((samples, duration)));
         true
@@ -222,9 +221,24 @@ impl Scraper {
     }
 
     fn accept_direct(&self, batch: &mut Batch, target: &Target, slot: Slot<'_>, sent: Sent, fetched: &Fetched) {
+        let mut cache = self.state.take_series(&target.instance.id);
+        self.accept_direct_with(batch, target, (slot, sent), fetched, &mut cache);
+        self.state.put_series(&target.instance.id, cache);
+    }
+
+    /// [`Self::accept_direct`], with the instance's series cache taken out:
+    /// its known series speed up parsing, then convert the payload.
+    fn accept_direct_with(
+        &self,
+        batch: &mut Batch,
+        target: &Target,
+        (slot, sent): (Slot<'_>, Sent),
+        fetched: &Fetched,
+        cache: &mut SeriesCache,
+    ) {
         let route = slot.route;
         let failed = |failure: Failure| Err((failure, fetched.duration));
-        let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
+        let payload = match exposition::parse_known(&fetched.text, &self.settings.limits, cache.known()) {
             Ok(payload) => payload,
             Err(e) => {
                 let failure = Failure::new(FailureReason::of_parse_error(&e.kind), e.to_string());
@@ -241,7 +255,7 @@ impl Scraper {
                 Failure::new(FailureReason::Unattributed, format!("the payload identifies as {}", claim.value));
             return self.status(batch, target, sent, route, failed(failure));
         }
-        self.store(batch, &payload, target, slot, sent, fetched.duration);
+        self.store(batch, &payload, target, (slot, sent), fetched.duration, cache);
     }
 
     fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[InstanceId]) -> Option<Listener> {
@@ -427,7 +441,19 @@ impl Scraper {
             Ok(fetched) => fetched,
             Err(e) => return (Answer::Failed(Failure::new(e.reason(), e.to_string())), Attribution::NoPayload),
         };
-        let payload = match exposition::parse(&fetched.text, &self.settings.limits) {
+        // The member the request was pinned to most likely answers: its
+        // known series speed up parsing; any other answer is parsed in full.
+        let aimed = match aim {
+            Aim::Member(aimed) => Some((aimed, self.state.take_series(aimed))),
+            Aim::Any => None,
+        };
+        let known = aimed.as_ref().map(|(_, cache)| cache.known());
+        let parsed =
+            exposition::parse_known(&fetched.text, &self.settings.limits, known.unwrap_or(&KnownSeries::default()));
+        if let Some((aimed, cache)) = aimed {
+            self.state.put_series(aimed, cache);
+        }
+        let payload = match parsed {
             Ok(payload) => payload,
             Err(e) => {
                 let failure = Failure::new(FailureReason::of_parse_error(&e.kind), e.to_string());
@@ -447,7 +473,9 @@ impl Scraper {
                 if let Some(node) = fetched.node {
                     self.state.set_member_node(&listener.key, &id, node);
                 }
-                let stored = self.store(batch, &payload, target, slot, sent, fetched.duration);
+                let mut cache = self.state.take_series(&id);
+                let stored = self.store(batch, &payload, target, (slot, sent), fetched.duration, &mut cache);
+                self.state.put_series(&id, cache);
                 (Answer::Attributed { id, stored }, Attribution::Attributed)
             }
             Verdict::NotAttributed { reason, unknown } => {

@@ -200,15 +200,7 @@ mod tests {
 
     fn batch(samples: usize) -> Batch {
         let sample = SampleRecord { metric: "m".into(), labels: "{}".into(), value: 1.0 };
-        Batch {
-            scrapes: vec![ScrapeRecord {
-                instance_id: "i-1".into(),
-                time: 0.0,
-                samples: vec![sample; samples],
-                types: vec![],
-            }],
-            ..Batch::default()
-        }
+        Batch { scrapes: vec![ScrapeRecord::new("i-1".into(), 0.0, vec![sample; samples], vec![])], ..Batch::default() }
     }
 
     #[tokio::test(start_paused = true)]

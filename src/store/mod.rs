@@ -36,7 +36,7 @@ use crate::record::FailureReason;
 
 pub use crate::record::{
     AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, MembershipRecord,
-    SampleRecord, ScrapeRecord, StatusRecord,
+    SampleRecord, ScrapeRecord, SeriesList, StatusRecord,
 };
 use blocks::BlockWriter;
 use compact::Compactor;
@@ -503,7 +503,7 @@ impl Store {
         for scrape in &batch.scrapes {
             let instance = scrape.instance_id.as_str();
             if scrape.time < horizon || !self.head.instance(instance).is_new(scrape.time) {
-                late_samples += scrape.samples.len();
+                late_samples += scrape.len();
                 continue;
             }
             entries.clear();
@@ -511,12 +511,12 @@ impl Store {
                 Some(resolved) => entries.extend_from_slice(resolved),
                 None => {
                     self.interner.load_instance(tx, instance).await?;
-                    for (metric, kind) in &scrape.types {
+                    for (metric, kind) in scrape.types() {
                         self.interner.metric_id(tx, metric, kind).await?;
                     }
-                    for sample in &scrape.samples {
-                        let (metric_id, counter) = self.interner.metric_id(tx, &sample.metric, "untyped").await?;
-                        let (series_id, slot, created) = self.interner.series_id(metric_id, instance, &sample.labels);
+                    for sample in scrape.samples() {
+                        let (metric_id, counter) = self.interner.metric_id(tx, sample.metric, "untyped").await?;
+                        let (series_id, slot, created) = self.interner.series_id(metric_id, instance, sample.labels);
                         new_series += usize::from(created);
                         entries.push((slot, series_id, counter));
                     }
@@ -528,19 +528,22 @@ impl Store {
             slots.clear();
             slots.resize(entries.iter().map(|(slot, ..)| *slot as usize + 1).max().unwrap_or(0), None);
             let head = self.head.instance(instance);
-            for (&(slot, series_id, counter), sample) in entries.iter().zip(&scrape.samples) {
+            for (&(slot, series_id, counter), &value) in entries.iter().zip(&scrape.values) {
                 head.describe(slot, series_id, counter);
-                if let Some(entry) = slots.get_mut(slot as usize) {
-                    *entry = Some(sample.value);
+                // A series written twice in one payload keeps its first
+                // value, as Prometheus does (it rejects the second).
+                if let Some(entry @ None) = slots.get_mut(slot as usize) {
+                    *entry = Some(value);
                 }
             }
             head.add(scrape.time, &slots, &mut closed);
-            let mut vals = String::new();
+            // Most values print in under 12 bytes: one allocation, no regrowth.
+            let mut vals = String::with_capacity(12 * slots.len() + 2);
             log::encode(&slots, &mut vals);
             logged.push((scrape.time, instance, vals));
             samples += entries.len();
         }
-        let cpu_rows = self.write_cpu(tx, &batch.scrapes).await?;
+        let cpu = self.cpu_busy(&batch.scrapes);
         // An instance that left: its open minute is written now (no scrape
         // will close it), and nothing of it is kept in memory.
         for e in &batch.events {
@@ -555,33 +558,27 @@ impl Store {
         self.interner.insert_pending(tx).await?;
         raw::with_handle(tx, |db| {
             insert_logged(db, &logged)?;
-            write_minutes(db, &closed)
+            write_minutes(db, &closed)?;
+            insert_cpu(db, &cpu)?;
+            insert_statuses(db, &batch.statuses)
         })
         .await?;
-        write_statuses(tx, &batch.statuses).await?;
         write_rounds(tx, &batch.rounds).await?;
         write_memberships(tx, &batch.memberships).await?;
         write_events(tx, &batch.events).await?;
         write_components(tx, &batch.components).await?;
-        Ok(WriteStats { samples, new_series, cpu_rows, late_samples })
+        Ok(WriteStats { samples, new_series, cpu_rows: cpu.len(), late_samples })
     }
 
-    async fn write_cpu(&mut self, tx: &mut sqlx::SqliteConnection, scrapes: &[ScrapeRecord]) -> Result<usize, Error> {
+    /// CPU busy of each scrape that has a value, in time order (the tracker
+    /// compares each with its instance's previous one).
+    fn cpu_busy<'b>(&mut self, scrapes: &'b [ScrapeRecord]) -> Vec<(f64, &'b str, f64)> {
         let mut ordered: Vec<&ScrapeRecord> = scrapes.iter().collect();
         ordered.sort_by(|a, b| a.time.total_cmp(&b.time));
-        let mut written = 0;
-        for scrape in ordered {
-            if let Some(busy) = self.cpu.observe(scrape.instance_id.as_str(), &scrape.samples) {
-                sqlx::query("INSERT OR REPLACE INTO cpu_samples (time, instance_id, value) VALUES (?, ?, ?)")
-                    .bind(scrape.time)
-                    .bind(scrape.instance_id.as_str())
-                    .bind(busy)
-                    .execute(&mut *tx)
-                    .await?;
-                written += 1;
-            }
-        }
-        Ok(written)
+        ordered
+            .into_iter()
+            .filter_map(|scrape| Some((scrape.time, scrape.instance_id.as_str(), self.cpu.observe(scrape)?)))
+            .collect()
     }
 
     /// Closes the pool, checkpointing the WAL.
@@ -708,22 +705,38 @@ async fn write_instances(tx: &mut sqlx::SqliteConnection, instances: &[InstanceR
     Ok(())
 }
 
-async fn write_statuses(tx: &mut sqlx::SqliteConnection, statuses: &[StatusRecord]) -> Result<(), Error> {
+/// CPU busy rows: (time, instance, busy %).
+fn insert_cpu(db: &rusqlite::Connection, rows: &[(f64, &str, f64)]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert =
+        db.prepare_cached("INSERT OR REPLACE INTO cpu_samples (time, instance_id, value) VALUES (?1, ?2, ?3)")?;
+    for (time, instance, busy) in rows {
+        insert.execute(rusqlite::params![time, instance, busy])?;
+    }
+    Ok(())
+}
+
+fn insert_statuses(db: &rusqlite::Connection, statuses: &[StatusRecord]) -> rusqlite::Result<()> {
+    if statuses.is_empty() {
+        return Ok(());
+    }
+    let mut insert = db.prepare_cached(
+        "INSERT OR REPLACE INTO scrape_status (time, instance_id, up, reason, error, duration_seconds, samples, path)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
     for s in statuses {
-        sqlx::query(
-            "INSERT OR REPLACE INTO scrape_status (time, instance_id, up, reason, error, duration_seconds, samples, path)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.time)
-        .bind(s.instance_id.as_str())
-        .bind(i64::from(s.up))
-        .bind(s.reason.map(FailureReason::as_str))
-        .bind(&s.error)
-        .bind(s.duration_seconds)
-        .bind(i64::from(s.samples))
-        .bind(s.path.to_string())
-        .execute(&mut *tx)
-        .await?;
+        insert.execute(rusqlite::params![
+            s.time,
+            s.instance_id.as_str(),
+            i64::from(s.up),
+            s.reason.map(FailureReason::as_str),
+            s.error,
+            s.duration_seconds,
+            i64::from(s.samples),
+            s.path.to_string(),
+        ])?;
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
 
 use super::*;
+use crate::record::SeriesList;
 use crate::store::writer::WriterStats;
 
 fn sample(metric: &str, labels: &str, value: f64) -> SampleRecord {
@@ -18,13 +20,27 @@ fn cpu_user(cpu: u32, value: f64) -> SampleRecord {
     sample("node_cpu_seconds_total", &format!(r#"{{"cpu":"{cpu}","mode":"user"}}"#), value)
 }
 
+const TYPES: [(&str, &str); 2] = [("node_cpu_seconds_total", "counter"), ("node_load1", "gauge")];
+
 fn scrape(instance: &str, time: f64, samples: Vec<SampleRecord>) -> ScrapeRecord {
-    ScrapeRecord {
-        instance_id: instance.into(),
-        time,
-        samples,
-        types: vec![("node_cpu_seconds_total".into(), "counter"), ("node_load1".into(), "gauge")],
+    scrape_typed(instance, time, samples, &TYPES)
+}
+
+fn scrape_typed(instance: &str, time: f64, samples: Vec<SampleRecord>, types: &[(&str, &'static str)]) -> ScrapeRecord {
+    let types = types.iter().map(|&(name, kind)| (name.into(), kind)).collect();
+    ScrapeRecord::new(instance.into(), time, samples, types)
+}
+
+/// `record` with the series list of its instance's last record when the two
+/// are equal, as the scraper hands them over (the store's by-position paths).
+fn shared(lists: &mut HashMap<String, Arc<SeriesList>>, mut record: ScrapeRecord) -> ScrapeRecord {
+    match lists.get(record.instance_id.as_str()) {
+        Some(last) if **last == *record.series => record.series = Arc::clone(last),
+        _ => {
+            lists.insert(record.instance_id.to_string(), Arc::clone(&record.series));
+        }
     }
+    record
 }
 
 fn instance(id: &str, role: &str) -> InstanceRecord {
@@ -142,6 +158,18 @@ async fn ids_survive_a_reopen_and_duplicates_are_ignored() {
     assert_eq!(series, 1);
 }
 
+#[tokio::test]
+async fn a_series_twice_in_one_scrape_keeps_its_first_value_as_prometheus_does() {
+    let (mut store, _dir) = open().await;
+    let samples = vec![sample("m", "{}", 1.0), sample("n", "{}", 5.0), sample("m", "{}", 2.0)];
+    store.write(&Batch { scrapes: vec![scrape("i-a", 5.0, samples)], ..Batch::default() }).await.unwrap();
+    let rows: Vec<(String, f64)> = sqlx::query_as("SELECT metric, value FROM metric_samples ORDER BY metric")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, [("m".to_string(), 1.0), ("n".to_string(), 5.0)]);
+}
+
 /// Runs compaction (no delay) until nothing is due; returns the blocks compacted.
 async fn compact_all(store: &mut Store) -> usize {
     let mut blocks = 0;
@@ -181,6 +209,7 @@ const T0: f64 = 1_764_000_000.0;
 /// from some stored scrapes, and a scrape that i-b missed.
 fn churned_history() -> Vec<Batch> {
     let mut batches = Vec::new();
+    let mut lists = HashMap::new();
     for k in 0..100u32 {
         let mut scrapes = Vec::new();
         for (n, id) in ["i-a", "i-b"].into_iter().enumerate() {
@@ -200,9 +229,8 @@ fn churned_history() -> Vec<Batch> {
             if !(42..48).contains(&k) {
                 samples.push(sample("node_netstat_Tcp_CurrEstab", "{}", 3.0));
             }
-            let mut record = scrape(id, time, samples);
-            record.types.push(("node_network_receive_bytes_total".into(), "counter"));
-            scrapes.push(record);
+            let types = [TYPES[0], TYPES[1], ("node_network_receive_bytes_total", "counter")];
+            scrapes.push(shared(&mut lists, scrape_typed(id, time, samples, &types)));
         }
         batches.push(Batch {
             instances: if k == 0 { vec![instance("i-a", "basic"), instance("i-b", "asg")] } else { vec![] },
@@ -634,17 +662,9 @@ async fn the_database_is_group_writable_for_wal_readers() {
 #[tokio::test]
 async fn a_failed_transaction_leaves_no_ids_or_types_behind() {
     let (mut store, _dir) = open().await;
-    let typed = |kind: &'static str| ScrapeRecord {
-        instance_id: "i-a".into(),
-        time: 2.0,
-        samples: vec![sample("m", "{}", 1.0)],
-        types: vec![("m".into(), kind)],
-    };
+    let typed = |kind: &'static str| scrape_typed("i-a", 2.0, vec![sample("m", "{}", 1.0)], &[("m", kind)]);
     store
-        .write(&Batch {
-            scrapes: vec![ScrapeRecord { samples: vec![], time: 1.0, ..typed("untyped") }],
-            ..Batch::default()
-        })
+        .write(&Batch { scrapes: vec![scrape_typed("i-a", 1.0, vec![], &[("m", "untyped")])], ..Batch::default() })
         .await
         .unwrap();
     // A row the store does not know about takes the series id it will assign next: the insert fails.
@@ -1057,4 +1077,13 @@ async fn one_instance_reads_its_own_scrape_log_rows_through_the_index() {
     .await
     .unwrap();
     assert_eq!(rows, [(T0, 0.0), (T0 + 15.0, 0.0), (T0 + 30.0, 0.25), (T0 + 45.0, 0.25)]);
+}
+
+#[tokio::test]
+async fn the_bundled_sqlite_takes_no_global_lock_per_allocation_or_page() {
+    let (store, _dir) = open().await;
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(store.pool()).await.unwrap();
+    let hint = "built without .cargo/config.toml's LIBSQLITE3_FLAGS?";
+    assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{hint} {options:?}");
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{hint} {options:?}");
 }

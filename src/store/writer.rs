@@ -377,7 +377,7 @@ impl Writer {
         let mut excess = self.buffer.sample_count().saturating_sub(limit);
         let mut cut = 0;
         while excess > 0 && cut < self.buffer.scrapes.len() {
-            let n = self.buffer.scrapes[cut].samples.len();
+            let n = self.buffer.scrapes[cut].len();
             excess = excess.saturating_sub(n);
             self.stats.dropped_samples.fetch_add(n as u64, Ordering::Relaxed);
             cut += 1;

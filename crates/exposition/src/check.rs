@@ -1,7 +1,7 @@
 //! The parser's own oracle, for the fuzz target (`fuzz/`) and the corpus
 //! tests: what it accepts it must read back the same from its own rendering.
 
-use crate::{Limits, Payload, escape_label_value, parse};
+use crate::{KnownSeries, Limits, ParseError, Payload, escape_label_value, parse, parse_known};
 
 /// Parses `text`; if it is accepted, renders every sample back from what was
 /// parsed (name, unescaped labels re-escaped, value, timestamp) and parses
@@ -52,4 +52,46 @@ pub fn render(payload: &Payload<'_>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Parses `current` as [`parse`] does, and as [`parse_known`] does with the
+/// series of `previous` (nothing known if `previous` is rejected): the two
+/// must give the same payload, sample for sample, or the same error.
+///
+/// # Errors
+/// A description of the first disagreement.
+pub fn known_agrees(previous: &str, current: &str, limits: &Limits) -> Result<(), String> {
+    let known = parse(previous, limits).map(|p| KnownSeries::of(&p)).unwrap_or_default();
+    same_outcome(&parse(current, limits), &parse_known(current, limits, &known))
+}
+
+/// Whether two parses of one text agree (NaN values compared by bits).
+pub fn same_outcome(
+    plain: &Result<Payload<'_>, ParseError>,
+    known: &Result<Payload<'_>, ParseError>,
+) -> Result<(), String> {
+    match (plain, known) {
+        (Err(a), Err(b)) if a == b => Ok(()),
+        (Ok(a), Ok(b)) => {
+            if a.types != b.types || a.samples.len() != b.samples.len() {
+                return Err(format!(
+                    "{} samples and {:?}, with known series {} and {:?}",
+                    a.samples.len(),
+                    a.types,
+                    b.samples.len(),
+                    b.types
+                ));
+            }
+            for (x, y) in a.samples.iter().zip(&b.samples) {
+                let same = (x.name, x.raw_labels, x.series, x.timestamp_ms, x.line)
+                    == (y.name, y.raw_labels, y.series, y.timestamp_ms, y.line)
+                    && x.value.to_bits() == y.value.to_bits();
+                if !same {
+                    return Err(format!("line {}: {x:?}, with known series {y:?}", x.line));
+                }
+            }
+            Ok(())
+        }
+        (a, b) => Err(format!("{:?}, with known series {:?}", a.as_ref().err(), b.as_ref().err())),
+    }
 }

@@ -111,6 +111,8 @@ pub struct Sample<'a> {
     pub name: &'a str,
     /// Raw text between the braces, already validated; empty without braces.
     raw_labels: &'a str,
+    /// The name and label block as written.
+    series: &'a str,
     /// Value; NaN and ±Inf included.
     pub value: f64,
     /// Timestamp in milliseconds since the epoch, if the exporter gave one.
@@ -124,6 +126,12 @@ impl<'a> Sample<'a> {
     /// what identifies the series within one target's payloads.
     pub fn raw_labels(&self) -> &'a str {
         self.raw_labels
+    }
+
+    /// The name and the label block as written (`name{a="1"}`): the text
+    /// [`KnownSeries`] remembers.
+    pub fn series(&self) -> &'a str {
+        self.series
     }
 
     /// The sample's labels in the order written, values unescaped.
@@ -142,20 +150,26 @@ impl<'a> Sample<'a> {
 pub struct Payload<'a> {
     /// Samples in payload order.
     pub samples: Vec<Sample<'a>>,
-    /// `# TYPE` per family name.
-    types: HashMap<&'a str, MetricType>,
+    /// `# TYPE` lines in payload order: a scrape reads them only for series
+    /// it has not seen before, so they are indexed on that first read.
+    types: Vec<(&'a str, MetricType)>,
+    types_by_name: std::cell::OnceCell<HashMap<&'a str, MetricType>>,
+    /// The limits its series were checked under.
+    limits: Limits,
 }
 
 impl Payload<'_> {
     /// The type of the family a sample name belongs to: the name itself, or
     /// for histograms and summaries the name without `_bucket`/`_sum`/`_count`.
     pub fn metric_type(&self, sample_name: &str) -> MetricType {
-        if let Some(t) = self.types.get(sample_name) {
+        // Built in payload order: a family typed twice keeps its last type.
+        let types = self.types_by_name.get_or_init(|| self.types.iter().copied().collect());
+        if let Some(t) = types.get(sample_name) {
             return *t;
         }
         for suffix in ["_bucket", "_sum", "_count"] {
             if let Some(family) = sample_name.strip_suffix(suffix) {
-                match self.types.get(family) {
+                match types.get(family) {
                     Some(t @ MetricType::Histogram) => return *t,
                     Some(t @ MetricType::Summary) if suffix != "_bucket" => return *t,
                     _ => {}
@@ -251,21 +265,44 @@ impl ParseError {
 /// [`ParseError`] at the first malformed line or breached limit; a payload
 /// is used entirely or not at all.
 pub fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Payload<'a>, ParseError> {
-    let mut payload = Payload { samples: Vec::with_capacity(text.len() / 64), types: HashMap::new() };
+    parse_known(text, limits, &KnownSeries::default())
+}
+
+/// [`parse`], with the series of an earlier payload of the same target:
+/// while the payload lists them in the same order (exporters write their
+/// metrics in a fixed order), a sample line whose series is the known one at
+/// its position is not lexed or checked again; only its value and timestamp
+/// are read. The result is what [`parse`] gives, errors included.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_known<'a>(text: &'a str, limits: &Limits, known: &KnownSeries) -> Result<Payload<'a>, ParseError> {
+    let mut payload = Payload { samples: Vec::with_capacity(text.len() / 64), limits: *limits, ..Payload::default() };
+    // Checked under other limits, a known series must be checked again.
+    let known = if known.limits == *limits { known } else { &KnownSeries::default() };
     for (index, raw_line) in text.split('\n').enumerate() {
         let line_no = index + 1;
         // A CR before the LF stays in the line, as in Prometheus: after a
         // value it is an error; in a comment or HELP text it is text.
         let line_text = raw_line;
         let fail = |kind| ParseError::new(line_no, line_text, kind);
+        if let Some(Line::Sample { name, raw_labels, series, value, timestamp_ms }) =
+            known.sample_line(payload.samples.len(), line_text)
+        {
+            if limits.sample_limit > 0 && payload.samples.len() >= limits.sample_limit {
+                return Err(fail(ErrorKind::SampleLimit(limits.sample_limit)));
+            }
+            payload.samples.push(Sample { name, raw_labels, series, value, timestamp_ms, line: line_no });
+            continue;
+        }
         match line::parse_line(line_text).map_err(fail)? {
             Line::Blank | Line::Comment | Line::Help => {}
             Line::Type { name, type_text } => {
                 let kind =
                     MetricType::parse(type_text).ok_or_else(|| fail(ErrorKind::UnknownType(type_text.into())))?;
-                payload.types.insert(name, kind);
+                payload.types.push((name, kind));
             }
-            Line::Sample { name, raw_labels, value, timestamp_ms } => {
+            Line::Sample { name, raw_labels, series, value, timestamp_ms } => {
                 // Prometheus holds the name as the value of `__name__`.
                 if limits.label_value_length_limit > 0 && name.len() > limits.label_value_length_limit {
                     let limit = limits.label_value_length_limit;
@@ -275,11 +312,94 @@ pub fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Payload<'a>, ParseErr
                 if limits.sample_limit > 0 && payload.samples.len() >= limits.sample_limit {
                     return Err(fail(ErrorKind::SampleLimit(limits.sample_limit)));
                 }
-                payload.samples.push(Sample { name, raw_labels, value, timestamp_ms, line: line_no });
+                payload.samples.push(Sample { name, raw_labels, series, value, timestamp_ms, line: line_no });
             }
         }
     }
     Ok(payload)
+}
+
+/// Where a known series' parts lie in [`KnownSeries::text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+    name_len: u32,
+    labels_start: u32,
+    labels_end: u32,
+}
+
+/// The series of a payload that was parsed and checked, in order, under the
+/// limits it was checked with: what [`parse_known`] may take as read. Built
+/// only from a parsed [`Payload`], so a known series is always one the
+/// parser accepted. Compact: one text buffer and 20 bytes a series.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownSeries {
+    text: String,
+    spans: Vec<Span>,
+    limits: Limits,
+}
+
+impl KnownSeries {
+    /// The series of `payload`, in order.
+    pub fn of(payload: &Payload<'_>) -> Self {
+        let mut known = Self { limits: payload.limits, ..Self::default() };
+        known.learn(payload);
+        known
+    }
+
+    /// Replaces what is known by the series of `payload`.
+    pub fn learn(&mut self, payload: &Payload<'_>) {
+        self.text.clear();
+        self.spans.clear();
+        self.limits = payload.limits;
+        for sample in &payload.samples {
+            let series = sample.series;
+            let start = self.text.len();
+            let labels_start = if sample.raw_labels.is_empty() {
+                if series.ends_with('}') { series.len() - 1 } else { series.len() }
+            } else {
+                // Both borrow the same line: the label block's offset in it.
+                sample.raw_labels.as_ptr() as usize - series.as_ptr() as usize
+            };
+            self.text.push_str(series);
+            let offset = |n: usize| u32::try_from(start + n).unwrap_or(u32::MAX);
+            self.spans.push(Span {
+                start: offset(0),
+                end: offset(series.len()),
+                name_len: u32::try_from(sample.name.len()).unwrap_or(u32::MAX),
+                labels_start: u32::try_from(labels_start).unwrap_or(u32::MAX),
+                labels_end: u32::try_from(labels_start + sample.raw_labels.len()).unwrap_or(u32::MAX),
+            });
+        }
+        // Spans past u32 (a 4 GiB payload) would be wrong: know nothing then.
+        if u32::try_from(self.text.len()).is_err() {
+            self.spans.clear();
+        }
+    }
+
+    /// Series known.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether no series is known.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `index`-th series as written (`name{labels}`).
+    pub fn text(&self, index: usize) -> Option<&str> {
+        self.spans.get(index).map(|span| &self.text[span.start as usize..span.end as usize])
+    }
+
+    /// `line` as a sample of the `index`-th known series, if it is one.
+    fn sample_line<'a>(&self, index: usize, line: &'a str) -> Option<Line<'a>> {
+        let span = self.spans.get(index)?;
+        let known = &self.text[span.start as usize..span.end as usize];
+        let labels = span.labels_start as usize..span.labels_end as usize;
+        line::known_sample(line, known, span.name_len as usize, labels)
+    }
 }
 
 /// Label limits and uniqueness; the label block's syntax is already checked.

@@ -2,6 +2,7 @@
 //! label block that lexing has already validated.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use super::ErrorKind;
 
@@ -12,7 +13,7 @@ pub(super) enum Line<'a> {
     Comment,
     Help,
     Type { name: &'a str, type_text: &'a str },
-    Sample { name: &'a str, raw_labels: &'a str, value: f64, timestamp_ms: Option<i64> },
+    Sample { name: &'a str, raw_labels: &'a str, series: &'a str, value: f64, timestamp_ms: Option<i64> },
 }
 
 type Result<T> = std::result::Result<T, ErrorKind>;
@@ -127,8 +128,39 @@ fn sample(mut cursor: Cursor<'_>) -> Result<Line<'_>> {
     if name.is_empty() {
         return Err(ErrorKind::Syntax("expected a metric name"));
     }
+    let name_end = cursor.pos;
     cursor.skip_blanks();
-    let raw_labels = if cursor.eat(b'{') { label_block(&mut cursor)? } else { "" };
+    let raw_labels = if cursor.eat(b'{') {
+        label_block(&mut cursor)?
+    } else {
+        cursor.pos = name_end;
+        ""
+    };
+    let series = &cursor.text[..cursor.pos];
+    let (value, timestamp_ms) = value_and_timestamp(cursor)?;
+    Ok(Line::Sample { name, raw_labels, series, value, timestamp_ms })
+}
+
+/// A sample line whose series text is `known` (lexed and checked in an
+/// earlier payload): only its value and timestamp are read. `None` when the
+/// line is not that series followed by a blank, or its value or timestamp is
+/// not valid: the full lexer then reads the line and says what is wrong.
+pub(super) fn known_sample<'a>(line: &'a str, known: &str, name_len: usize, labels: Range<usize>) -> Option<Line<'a>> {
+    if !line.starts_with(known) || !matches!(line.as_bytes().get(known.len()), Some(b' ' | b'\t')) {
+        return None;
+    }
+    let (value, timestamp_ms) = value_and_timestamp(Cursor { text: line, pos: known.len() }).ok()?;
+    Some(Line::Sample {
+        name: &line[..name_len],
+        raw_labels: &line[labels],
+        series: &line[..known.len()],
+        value,
+        timestamp_ms,
+    })
+}
+
+/// What follows a sample's series: blanks, the value, and an optional timestamp.
+fn value_and_timestamp(mut cursor: Cursor<'_>) -> Result<(f64, Option<i64>)> {
     cursor.skip_blanks();
     let value_text = cursor.token();
     if value_text.is_empty() {
@@ -136,23 +168,21 @@ fn sample(mut cursor: Cursor<'_>) -> Result<Line<'_>> {
     }
     let value = parse_value(value_text)?;
     cursor.skip_blanks();
-    let timestamp_ms = if cursor.at_end() {
-        None
-    } else {
-        let text = cursor.token();
-        let invalid = || ErrorKind::Number { what: "timestamp", text: text.into() };
-        // Digits only, as Prometheus's lexer reads them: no sign.
-        if !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid());
-        }
-        let ts = text.parse::<i64>().map_err(|_| invalid())?;
-        cursor.skip_blanks();
-        if !cursor.at_end() {
-            return Err(ErrorKind::Syntax("expected the end of the line after the timestamp"));
-        }
-        Some(ts)
-    };
-    Ok(Line::Sample { name, raw_labels, value, timestamp_ms })
+    if cursor.at_end() {
+        return Ok((value, None));
+    }
+    let text = cursor.token();
+    let invalid = || ErrorKind::Number { what: "timestamp", text: text.into() };
+    // Digits only, as Prometheus's lexer reads them: no sign.
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let ts = text.parse::<i64>().map_err(|_| invalid())?;
+    cursor.skip_blanks();
+    if !cursor.at_end() {
+        return Err(ErrorKind::Syntax("expected the end of the line after the timestamp"));
+    }
+    Ok((value, Some(ts)))
 }
 
 /// Validates `name="value", ...}` and returns the text between the braces.

@@ -275,3 +275,58 @@ fn escaped_label_values_parse_back_to_themselves() {
     }
     assert!(matches!(escape_label_value("plain"), std::borrow::Cow::Borrowed(_)));
 }
+
+fn known(text: &str) -> KnownSeries {
+    KnownSeries::of(&ok(text))
+}
+
+#[test]
+fn known_series_are_read_without_lexing_and_give_what_parse_gives() {
+    let moved = FULL.replace(" 0.", " 1.").replace("} 1\n", "} 2\n");
+    let known_full = known(FULL);
+    assert_eq!(known_full.len(), 507);
+    assert_eq!(known_full.text(0), Some(ok(FULL).samples[0].series()));
+    for text in [FULL, moved.as_str(), IDENTITY] {
+        check::same_outcome(&parse(text, &Limits::default()), &parse_known(text, &Limits::default(), &known_full))
+            .unwrap();
+    }
+    let series = "a{x=\"1\"} 1\nb 2\nc{y=\"2\",z=\"\\\"q\"} 3\nd{} 4\n";
+    let cases = [
+        // The same series in the same order, other values and timestamps.
+        "a{x=\"1\"} 5 100\nb\t-Inf\nc{y=\"2\",z=\"\\\"q\"} NaN\nd{} 7\n",
+        // A line inserted, one removed, another order.
+        "a{x=\"1\"} 1\nnew 0\nb 2\nc{y=\"2\",z=\"\\\"q\"} 3\nd{} 4\n",
+        "a{x=\"1\"} 1\nc{y=\"2\",z=\"\\\"q\"} 3\nd{} 4\n",
+        "b 2\na{x=\"1\"} 1\n",
+        // The known text followed by something else than a blank and a value.
+        "a{x=\"1\"}1\n",
+        "a{x=\"1\"} oops\n",
+        "a{x=\"1\"} 1 -5\n",
+        "a{x=\"1\"} 1 2 3\n",
+        "a{x=\"1\"}\n",
+        "b{x=\"1\"} 1\n",
+        "b {x=\"1\"} 1\n",
+        "bb 2\n",
+        "a{x=\"1\",x=\"2\"} 1\n",
+        "# TYPE a gauge\na{x=\"1\"} 1\n",
+        "a{x=\"1\"} 1\r\n",
+    ];
+    let known_series = known(series);
+    for text in cases {
+        let plain = parse(text, &Limits::default());
+        check::same_outcome(&plain, &parse_known(text, &Limits::default(), &known_series))
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    }
+}
+
+#[test]
+fn known_series_checked_under_other_limits_are_checked_again() {
+    let text = "a{x=\"1\",y=\"2\"} 1\nb 2\n";
+    let known_series = known(text);
+    let strict = Limits { label_limit: 1, ..Limits::default() };
+    let error = parse_known(text, &strict, &known_series).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::LabelLimit { count: 2, limit: 1 });
+    let one = Limits { sample_limit: 1, ..Limits::default() };
+    let known_one = KnownSeries::of(&parse(text.split_once('\n').unwrap().0, &one).unwrap());
+    assert_eq!(parse_known(text, &one, &known_one).unwrap_err().kind, ErrorKind::SampleLimit(1), "counted");
+}

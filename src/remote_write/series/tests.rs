@@ -35,15 +35,9 @@ fn rules() -> LabelRules {
 }
 
 fn scrape(id: &str, time: f64, samples: &[(&str, &str, f64)]) -> ScrapeRecord {
-    ScrapeRecord {
-        instance_id: id.into(),
-        time,
-        samples: samples
-            .iter()
-            .map(|(m, l, v)| SampleRecord { metric: (*m).into(), labels: (*l).into(), value: *v })
-            .collect(),
-        types: vec![],
-    }
+    let samples =
+        samples.iter().map(|(m, l, v)| SampleRecord { metric: (*m).into(), labels: (*l).into(), value: *v }).collect();
+    ScrapeRecord::new(id.into(), time, samples, vec![])
 }
 
 fn status(id: &str, time: f64, up: bool, reason: Option<FailureReason>) -> StatusRecord {
