@@ -28,7 +28,11 @@ steady-state window measures for each:
 - the CPU of the fixture server (scale mode), which shares the machine;
 - query latency, median of 5: CPU busy per instance over the window
   (fleetscrape's cpu_utilization vs PromQL's 1860-style
-  100 * (1 - avg by (instance) (rate(idle)))), and one gauge of one instance.
+  100 * (1 - avg by (instance) (rate(idle)))), and one gauge of one instance;
+- with --restart (on in scale mode), after the window: each is killed with
+  SIGKILL and started again on its data, timed until it serves (Prometheus:
+  /-/ready after its WAL replay; fleetscrape: listening after the store's
+  head is rebuilt from the scrape log, whose log line is shown).
 
 The scale mode (--scale) replaces the exporters with bench/fixture_server.py:
 1,000 targets (default; --targets 2000 for the larger fleet) of ~1,100 samples
@@ -58,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -199,6 +204,29 @@ STORE_COUNTERS = ("held_samples", "dropped_samples_total", "late_samples_total",
                   "backpressure_waits_total", "backpressure_seconds_total", "wal_bytes", "longest_checkpoint_seconds")
 
 
+def restart_after_kill(procs, child, args_, log, ready):
+    """kill -9 `child`, start `args_` again, and return the seconds until
+    `ready()` is true (the store reopened and its head rebuilt, or the TSDB's
+    WAL replayed)."""
+    child.kill()
+    child.wait()
+    started = time.monotonic()
+    procs.start(args_[0], log, **args_[1])
+    while not ready():
+        if time.monotonic() - started > 600:
+            return float("nan")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 def fleetscrape_counters(port):
     """The store's counters from fleetscrape's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
@@ -250,9 +278,11 @@ def main():
     parser.add_argument("--fleetscrape", default=None, help="binary (default: target/release/fleetscrape)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--perf", default=None, help="record fleetscrape with perf over the window into this file")
+    parser.add_argument("--restart", action="store_true", help="after the window, kill -9 both and time their restart (on in scale mode)")
     args = parser.parse_args()
     given = set(a.split("=")[0] for a in sys.argv[1:])
     if args.scale:
+        args.restart = True
         for flag, value in (("--targets", 1000), ("--interval", 15), ("--warmup", 240), ("--window", 600)):
             if flag not in given:
                 setattr(args, flag[2:], value)
@@ -327,9 +357,12 @@ def main():
             f.write(f"global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n"
                     f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
         tsdb = os.path.join(work, "tsdb")
-        prom = procs.start(["prometheus", f"--config.file={prom_config}", f"--storage.tsdb.path={tsdb}",
-                            f"--web.listen-address=127.0.0.1:{prom_port}"], log)
-        fleet = procs.start([binary, "run", "--config", fs_config], log, env={**os.environ, "RUST_LOG": "warn"})
+        prom_args = (["prometheus", f"--config.file={prom_config}", f"--storage.tsdb.path={tsdb}",
+                      f"--web.listen-address=127.0.0.1:{prom_port}"], {})
+        # The store's own lines at info: the head's rebuild after a restart is one.
+        fleet_args = ([binary, "run", "--config", fs_config], {"env": {**os.environ, "RUST_LOG": "warn,fleetscrape::store=info"}})
+        prom = procs.start(prom_args[0], log, **prom_args[1])
+        fleet = procs.start(fleet_args[0], log, **fleet_args[1])
         wait_port("127.0.0.1", prom_port, "prometheus")
         wait_port("127.0.0.1", fs_http, "fleetscrape")
         say(f"both scraping every {interval}; warm-up {args.warmup} s")
@@ -411,6 +444,20 @@ def main():
         ]
         for name, ((fs_ms, fs_rows), (prom_ms, prom_points)) in queries.items():
             rows.append((f"{name} (ms; rows/points)", f"{prom_ms:.1f} ({prom_points})", f"{fs_ms:.1f} ({fs_rows})", fs_ms / prom_ms))
+        if args.restart:
+            # A crash, then a start on the same data: Prometheus replays its
+            # WAL before /-/ready answers 200; fleetscrape opens the store and
+            # rebuilds its head from the scrape log before it listens.
+            say("restart after kill -9: each in turn")
+            log.flush()
+            prom_restart = restart_after_kill(procs, prom, prom_args, log, lambda: http_ok(f"http://127.0.0.1:{prom_port}/-/ready"))
+            fleet_restart = restart_after_kill(procs, fleet, fleet_args, log, lambda: http_ok(f"http://127.0.0.1:{fs_http}/healthz"))
+            rows.append(("restart after kill -9, until it serves (s)", f"{prom_restart:.1f}", f"{fleet_restart:.1f}", fleet_restart / prom_restart))
+            log.flush()
+            with open(os.path.join(work, "bench.log")) as f:
+                rebuilt = [line.strip() for line in f if "open minutes rebuilt" in line]
+            if rebuilt:
+                say(f"fleetscrape: {rebuilt[-1]}")
         what = f"fixture targets ({args.cpus}-CPU payloads)" if args.scale else "node_exporters"
         print(f"\n{args.targets} {what} at {interval}, window {t1 - t0:.1f} s after {args.warmup} s warm-up\n")
         print("| | Prometheus 2.42 | fleetscrape | fleetscrape / Prometheus |")

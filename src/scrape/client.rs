@@ -63,6 +63,10 @@ pub enum FetchError {
     },
 }
 
+/// The most a response's declared length reserves ahead of its bytes: a
+/// lying header must not allocate gigabytes.
+const MAX_PRESIZE: usize = 16 << 20;
+
 impl FetchError {
     /// The `scrape_status.reason` for this error.
     pub fn reason(&self) -> FailureReason {
@@ -423,7 +427,9 @@ impl HttpClient {
         }
         let stickiness = stickiness(response.headers());
         let encoding = response.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let mut raw = Vec::new();
+        // Sized from the declared length (exporters send one): no regrowth.
+        let expected = response.content_length().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+        let mut raw = Vec::with_capacity(expected.min(MAX_PRESIZE));
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
             raw.extend_from_slice(&chunk);
             if self.body_size_limit > 0 && raw.len() > self.body_size_limit {

@@ -72,6 +72,10 @@ impl SeriesCache {
 
     /// Whether `payload` lists exactly the remembered series, in order.
     fn matches(&self, payload: &Payload<'_>) -> bool {
+        // Parsed with these known series and listing all of them: nothing to compare.
+        if payload.known_id().is_some_and(|id| id == self.known.id()) {
+            return true;
+        }
         self.known.len() == payload.samples.len()
             && payload.samples.iter().enumerate().all(|(i, sample)| self.known.text(i) == Some(sample.series()))
     }
@@ -288,6 +292,23 @@ mod tests {
         let record = to_record_cached(&payload, &other, 4.0, &options, &mut cache);
         assert_eq!(record, to_record(&payload, &other, 4.0, &options));
         assert!(!Arc::ptr_eq(&record.series, &first.series), "converted anew");
+    }
+
+    #[test]
+    fn a_payload_parsed_with_the_caches_known_series_reuses_the_list() {
+        let options = ConvertOptions::default();
+        let mut cache = SeriesCache::default();
+        let text = "# TYPE m counter\nm{b=\"3\"} 4\nn 1\n";
+        let first = to_record_cached(&parse(text, &Limits::default()).unwrap(), &target(), 1.0, &options, &mut cache);
+        let next = crate::exposition::parse_known("m{b=\"3\"} 5\nn 2\n", &Limits::default(), cache.known()).unwrap();
+        assert_eq!(next.known_id(), Some(cache.known().id()));
+        let second = to_record_cached(&next, &target(), 2.0, &options, &mut cache);
+        assert!(Arc::ptr_eq(&first.series, &second.series));
+        assert_eq!(second.values, [5.0, 2.0]);
+        // Known series of another cache (another instance's) are compared, not trusted.
+        let mut other = SeriesCache::default();
+        let third = to_record_cached(&next, &target(), 3.0, &options, &mut other);
+        assert_eq!(third, ScrapeRecord { time: 3.0, ..to_record(&next, &target(), 2.0, &options) });
     }
 
     #[test]

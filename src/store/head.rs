@@ -65,6 +65,11 @@ impl InstanceHead {
         time > self.last_time
     }
 
+    /// Whether any slot has been described since the head was created.
+    pub fn is_described(&self) -> bool {
+        !self.series.is_empty()
+    }
+
     /// Notes which series sits in `slot` (before its values are added).
     pub fn describe(&mut self, slot: u32, series_id: i64, counter: bool) {
         let slot = slot as usize;

@@ -17,7 +17,13 @@ pub type Resolved = (u32, i64, bool);
 struct Layout {
     series: Arc<SeriesList>,
     resolved: Vec<Resolved>,
+    /// The highest slot resolved, plus one.
+    slots: usize,
 }
+
+/// How an instance's last scrape resolved: per sample, and the slots its
+/// log row spans.
+pub type Resolution<'a> = (&'a [Resolved], usize);
 
 /// The layouts of the instances being written.
 #[derive(Debug, Default)]
@@ -28,14 +34,15 @@ pub struct Layouts {
 impl Layouts {
     /// The resolution of `scrape` if it has its instance's last layout (the
     /// same series list), else `None`.
-    pub fn get(&self, scrape: &ScrapeRecord) -> Option<&[Resolved]> {
+    pub fn get(&self, scrape: &ScrapeRecord) -> Option<Resolution<'_>> {
         let layout = self.by_instance.get(scrape.instance_id.as_str())?;
-        Arc::ptr_eq(&layout.series, &scrape.series).then_some(layout.resolved.as_slice())
+        Arc::ptr_eq(&layout.series, &scrape.series).then_some((layout.resolved.as_slice(), layout.slots))
     }
 
     /// Remembers how `scrape` resolved.
     pub fn set(&mut self, scrape: &ScrapeRecord, resolved: Vec<Resolved>) {
-        let layout = Layout { series: Arc::clone(&scrape.series), resolved };
+        let slots = resolved.iter().map(|(slot, ..)| *slot as usize + 1).max().unwrap_or(0);
+        let layout = Layout { series: Arc::clone(&scrape.series), resolved, slots };
         self.by_instance.insert(scrape.instance_id.to_string(), layout);
     }
 
@@ -71,7 +78,7 @@ mod tests {
         assert!(layouts.get(&first).is_none());
         layouts.set(&first, vec![(0, 10, false), (1, 11, false)]);
         let next = ScrapeRecord { time: 2.0, values: vec![2.0, 3.0], ..first.clone() };
-        assert_eq!(layouts.get(&next), Some(&[(0, 10, false), (1, 11, false)][..]));
+        assert_eq!(layouts.get(&next), Some((&[(0, 10, false), (1, 11, false)][..], 2)));
         assert!(layouts.get(&scrape(&[(&m, &a), (&m, &b)])).is_none(), "equal series, another list");
         let other = ScrapeRecord { instance_id: "i-b".into(), ..first.clone() };
         assert!(layouts.get(&other).is_none(), "another instance");

@@ -506,30 +506,35 @@ impl Store {
                 late_samples += scrape.len();
                 continue;
             }
-            entries.clear();
-            match self.layouts.get(scrape) {
-                Some(resolved) => entries.extend_from_slice(resolved),
-                None => {
-                    self.interner.load_instance(tx, instance).await?;
-                    for (metric, kind) in scrape.types() {
-                        self.interner.metric_id(tx, metric, kind).await?;
-                    }
-                    for sample in scrape.samples() {
-                        let (metric_id, counter) = self.interner.metric_id(tx, sample.metric, "untyped").await?;
-                        let (series_id, slot, created) = self.interner.series_id(metric_id, instance, sample.labels);
-                        new_series += usize::from(created);
-                        entries.push((slot, series_id, counter));
-                    }
-                    self.layouts.set(scrape, entries.clone());
+            let known = self.layouts.get(scrape).is_some();
+            if !known {
+                entries.clear();
+                self.interner.load_instance(tx, instance).await?;
+                for (metric, kind) in scrape.types() {
+                    self.interner.metric_id(tx, metric, kind).await?;
                 }
+                for sample in scrape.samples() {
+                    let (metric_id, counter) = self.interner.metric_id(tx, sample.metric, "untyped").await?;
+                    let (series_id, slot, created) = self.interner.series_id(metric_id, instance, sample.labels);
+                    new_series += usize::from(created);
+                    entries.push((slot, series_id, counter));
+                }
+                self.layouts.set(scrape, entries.clone());
             }
+            let Some((resolved, slot_count)) = self.layouts.get(scrape) else { continue };
             // Up to the highest slot present: a slot past the end reads as
             // absent, as a `false` would.
             slots.clear();
-            slots.resize(entries.iter().map(|(slot, ..)| *slot as usize + 1).max().unwrap_or(0), None);
+            slots.resize(slot_count, None);
             let head = self.head.instance(instance);
-            for (&(slot, series_id, counter), &value) in entries.iter().zip(&scrape.values) {
-                head.describe(slot, series_id, counter);
+            // A known layout was described by the instance's last scrape,
+            // unless its head was forgotten since (and starts empty).
+            if !known || !head.is_described() {
+                for &(slot, series_id, counter) in resolved {
+                    head.describe(slot, series_id, counter);
+                }
+            }
+            for (&(slot, ..), &value) in resolved.iter().zip(&scrape.values) {
                 // A series written twice in one payload keeps its first
                 // value, as Prometheus does (it rejects the second).
                 if let Some(entry @ None) = slots.get_mut(slot as usize) {
@@ -541,7 +546,7 @@ impl Store {
             let mut vals = String::with_capacity(12 * slots.len() + 2);
             log::encode(&slots, &mut vals);
             logged.push((scrape.time, instance, vals));
-            samples += entries.len();
+            samples += resolved.len();
         }
         let cpu = self.cpu_busy(&batch.scrapes);
         // An instance that left: its open minute is written now (no scrape

@@ -1087,3 +1087,33 @@ async fn the_bundled_sqlite_takes_no_global_lock_per_allocation_or_page() {
     assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{hint} {options:?}");
     assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{hint} {options:?}");
 }
+
+#[tokio::test]
+async fn an_instance_back_after_its_head_was_forgotten_still_gets_its_minutes() {
+    let (mut store, _dir) = open().await;
+    let mut lists = HashMap::new();
+    let write = async |store: &mut Store, lists: &mut HashMap<String, Arc<SeriesList>>, id: &str, t: f64| {
+        let record = shared(lists, scrape(id, t, vec![sample("node_load1", "{}", t / 60.0)]));
+        store.write(&Batch { scrapes: vec![record], ..Batch::default() }).await.unwrap();
+        store.maintain(&Retention::DEFAULT, 1e9, false).await.unwrap();
+    };
+    write(&mut store, &mut lists, "i-a", T0).await;
+    // Only i-b for longer than a head is kept: i-a's head is forgotten, its
+    // layout (the same shared list) is not.
+    for k in 0..50 {
+        write(&mut store, &mut lists, "i-b", T0 + 15.0 * f64::from(k)).await;
+    }
+    let back = T0 + 900.0;
+    for t in [back, back + 15.0, back + 60.0] {
+        write(&mut store, &mut lists, "i-a", t).await;
+    }
+    let minute = (back / 60.0).floor() * 60.0;
+    let rows: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT count, last FROM metric_samples_1m WHERE instance_id = 'i-a' AND time = ? AND metric = 'node_load1'",
+    )
+    .bind(minute)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows, [(2, (back + 15.0) / 60.0)], "the minute of its return, from a head described again");
+}

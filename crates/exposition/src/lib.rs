@@ -156,9 +156,18 @@ pub struct Payload<'a> {
     types_by_name: std::cell::OnceCell<HashMap<&'a str, MetricType>>,
     /// The limits its series were checked under.
     limits: Limits,
+    /// The [`KnownSeries::id`] of the known series it lists exactly, in order.
+    known_id: Option<u64>,
 }
 
 impl Payload<'_> {
+    /// The [`KnownSeries::id`] of the known series this payload was parsed
+    /// with, if it lists exactly those series in the same order: a cache
+    /// keyed by that id needs no comparison to know its series.
+    pub fn known_id(&self) -> Option<u64> {
+        self.known_id
+    }
+
     /// The type of the family a sample name belongs to: the name itself, or
     /// for histograms and summaries the name without `_bucket`/`_sum`/`_count`.
     pub fn metric_type(&self, sample_name: &str) -> MetricType {
@@ -280,6 +289,7 @@ pub fn parse_known<'a>(text: &'a str, limits: &Limits, known: &KnownSeries) -> R
     let mut payload = Payload { samples: Vec::with_capacity(text.len() / 64), limits: *limits, ..Payload::default() };
     // Checked under other limits, a known series must be checked again.
     let known = if known.limits == *limits { known } else { &KnownSeries::default() };
+    let mut all_known = true;
     for (index, raw_line) in text.split('\n').enumerate() {
         let line_no = index + 1;
         // A CR before the LF stays in the line, as in Prometheus: after a
@@ -295,7 +305,9 @@ pub fn parse_known<'a>(text: &'a str, limits: &Limits, known: &KnownSeries) -> R
             payload.samples.push(Sample { name, raw_labels, series, value, timestamp_ms, line: line_no });
             continue;
         }
-        match line::parse_line(line_text).map_err(fail)? {
+        let line = line::parse_line(line_text).map_err(fail)?;
+        all_known &= !matches!(line, Line::Sample { .. });
+        match line {
             Line::Blank | Line::Comment | Line::Help => {}
             Line::Type { name, type_text } => {
                 let kind =
@@ -316,6 +328,8 @@ pub fn parse_known<'a>(text: &'a str, limits: &Limits, known: &KnownSeries) -> R
             }
         }
     }
+    let listed = all_known && !known.is_empty() && payload.samples.len() == known.len();
+    payload.known_id = listed.then_some(known.id);
     Ok(payload)
 }
 
@@ -338,7 +352,11 @@ pub struct KnownSeries {
     text: String,
     spans: Vec<Span>,
     limits: Limits,
+    id: u64,
 }
+
+/// Ids of what [`KnownSeries`] learn, unique in the process (0: nothing).
+static NEXT_KNOWN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl KnownSeries {
     /// The series of `payload`, in order.
@@ -353,6 +371,7 @@ impl KnownSeries {
         self.text.clear();
         self.spans.clear();
         self.limits = payload.limits;
+        self.id = NEXT_KNOWN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for sample in &payload.samples {
             let series = sample.series;
             let start = self.text.len();
@@ -381,6 +400,12 @@ impl KnownSeries {
     /// Series known.
     pub fn len(&self) -> usize {
         self.spans.len()
+    }
+
+    /// What was learnt last, as a number unique in the process: see
+    /// [`Payload::known_id`].
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether no series is known.

@@ -320,6 +320,20 @@ fn known_series_are_read_without_lexing_and_give_what_parse_gives() {
 }
 
 #[test]
+fn a_payload_that_lists_exactly_the_known_series_carries_their_id() {
+    let text = "# TYPE a gauge\na{x=\"1\"} 1\nb 2\n";
+    let known_series = known(text);
+    assert_ne!(known_series.id(), known(text).id(), "every learning has its own id");
+    let same = parse_known("# TYPE a gauge\na{x=\"1\"} 5\nb 6 100\n", &Limits::default(), &known_series).unwrap();
+    assert_eq!(same.known_id(), Some(known_series.id()));
+    for other in ["a{x=\"1\"} 1\n", "a{x=\"1\"} 1\nb 2\nc 3\n", "b 2\na{x=\"1\"} 1\n", "a{x=\"2\"} 1\nb 2\n"] {
+        let payload = parse_known(other, &Limits::default(), &known_series).unwrap();
+        assert_eq!(payload.known_id(), None, "{other:?}");
+    }
+    assert_eq!(ok(text).known_id(), None, "nothing known");
+}
+
+#[test]
 fn known_series_checked_under_other_limits_are_checked_again() {
     let text = "a{x=\"1\",y=\"2\"} 1\nb 2\n";
     let known_series = known(text);
