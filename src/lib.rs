@@ -56,6 +56,7 @@ pub mod labels;
 pub mod logging;
 pub mod record;
 pub mod relabel;
+pub mod reminder;
 pub mod remote_write;
 pub mod report;
 pub mod scrape;

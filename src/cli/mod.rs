@@ -77,6 +77,8 @@ pub enum OutputFormat {
     Table,
     /// A JSON array for programs: one object per instance and listener.
     Json,
+    /// JSON lines for pipes: one compact object per instance and listener, per line.
+    Jsonl,
 }
 
 impl Cli {
@@ -296,9 +298,18 @@ async fn discover(config: &Config, format: OutputFormat) -> anyhow::Result<()> {
         discoverer.discover().await.with_context(|| format!("discovery against {} failed", discoverer.endpoint()))?;
     let text = match format {
         OutputFormat::Json => output::json(&refresh.topology)?,
+        OutputFormat::Jsonl => output::json_lines(&refresh.topology)?,
         OutputFormat::Table => output::table(&refresh),
     };
-    print_stdout(&format!("{text}\n"))?;
+    if format != OutputFormat::Table {
+        // The table carries them; machine formats keep stdout to the data.
+        for finding in refresh.findings.iter().filter(|f| f.is_warning()) {
+            tracing::warn!("{finding}");
+        }
+    }
+    if !text.is_empty() {
+        print_stdout(&format!("{text}\n"))?;
+    }
     Ok(())
 }
 

@@ -78,7 +78,18 @@ pub(super) fn json(topology: &Topology) -> serde_json::Result<String> {
 const HEADER: [&str; 10] =
     ["INSTANCE", "ROLE", "ASG", "LB:PORT", "TARGET GROUP", "PRIVATE IP", "AZ", "STATE", "HEALTH", "SCRAPE"];
 
-/// The topology as an aligned table with a summary line.
+/// The topology as JSON lines: one compact object per instance and listener,
+/// for pipes (`| head -1`, `| jq -c`).
+///
+/// # Errors
+/// Only if serialization fails, which these types do not cause.
+pub(super) fn json_lines(topology: &Topology) -> serde_json::Result<String> {
+    let lines: Vec<String> = entries(topology).map(|e| serde_json::to_string(&e)).collect::<Result<_, _>>()?;
+    Ok(lines.join("\n"))
+}
+
+/// The topology as an aligned table with a summary line, then what explains
+/// missing targets, one line each.
 pub(super) fn table(refresh: &Refresh) -> String {
     let topology = &refresh.topology;
     let rows: Vec<[String; 10]> = entries(topology).map(|e| row(&e)).collect();
@@ -96,6 +107,10 @@ pub(super) fn table(refresh: &Refresh) -> String {
         out.push('\n');
     }
     out.push_str(&summary(refresh));
+    for finding in &refresh.findings {
+        let kind = if finding.is_warning() { "warning" } else { "note" };
+        out.push_str(&format!("\n{kind}: {finding}"));
+    }
     out
 }
 

@@ -100,9 +100,13 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
             (None, None)
         }
     };
-    let refresher = Refresher::new(Discoverer::from_config(&config).await?, config.discovery.refresh_interval.as_std())
-        .with_early_refresh_min_interval(config.discovery.early_refresh_min_interval.as_std())
-        .with_jitter(discovery::REFRESH_JITTER);
+    let mut refresher =
+        Refresher::new(Discoverer::from_config(&config).await?, config.discovery.refresh_interval.as_std())
+            .with_early_refresh_min_interval(config.discovery.early_refresh_min_interval.as_std())
+            .with_jitter(discovery::REFRESH_JITTER);
+    if once {
+        refresher = refresher.without_retries();
+    }
     let topology = refresher.subscribe();
     let stop_writer = CancellationToken::new();
     let (writer, writer_task) = match store {
@@ -131,6 +135,10 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         remote: Some(remote.clone()),
         sd: serve::SdSettings {
             direct: config.scrape.mode != crate::config::ScrapeMode::ViaAlb || !config.scrape.enabled,
+        },
+        readiness: serve::ReadinessSettings {
+            scrape_enabled: config.scrape.enabled,
+            refresh_interval: config.discovery.refresh_interval.as_std().as_secs_f64(),
         },
     };
     let http_stop = shutdown.clone();

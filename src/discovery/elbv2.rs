@@ -24,14 +24,33 @@ pub struct Filters {
     pub listener_ports: Vec<u16>,
 }
 
+/// What the filters left out, for explaining an empty discovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Load balancers in the region (ALB, NLB), followed or not.
+    pub load_balancers_in_region: usize,
+    /// Ports of forwarding listeners on followed load balancers that
+    /// `listener_ports` left out.
+    pub listener_ports: BTreeSet<u16>,
+}
+
 /// Reads the followed load balancers with their forwarding listeners, and the
-/// target groups those listeners forward to with their registered instances.
+/// target groups those listeners forward to with their registered instances;
+/// beside them, what the filters left out.
 pub(super) async fn load_balancers_and_target_groups(
     clients: &Clients,
     filters: &Filters,
-) -> Result<(Vec<LoadBalancer>, BTreeMap<String, TargetGroup>), Error> {
-    let wanted = describe_load_balancers(clients, filters).await?;
-    let load_balancers = concurrently(wanted, |lb| with_listeners(clients, lb, filters)).await?;
+) -> Result<(Vec<LoadBalancer>, BTreeMap<String, TargetGroup>, LeftOut), Error> {
+    let (wanted, in_region) = describe_load_balancers(clients, filters).await?;
+    let with_ports = concurrently(wanted, |lb| with_listeners(clients, lb, filters)).await?;
+    let mut left_out = LeftOut { load_balancers_in_region: in_region, ..LeftOut::default() };
+    let load_balancers: Vec<LoadBalancer> = with_ports
+        .into_iter()
+        .map(|(lb, ports)| {
+            left_out.listener_ports.extend(ports);
+            lb
+        })
+        .collect();
 
     let forwarded: BTreeSet<&str> = load_balancers
         .iter()
@@ -46,7 +65,7 @@ pub(super) async fn load_balancers_and_target_groups(
         }
     }
     let target_groups = concurrently(groups.into_values(), |group| with_registrations(clients, group)).await?;
-    Ok((load_balancers, target_groups.into_iter().map(|g| (g.arn.clone(), g)).collect()))
+    Ok((load_balancers, target_groups.into_iter().map(|g| (g.arn.clone(), g)).collect(), left_out))
 }
 
 /// Runs `call` on every item, [`CONCURRENCY`] requests at a time, keeping the
@@ -62,7 +81,11 @@ where
     Ok(results.into_iter().flatten().collect())
 }
 
-async fn describe_load_balancers(clients: &Clients, filters: &Filters) -> Result<Vec<elb::LoadBalancer>, Error> {
+/// The followed load balancers, and how many the region has.
+async fn describe_load_balancers(
+    clients: &Clients,
+    filters: &Filters,
+) -> Result<(Vec<elb::LoadBalancer>, usize), Error> {
     const OP: &str = "DescribeLoadBalancers";
     let mut pages = clients.elbv2.describe_load_balancers().page_size(PAGE_SIZE).into_paginator().send();
     let mut found = Vec::new();
@@ -70,11 +93,12 @@ async fn describe_load_balancers(clients: &Clients, filters: &Filters) -> Result
         clients.calls.record(OP);
         found.extend(page.map_err(|e| api_error(OP, e))?.load_balancers.unwrap_or_default());
     }
+    let in_region = found.len();
     let wanted: Vec<elb::LoadBalancer> = found.into_iter().filter(|lb| is_followed(lb, filters)).collect();
     for missing in filters.load_balancers.iter().filter(|name| !wanted.iter().any(|lb| names_lb(lb, name))) {
         warn!(load_balancer = %missing, "configured load balancer not found in this region");
     }
-    Ok(wanted)
+    Ok((wanted, in_region))
 }
 
 fn names_lb(lb: &elb::LoadBalancer, name_or_arn: &str) -> bool {
@@ -87,12 +111,13 @@ fn is_followed(lb: &elb::LoadBalancer, filters: &Filters) -> bool {
     scrapable && (filters.load_balancers.is_empty() || filters.load_balancers.iter().any(|n| names_lb(lb, n)))
 }
 
-/// The load balancer with its forwarding listeners; `None` if it vanished meanwhile.
+/// The load balancer with its followed forwarding listeners, and the ports of
+/// those `listener_ports` left out; `None` if it vanished meanwhile.
 async fn with_listeners(
     clients: &Clients,
     lb: elb::LoadBalancer,
     filters: &Filters,
-) -> Result<Option<LoadBalancer>, Error> {
+) -> Result<Option<(LoadBalancer, Vec<u16>)>, Error> {
     const OP: &str = "DescribeListeners";
     let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
     let mut pages =
@@ -109,19 +134,19 @@ async fn with_listeners(
             Err(e) => return Err(api_error(OP, e)),
         }
     }
-    let mut listeners: Vec<Listener> = listeners
+    let (mut listeners, others): (Vec<Listener>, Vec<Listener>) = listeners
         .iter()
         .filter_map(forwarding_listener)
-        .filter(|l| filters.listener_ports.is_empty() || filters.listener_ports.contains(&l.port))
-        .collect();
+        .partition(|l| filters.listener_ports.is_empty() || filters.listener_ports.contains(&l.port));
     listeners.sort_by_key(|l| l.port);
-    Ok(Some(LoadBalancer {
+    let lb = LoadBalancer {
         name: lb.load_balancer_name().unwrap_or_default().to_string(),
         dns_name: lb.dns_name().unwrap_or_default().to_string(),
         scheme: lb.scheme().map(|s| s.as_str().to_string()).unwrap_or_default(),
         arn,
         listeners,
-    }))
+    };
+    Ok(Some((lb, others.iter().map(|l| l.port).collect())))
 }
 
 /// A listener whose default actions include `forward`, in either form: a

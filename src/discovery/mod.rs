@@ -20,6 +20,7 @@ mod autoscaling;
 pub mod aws;
 mod ec2;
 pub mod elbv2;
+pub mod findings;
 pub mod model;
 pub mod topology;
 
@@ -34,9 +35,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::reminder::Notice;
 use crate::self_metrics::{Collect, Encoder, Family, value_of};
 pub use aws::Clients;
 pub use elbv2::Filters;
+pub use findings::Finding;
 use model::{AutoScalingGroup, Inventory};
 pub use topology::{JoinOptions, Role, Sharding, SkipReason, Target, Topology, shard_key, shard_of};
 
@@ -85,6 +88,9 @@ pub struct Refresh {
     pub elapsed: Duration,
     /// Why the scaling policies could not be read, if they could not.
     pub policies_error: Option<String>,
+    /// What explains missing targets (no listener on the ports, an empty
+    /// target group, ...), sorted.
+    pub findings: Vec<Finding>,
 }
 
 /// Runs discovery refreshes against AWS.
@@ -140,24 +146,31 @@ impl Discoverer {
             other => other,
         });
         let api_calls = self.clients.calls.take();
-        let inventory = result?;
+        let (inventory, left_out) = result?;
         let topology = topology::join(&inventory, &self.join_options);
-        Ok(Refresh { topology, api_calls, elapsed: started.elapsed(), policies_error: inventory.policies_error })
+        let findings = findings::findings(&inventory, &self.filters, &left_out);
+        Ok(Refresh {
+            topology,
+            api_calls,
+            elapsed: started.elapsed(),
+            policies_error: inventory.policies_error,
+            findings,
+        })
     }
 
-    async fn inventory(&self) -> Result<Inventory, Error> {
+    async fn inventory(&self) -> Result<(Inventory, elbv2::LeftOut), Error> {
         let (balancing, groups) = tokio::join!(
             elbv2::load_balancers_and_target_groups(&self.clients, &self.filters),
             self.groups_with_policies(),
         );
-        let (load_balancers, target_groups) = balancing?;
+        let (load_balancers, target_groups, left_out) = balancing?;
         let (auto_scaling_groups, policies_error) = groups?;
 
         let registered: BTreeSet<&str> =
             target_groups.values().flat_map(|g| g.registrations.iter().map(|r| r.instance_id.as_str())).collect();
         let ids: Vec<String> = registered.into_iter().map(str::to_string).collect();
         let instances = ec2::instances(&self.clients, &ids).await?;
-        Ok(Inventory { load_balancers, target_groups, auto_scaling_groups, instances, policies_error })
+        Ok((Inventory { load_balancers, target_groups, auto_scaling_groups, instances, policies_error }, left_out))
     }
 
     /// The region's groups, then (when there are any) their target-tracking
@@ -222,12 +235,22 @@ pub struct RefreshStats {
     pub consecutive_failures: AtomicU64,
     /// Epoch seconds of the last success; `None` until the first.
     pub last_success: Mutex<Option<f64>>,
+    /// Since when refreshes fail (`/ready`), and when that was last logged.
+    pub failing: Mutex<crate::reminder::Reminder>,
+    /// The last successful refresh's findings (logged once per change).
+    pub findings: Mutex<Vec<Finding>>,
 }
 
 impl RefreshStats {
     /// Whether a discovery has succeeded since start (`/ready`).
     pub fn ready(&self) -> bool {
         self.last_success.lock().is_ok_and(|last| last.is_some())
+    }
+
+    /// Epoch seconds of the first of the failures since the last success;
+    /// `None` while refreshes succeed.
+    pub fn failing_since(&self) -> Option<f64> {
+        self.failing.lock().ok().and_then(|r| r.failing().map(|(since, _)| since))
     }
 
     /// The last failure's message, if the last refresh failed.
@@ -359,6 +382,8 @@ pub struct Refresher {
     early: EarlyRefresh,
     /// Fraction of the interval by which a refresh after a success comes early, at random.
     jitter: f64,
+    /// Whether a failed refresh is retried (not under `run --once`).
+    retries: bool,
 }
 
 /// The daemon's refresh jitter: up to 10 % of the interval early, so that
@@ -384,7 +409,15 @@ impl Refresher {
             stats: Arc::default(),
             early: EarlyRefresh::new(Duration::from_secs(10)),
             jitter: 0.0,
+            retries: true,
         }
+    }
+
+    /// A refresher whose failures are not retried (`run --once`): its log
+    /// lines promise no retry.
+    pub fn without_retries(mut self) -> Self {
+        self.retries = false;
+        self
     }
 
     /// Refreshes after a success up to `fraction` of the interval early, at
@@ -435,10 +468,16 @@ impl Refresher {
             Ok(refresh) => {
                 self.add_api_calls(&refresh.api_calls);
                 let failed_before = self.stats.consecutive_failures.swap(0, Ordering::Relaxed);
-                if failed_before > 0 {
-                    info!(failed_refreshes = failed_before, "discovery recovered");
+                let outage = self.stats.failing.lock().ok().and_then(|mut r| r.succeeded(now));
+                if let Some(failing_for) = outage {
+                    info!(
+                        failed_refreshes = failed_before,
+                        failing_for_seconds = failing_for.round(),
+                        "discovery recovered"
+                    );
                 }
                 self.log_success(&refresh);
+                self.note_findings(&refresh.findings);
                 self.note_policies(refresh.policies_error);
                 let topology = Arc::new(refresh.topology);
                 self.published.send_replace(Some(Arc::clone(&topology)));
@@ -454,15 +493,9 @@ impl Refresher {
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 let failures = self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                let kept = self.published.borrow().as_ref().map_or(0, |t| t.targets.len());
                 let message = error.to_string();
-                let retry_seconds = next_refresh_delay(self.interval, failures).as_secs_f64();
-                let repeated = self.stats.last_error().as_deref() == Some(message.as_str());
-                if repeated {
-                    debug!(endpoint = %self.discoverer.endpoint(), %error, failures, retry_seconds, "discovery refresh failed again");
-                } else {
-                    warn!(endpoint = %self.discoverer.endpoint(), %error, kept_targets = kept, retry_seconds, "discovery refresh failed; keeping the previous topology");
-                }
+                let notice = self.stats.failing.lock().map_or(Notice::Quiet, |mut r| r.failed(now, &message));
+                self.log_failure(&error, failures, notice);
                 if let Ok(mut last) = self.stats.last_error.lock() {
                     *last = Some(message.clone());
                 }
@@ -470,6 +503,48 @@ impl Refresher {
                 Err(error)
             }
         }
+    }
+
+    /// A failed refresh in the log: at warn when new and as a reminder at
+    /// [`crate::reminder::REMINDER_INTERVAL_SECONDS`], else at debug. Says
+    /// what is scraped meanwhile and when the next attempt comes.
+    fn log_failure(&self, error: &Error, failures: u64, notice: Notice) {
+        let endpoint = self.discoverer.endpoint();
+        let kept = self.published.borrow().as_ref().map(|t| t.scraped_targets().count());
+        let meanwhile = match kept {
+            Some(n) => format!("keeping the previous topology ({n} instances to scrape)"),
+            None => "nothing is scraped until a discovery succeeds".to_string(),
+        };
+        let retry = if self.retries {
+            format!("; next attempt in {:.0} s", next_refresh_delay(self.interval, failures).as_secs_f64())
+        } else {
+            String::new()
+        };
+        match notice {
+            Notice::New => warn!(%endpoint, %error, "discovery refresh failed; {meanwhile}{retry}"),
+            Notice::Reminder { failing_for } => warn!(
+                %endpoint, %error, failures, failing_for_seconds = failing_for.round(),
+                "discovery still failing; {meanwhile}{retry}"
+            ),
+            Notice::Quiet => debug!(%endpoint, %error, failures, "discovery refresh failed again"),
+        }
+    }
+
+    /// Logs what explains missing targets, once per change: each new finding
+    /// (a likely mistake at warn, a state at info), and each that cleared.
+    fn note_findings(&self, findings: &[Finding]) {
+        let Ok(mut last) = self.stats.findings.lock() else { return };
+        for finding in findings.iter().filter(|f| !last.contains(f)) {
+            if finding.is_warning() {
+                warn!(endpoint = %self.discoverer.endpoint(), "discovery: {finding}");
+            } else {
+                info!("discovery: {finding}");
+            }
+        }
+        for cleared in last.iter().filter(|f| !findings.contains(f)) {
+            info!("discovery: no longer so: {cleared}");
+        }
+        *last = findings.to_vec();
     }
 
     /// Counts a refresh that could not read the scaling policies, logged once
@@ -555,7 +630,7 @@ mod tests {
     fn empty_refresh(elapsed: Duration, policies_error: Option<String>) -> Refresh {
         let topology =
             Topology { targets: vec![], auto_scaling_groups: vec![], refreshed_at: std::time::SystemTime::UNIX_EPOCH };
-        Refresh { topology, api_calls: BTreeMap::new(), elapsed, policies_error }
+        Refresh { topology, api_calls: BTreeMap::new(), elapsed, policies_error, findings: vec![] }
     }
 
     /// A discovery that takes `delay` and finds nothing.

@@ -287,6 +287,29 @@ pub struct MembershipRecord {
     pub target: Option<(String, f64)>,
 }
 
+/// A change in why payloads through a path are not attributed
+/// (`identity_issues`): recorded when it changes, not per scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityIssueRecord {
+    /// Epoch seconds of the change.
+    pub time: f64,
+    /// The scrape path: a listener's target groups (`tg-a` or `tg-a+tg-b`),
+    /// or the instance id of an instance scraped directly.
+    pub path: String,
+    /// Where the identity was read (`node_uname_info{nodename}`); `None`
+    /// when the payload carried none, or once resolved.
+    pub source: Option<String>,
+    /// The identity seen.
+    pub value: Option<String>,
+    /// The members expected, comma separated, as the source names them.
+    pub expected: String,
+    /// `add_an_identity`, `not_an_ec2_host_name`, `another_instance`,
+    /// `unknown_instance`, or `resolved`.
+    pub hint: &'static str,
+    /// The whole explanation, as logged.
+    pub detail: String,
+}
+
 /// Records written together in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
@@ -304,6 +327,8 @@ pub struct Batch {
     pub events: Vec<EventRecord>,
     /// Component states (`component_status`).
     pub components: Vec<ComponentRecord>,
+    /// Changes of attribution problems (`identity_issues`).
+    pub identity_issues: Vec<IdentityIssueRecord>,
 }
 
 impl Batch {
@@ -321,6 +346,7 @@ impl Batch {
             && self.memberships.is_empty()
             && self.events.is_empty()
             && self.components.is_empty()
+            && self.identity_issues.is_empty()
     }
 
     /// Moves everything from `other` into this batch.
@@ -332,5 +358,6 @@ impl Batch {
         self.memberships.extend(other.memberships);
         self.events.extend(other.events);
         self.components.extend(other.components);
+        self.identity_issues.extend(other.identity_issues);
     }
 }

@@ -13,6 +13,16 @@ pub struct Claim {
     pub value: String,
     /// What the value is compared with.
     pub matches: IdentityMatch,
+    /// Where it was read, e.g. `node_uname_info{nodename}`.
+    pub source: String,
+}
+
+/// Where a source reads its identity, e.g. `node_dmi_info{board_asset_tag}`.
+pub fn source_name(source: &IdentitySource) -> String {
+    match source {
+        IdentitySource::Label { metric, label, .. } => format!("{metric}{{{label}}}"),
+        IdentitySource::SingleMemberFallback => "single_member_fallback".to_string(),
+    }
 }
 
 /// The first identity the payload carries, in `sources` order. An empty value
@@ -22,7 +32,7 @@ pub fn claim(payload: &Payload<'_>, sources: &[IdentitySource]) -> Option<Claim>
         IdentitySource::Label { metric, label, matches } => {
             let sample = payload.samples.iter().find(|s| s.name == metric)?;
             let value = sample.label(label).filter(|v| !v.trim().is_empty())?;
-            Some(Claim { value: value.trim().to_string(), matches: *matches })
+            Some(Claim { value: value.trim().to_string(), matches: *matches, source: source_name(source) })
         }
         IdentitySource::SingleMemberFallback => None,
     })
@@ -34,7 +44,136 @@ pub enum Unattributed {
     /// The payload carries no identity (and no fallback applies).
     NoIdentity,
     /// The identity names an instance that is not a member of this path.
-    NotAMember(String),
+    NotAMember(Claim),
+}
+
+/// What to change so that payloads are attributed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// No source found an identity in the payload.
+    AddAnIdentity,
+    /// `nodename` is not an EC2 host name: a container's (or a VM's own) name.
+    NotAnEc2HostName,
+    /// The identity names an instance discovery knows, outside this path.
+    AnotherInstance,
+    /// The identity names no instance of the fleet.
+    UnknownInstance,
+}
+
+impl Hint {
+    /// Its words for the operator.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Self::AddAnIdentity => {
+                "give the exporter an identity: enable node_exporter's dmi collector (on Nitro instances \
+                 node_dmi_info{board_asset_tag} is the instance id), or write ec2_instance_info{instance_id=\"i-...\"} \
+                 with the textfile collector at boot"
+            }
+            Self::NotAnEc2HostName => {
+                "this nodename is not the instance's host name: a containerised node_exporter reports its \
+                 container's; run its container with --uts=host (docker/podman), or enable the dmi collector, or \
+                 write ec2_instance_info{instance_id=\"i-...\"} with the textfile collector"
+            }
+            Self::AnotherInstance => {
+                "the payload names an instance outside this path: the listener forwards to an instance its target \
+                 groups do not list, or the identity is stale (an ec2_instance_info textfile copied from another host)"
+            }
+            Self::UnknownInstance => {
+                "the payload names no instance of the fleet: an ec2_instance_info textfile copied from another \
+                 host or image, or an exporter outside the target groups answering on this port"
+            }
+        }
+    }
+
+    /// A short name, for the database and `/api/targets`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AddAnIdentity => "add_an_identity",
+            Self::NotAnEc2HostName => "not_an_ec2_host_name",
+            Self::AnotherInstance => "another_instance",
+            Self::UnknownInstance => "unknown_instance",
+        }
+    }
+}
+
+/// Why payloads through a path name none of its members, in words an
+/// operator can act on: the identity seen (source and value), the members
+/// expected (as that source would name them), and what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The identity the payload carried; `None` when it carried none.
+    pub seen: Option<Claim>,
+    /// What the sources looked for, when nothing was found.
+    pub looked_for: Vec<String>,
+    /// The members, as the seen identity would name them (instance ids, or
+    /// private DNS host names).
+    pub expected: Vec<String>,
+    /// What to change.
+    pub hint: Hint,
+}
+
+/// Members listed in a message at most; the rest are counted.
+const EXPECTED_SHOWN: usize = 8;
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.seen {
+            Some(claim) => write!(f, "the payload identifies as {}=\"{}\"", claim.source, claim.value)?,
+            None => write!(f, "the payload carries no identity (looked for {})", self.looked_for.join(", "))?,
+        }
+        let shown: Vec<&str> = self.expected.iter().take(EXPECTED_SHOWN).map(String::as_str).collect();
+        let more = self.expected.len().saturating_sub(EXPECTED_SHOWN);
+        write!(f, "; expected one of: {}", shown.join(", "))?;
+        if more > 0 {
+            write!(f, " (and {more} more)")?;
+        }
+        write!(f, "; {}", self.hint.advice())
+    }
+}
+
+/// Whether `name` looks like an EC2 private DNS host name (`ip-10-0-1-23`).
+fn is_ec2_host_name(name: &str) -> bool {
+    let Some(address) = host_part(name).strip_prefix("ip-") else { return false };
+    let parts: Vec<&str> = address.split('-').collect();
+    parts.len() == 4 && parts.iter().all(|p| p.parse::<u8>().is_ok())
+}
+
+/// Explains why a payload names none of `members`; `known` tells whether
+/// its identity names an instance discovery knows elsewhere.
+pub fn explain(reason: &Unattributed, sources: &[IdentitySource], members: &[&Target], known: bool) -> Explanation {
+    let as_named = |matches: IdentityMatch| -> Vec<String> {
+        members
+            .iter()
+            .map(|t| match matches {
+                IdentityMatch::InstanceId => t.instance.id.to_string(),
+                IdentityMatch::PrivateDnsHost => {
+                    t.instance.private_dns_name.as_deref().map_or("(no private DNS name)", host_part).to_string()
+                }
+            })
+            .collect()
+    };
+    match reason {
+        Unattributed::NoIdentity => Explanation {
+            seen: None,
+            looked_for: sources
+                .iter()
+                .filter(|s| **s != IdentitySource::SingleMemberFallback)
+                .map(source_name)
+                .collect(),
+            expected: as_named(IdentityMatch::InstanceId),
+            hint: Hint::AddAnIdentity,
+        },
+        Unattributed::NotAMember(claim) => {
+            let hint = if known {
+                Hint::AnotherInstance
+            } else if claim.matches == IdentityMatch::PrivateDnsHost && !is_ec2_host_name(&claim.value) {
+                Hint::NotAnEc2HostName
+            } else {
+                Hint::UnknownInstance
+            };
+            Explanation { expected: as_named(claim.matches), seen: Some(claim.clone()), looked_for: vec![], hint }
+        }
+    }
 }
 
 impl Unattributed {
@@ -74,7 +213,7 @@ pub fn attribute<'t>(
     members: &[&'t Target],
 ) -> Result<&'t Target, Unattributed> {
     match claim(payload, sources) {
-        Some(claim) => members.iter().copied().find(|t| names(&claim, t)).ok_or(Unattributed::NotAMember(claim.value)),
+        Some(claim) => members.iter().copied().find(|t| names(&claim, t)).ok_or(Unattributed::NotAMember(claim)),
         None if members.len() == 1 && sources.contains(&IdentitySource::SingleMemberFallback) => Ok(members[0]),
         None => Err(Unattributed::NoIdentity),
     }
@@ -112,7 +251,11 @@ mod tests {
         let found = attribute(&payload, &IdentitySource::defaults(), &[&b, &a]).unwrap();
         assert_eq!(found.instance.id, "i-0abc1234def567890");
         let err = attribute(&payload, &IdentitySource::defaults(), &[&b]).unwrap_err();
-        assert_eq!(err, Unattributed::NotAMember("i-0abc1234def567890".into()));
+        let Unattributed::NotAMember(claim) = &err else { panic!("{err:?}") };
+        assert_eq!(
+            (claim.value.as_str(), claim.source.as_str()),
+            ("i-0abc1234def567890", "node_dmi_info{board_asset_tag}")
+        );
         assert_eq!(err.reason(), "not_a_member");
     }
 
@@ -127,6 +270,41 @@ mod tests {
         let text = format!("{text}ec2_instance_info{{instance_id=\"i-9\"}} 1\n");
         let payload = parse(&text, &Limits::default()).unwrap();
         assert_eq!(claim(&payload, &IdentitySource::defaults()).unwrap().value, "i-9");
+    }
+
+    /// Issue #23: an unattributed payload said `not_a_member` and nothing else.
+    #[test]
+    fn a_container_nodename_is_explained_with_what_was_expected_and_the_fix() {
+        let payload = parse("node_uname_info{nodename=\"3f2a1b9c0d1e\"} 1\n", &Limits::default()).unwrap();
+        let (a, b) = (target("i-a", "ip-10-20-1-4.ap-northeast-2.compute.internal"), target("i-b", "ip-10-20-1-5.x"));
+        let defaults = IdentitySource::defaults();
+        let reason = attribute(&payload, &defaults, &[&a, &b]).unwrap_err();
+        let why = explain(&reason, &defaults, &[&a, &b], false);
+        assert_eq!(why.hint, Hint::NotAnEc2HostName);
+        assert_eq!(why.expected, ["ip-10-20-1-4", "ip-10-20-1-5"], "named as the source names them");
+        let text = why.to_string();
+        assert!(text.starts_with("the payload identifies as node_uname_info{nodename}=\"3f2a1b9c0d1e\"; expected one of: ip-10-20-1-4, ip-10-20-1-5; "), "{text}");
+        assert!(text.contains("--uts=host"), "{text}");
+    }
+
+    #[test]
+    fn each_kind_of_unattributed_payload_gets_its_own_hint() {
+        let members: Vec<Target> = (0..10).map(|i| target(&format!("i-{i}"), &format!("ip-10-0-0-{i}.x"))).collect();
+        let refs: Vec<&Target> = members.iter().collect();
+        let defaults = IdentitySource::defaults();
+        let none = explain(&Unattributed::NoIdentity, &defaults, &refs, false);
+        assert_eq!(none.hint, Hint::AddAnIdentity);
+        let text = none.to_string();
+        assert!(text.contains("carries no identity (looked for node_dmi_info{board_asset_tag}, ec2_instance_info{instance_id}, node_uname_info{nodename})"), "{text}");
+        assert!(text.contains("i-7 (and 2 more)") && text.contains("dmi collector"), "{text}");
+        let claim = |value: &str, matches| Claim { value: value.into(), matches, source: "s".into() };
+        let other = Unattributed::NotAMember(claim("i-elsewhere", IdentityMatch::InstanceId));
+        assert_eq!(explain(&other, &defaults, &refs, true).hint, Hint::AnotherInstance);
+        assert_eq!(explain(&other, &defaults, &refs, false).hint, Hint::UnknownInstance);
+        let host = Unattributed::NotAMember(claim("ip-10-9-9-9", IdentityMatch::PrivateDnsHost));
+        assert_eq!(explain(&host, &defaults, &refs, false).hint, Hint::UnknownInstance, "an EC2 name, not ours");
+        let vm = Unattributed::NotAMember(claim("vm", IdentityMatch::PrivateDnsHost));
+        assert_eq!(explain(&vm, &defaults, &refs, false).hint, Hint::NotAnEc2HostName);
     }
 
     #[test]

@@ -14,13 +14,14 @@ use super::balancing::TARGET_COVERAGE;
 use super::client::{FetchError, FetchRequest, Fetched, Node};
 use super::convert::{self, SeriesCache};
 use super::failure::{Failure, FailureReason};
-use super::identity::{self, Unattributed};
+use super::identity::{self, Explanation, Unattributed};
 use super::round_core::{Aim, Answer, Reaction, RoundCore, RoundOutcome, RoundPlan, Step};
+use super::state::IdentityChange;
 use super::{JobKey, ListenerAddr, RoundTime, Scraper, primary_listener};
 use crate::config::ScrapeMode;
 use crate::discovery::{Target, Topology};
 use crate::exposition::{self, KnownSeries, Payload};
-use crate::record::{AlbRoundRecord, Batch, InstanceId, Route, StatusRecord, TargetGroups};
+use crate::record::{AlbRoundRecord, Batch, IdentityIssueRecord, InstanceId, Route, StatusRecord, TargetGroups};
 
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
 const FALLBACK_INTERVALS: u32 = 10;
@@ -59,7 +60,7 @@ pub(super) enum Verdict<'t> {
     /// It names a member of the listener: store it as that member's.
     Member(&'t Target),
     /// It names no member; `unknown`: nor any instance discovery knows (yet).
-    NotAttributed { reason: Unattributed, unknown: bool },
+    NotAttributed { reason: Unattributed, unknown: bool, why: Box<Explanation> },
 }
 
 /// What became of one answer's payload, beyond what the round core sees.
@@ -69,10 +70,10 @@ enum Attribution {
     /// Attributed to a member.
     Attributed,
     /// Dropped, for this reason (`fleetscrape_unattributed_payloads_total{reason}`).
-    Dropped(&'static str),
+    Dropped(&'static str, Box<Explanation>),
     /// Its identity names no instance discovery knows yet: the payload, for a
     /// retry after an early refresh.
-    Unknown(&'static str, Fetched),
+    Unknown(&'static str, Box<Explanation>, Fetched),
 }
 
 /// A listener's view in one round.
@@ -251,11 +252,59 @@ impl Scraper {
         {
             let group: TargetGroups = target.paths.first().map(|p| p.target_group.clone()).into_iter().collect();
             self.state.count(|c| *c.unattributed.entry((group, "not_a_member")).or_default() += 1);
-            let failure =
-                Failure::new(FailureReason::Unattributed, format!("the payload identifies as {}", claim.value));
+            let known = self
+                .topology
+                .borrow()
+                .as_ref()
+                .is_some_and(|t| t.targets.iter().any(|other| identity::names(&claim, other)));
+            let why = identity::explain(&Unattributed::NotAMember(claim), &self.settings.identity, &[target], known);
+            self.note_identity(batch, target.instance.id.as_str(), Some(&why), sent.time);
+            let failure = Failure::new(FailureReason::Unattributed, format!("payload not attributed: {why}"));
             return self.status(batch, target, sent, route, failed(failure));
         }
-        self.store(batch, &payload, target, (slot, sent), fetched.duration, cache);
+        if self.store(batch, &payload, target, (slot, sent), fetched.duration, cache)
+            && self.state.has_identity_issues()
+        {
+            self.note_identity(batch, target.instance.id.as_str(), None, sent.time);
+        }
+    }
+
+    /// Notes what payloads through `path` showed ([`ScrapeState::note_identity`]);
+    /// a change is logged (an issue at warn with what to do, its end at info)
+    /// and recorded in `identity_issues`.
+    fn note_identity(&self, batch: &mut Batch, path: &str, why: Option<&Explanation>, time: f64) {
+        let Some(change) = self.state.note_identity(path, why, time) else { return };
+        let record = match change {
+            IdentityChange::Unattributed(why) => {
+                tracing::warn!(
+                    path,
+                    hint = why.hint.as_str(),
+                    "payloads not attributed (their samples are dropped): {why}"
+                );
+                IdentityIssueRecord {
+                    time,
+                    path: path.to_string(),
+                    source: why.seen.as_ref().map(|c| c.source.clone()),
+                    value: why.seen.as_ref().map(|c| c.value.clone()),
+                    expected: why.expected.join(","),
+                    hint: why.hint.as_str(),
+                    detail: why.to_string(),
+                }
+            }
+            IdentityChange::Resolved => {
+                tracing::info!(path, "payloads attributed again");
+                IdentityIssueRecord {
+                    time,
+                    path: path.to_string(),
+                    source: None,
+                    value: None,
+                    expected: String::new(),
+                    hint: "resolved",
+                    detail: "payloads attributed again".to_string(),
+                }
+            }
+        };
+        batch.identity_issues.push(record);
     }
 
     fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[InstanceId]) -> Option<Listener> {
@@ -331,6 +380,8 @@ impl Scraper {
         // Requests rotate over the load balancer's nodes, from a different
         // one each round.
         let mut next_node = usize::try_from(time.tick.index.rem_euclid(64)).unwrap_or(0);
+        // Why the round's last unattributed payload named no member.
+        let mut unattributed: Option<Box<Explanation>> = None;
         loop {
             match core.step() {
                 Step::Done => break,
@@ -352,7 +403,7 @@ impl Scraper {
                     let (answer, first) =
                         self.answer(&topology, &listener, slot, (&aim, sent), result, batch);
                     let attribution = match (core.answered(&aim, answer), first) {
-                        (Reaction::RefreshAndRetry, Attribution::Unknown(_, fetched)) => {
+                        (Reaction::RefreshAndRetry, Attribution::Unknown(_, _, fetched)) => {
                             if let Some(refreshed) = self.await_refresh(deadline).await {
                                 topology = refreshed;
                             }
@@ -364,14 +415,18 @@ impl Scraper {
                         (_, attribution) => attribution,
                     };
                     // Counted once the payload's fate is final (after a refresh, if one was taken).
-                    if let Attribution::Dropped(reason) | Attribution::Unknown(reason, _) = attribution {
+                    if let Attribution::Dropped(reason, why) | Attribution::Unknown(reason, why, _) = attribution {
                         self.state.count(|c| *c.unattributed.entry((listener.group.clone(), reason)).or_default() += 1);
+                        unattributed = Some(why);
                     }
                 }
             }
         }
         drop(in_flight);
         let outcome = core.finish();
+        if unattributed.is_some() || (!outcome.reached.is_empty() && self.state.has_identity_issues()) {
+            self.note_identity(batch, &listener.group.to_string(), unattributed.as_deref(), started.time);
+        }
         self.record_round((&topology, &listener), slot, started, (&wanted, &outcome), batch);
     }
 
@@ -478,15 +533,14 @@ impl Scraper {
                 self.state.put_series(&id, cache);
                 (Answer::Attributed { id, stored }, Attribution::Attributed)
             }
-            Verdict::NotAttributed { reason, unknown } => {
-                tracing::debug!(target_group = %listener.group, reason = reason.reason(), "payload not attributed");
-                let failure =
-                    Failure::new(FailureReason::Unattributed, format!("payload not attributed: {}", reason.reason()));
+            Verdict::NotAttributed { reason, unknown, why } => {
+                tracing::debug!(target_group = %listener.group, reason = reason.reason(), "payload not attributed: {why}");
+                let failure = Failure::new(FailureReason::Unattributed, format!("payload not attributed: {why}"));
                 drop(payload);
                 if unknown {
-                    (Answer::UnknownIdentity(failure), Attribution::Unknown(reason.reason(), fetched))
+                    (Answer::UnknownIdentity(failure), Attribution::Unknown(reason.reason(), why, fetched))
                 } else {
-                    (Answer::Unattributed(failure), Attribution::Dropped(reason.reason()))
+                    (Answer::Unattributed(failure), Attribution::Dropped(reason.reason(), why))
                 }
             }
         }
@@ -580,8 +634,10 @@ pub(super) fn classify<'t>(
     match identity::attribute(payload, sources, &members) {
         Ok(target) => Verdict::Member(target),
         Err(reason) => {
-            let unknown = matches!(reason, Unattributed::NotAMember(_)) && !is_known(topology, payload, sources);
-            Verdict::NotAttributed { reason, unknown }
+            let known = is_known(topology, payload, sources);
+            let unknown = matches!(reason, Unattributed::NotAMember(_)) && !known;
+            let why = Box::new(identity::explain(&reason, sources, &members, known));
+            Verdict::NotAttributed { reason, unknown, why }
         }
     }
 }

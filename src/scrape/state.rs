@@ -13,6 +13,7 @@ use super::balancing::BalancingModel;
 use super::client::Stickiness;
 use super::convert::SeriesCache;
 use super::failure::FailureReason;
+use super::identity::Explanation;
 use super::round_core::RoundOutcome;
 use crate::discovery::Role;
 use crate::ids::InstanceId;
@@ -250,6 +251,27 @@ struct Inner {
     instances: HashMap<InstanceId, Memory>,
     groups: BTreeMap<TargetGroups, GroupStats>,
     counters: Counters,
+    /// Scrape path (a listener's target groups, or an instance scraped
+    /// directly) → why its payloads are not attributed, while they are not.
+    identity_issues: BTreeMap<String, IdentityIssue>,
+}
+
+/// Why payloads through one path name none of its members, since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityIssue {
+    /// Epoch seconds of the first such payload (since the last change).
+    pub since: f64,
+    /// The identity seen, the members expected, the hint.
+    pub why: Explanation,
+}
+
+/// A change in what a path's payloads show ([`ScrapeState::note_identity`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdentityChange {
+    /// They are not attributed, for a new reason (or for the first time).
+    Unattributed(Explanation),
+    /// They are attributed again.
+    Resolved,
 }
 
 impl Inner {
@@ -414,6 +436,40 @@ impl ScrapeState {
     /// A copy of every target group's round statistics.
     pub fn groups(&self) -> BTreeMap<TargetGroups, GroupStats> {
         self.with(|s| s.groups.clone())
+    }
+
+    /// Notes what the latest payloads through `path` showed: `Some(why)`
+    /// when one was not attributed, `None` when they were. Returns the
+    /// change to log and record, if it is one: a different identity or
+    /// hint, not a new member list.
+    pub fn note_identity(&self, path: &str, why: Option<&Explanation>, now: f64) -> Option<IdentityChange> {
+        self.with(|s| match why {
+            None => s.identity_issues.remove(path).map(|_| IdentityChange::Resolved),
+            Some(why) => {
+                let same = |issue: &IdentityIssue| issue.why.seen == why.seen && issue.why.hint == why.hint;
+                match s.identity_issues.get_mut(path) {
+                    Some(issue) if same(issue) => {
+                        issue.why.expected.clone_from(&why.expected);
+                        None
+                    }
+                    _ => {
+                        s.identity_issues.insert(path.to_string(), IdentityIssue { since: now, why: why.clone() });
+                        Some(IdentityChange::Unattributed(why.clone()))
+                    }
+                }
+            }
+        })
+    }
+
+    /// Whether any path has an identity issue (a cheap check before
+    /// [`Self::note_identity`] on the hot path).
+    pub fn has_identity_issues(&self) -> bool {
+        self.with(|s| !s.identity_issues.is_empty())
+    }
+
+    /// Every path's identity issue, for `/api/targets`.
+    pub fn identity_issues(&self) -> BTreeMap<String, IdentityIssue> {
+        self.with(|s| s.identity_issues.clone())
     }
 
     /// Updates the counters.

@@ -16,6 +16,8 @@ use crate::scrape::ScrapeState;
 use crate::self_metrics::{Collect, Encoder};
 use crate::store::writer::WriterStats;
 
+pub mod readiness;
+
 /// What the endpoint reports on.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -33,6 +35,17 @@ pub struct State {
     pub remote: Option<crate::remote_write::RemoteWrite>,
     /// What `/api/sd` serves.
     pub sd: SdSettings,
+    /// What `/ready` needs of the configuration.
+    pub readiness: ReadinessSettings,
+}
+
+/// What `/ready` needs of the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadinessSettings {
+    /// `scrape.enabled`: without scraping, no target is no fault.
+    pub scrape_enabled: bool,
+    /// `discovery.refresh_interval`, seconds.
+    pub refresh_interval: f64,
 }
 
 /// `/api/sd` settings.
@@ -55,19 +68,30 @@ pub fn router(state: State) -> axum::Router {
         .with_state(state)
 }
 
-/// `/ready`: 200 once a discovery has succeeded, else 503 with the reason.
-/// `/healthz` stays liveness (the process answers), so that compose can
-/// start Grafana, which shows the problem, while discovery fails.
+/// `/ready`: 200 while fleetscrape does its job, else 503 with one line per
+/// reason ([`readiness::check`]). `/healthz` stays liveness (the process
+/// answers), so that compose can start Grafana, which shows the problem.
 async fn ready(axum::extract::State(state): axum::extract::State<State>) -> axum::response::Response {
     use axum::http::StatusCode;
-    if state.discovery.ready() {
-        return (StatusCode::OK, "ready\n").into_response();
-    }
-    let reason = match state.discovery.last_error() {
-        Some(error) => format!("not ready: no discovery has succeeded yet; the last one failed: {error}\n"),
-        None => "not ready: the first discovery is under way\n".to_string(),
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+    let reasons = not_ready(&state);
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, readiness::body(&reasons)).into_response()
+}
+
+/// Every reason `/ready` fails now.
+fn not_ready(state: &State) -> Vec<readiness::NotReady> {
+    let topology = state.topology.borrow().clone();
+    let discovery_failing =
+        state.discovery.failing_since().map(|since| (since, state.discovery.last_error().unwrap_or_default()));
+    readiness::check(&readiness::Inputs {
+        now: crate::clock::now_seconds(),
+        discovered: state.discovery.ready(),
+        discovery_failing,
+        refresh_interval: state.readiness.refresh_interval,
+        scrape_enabled: state.readiness.scrape_enabled,
+        topology: topology.as_deref(),
+        store_failing: state.writer.failing(),
+    })
 }
 
 /// Serves until `shutdown`.
@@ -93,6 +117,40 @@ struct TargetView {
     last_error: Option<String>,
     /// Its target group's via-ALB rounds, when reached through a listener.
     target_group: Option<GroupView>,
+    /// Why its payloads (scraped directly) name another instance, while they do.
+    identity_issue: Option<IdentityIssueView>,
+}
+
+/// Why payloads through a path are not attributed: what they carried, what
+/// was expected, what to change.
+#[derive(Serialize)]
+struct IdentityIssueView {
+    /// Epoch seconds since when.
+    since: f64,
+    /// Where the identity was read (`node_uname_info{nodename}`), if any was.
+    source: Option<String>,
+    /// The identity seen.
+    value: Option<String>,
+    /// The members it should name, as that source names them.
+    expected: Vec<String>,
+    /// `add_an_identity`, `not_an_ec2_host_name`, `another_instance`, `unknown_instance`.
+    hint: &'static str,
+    /// The explanation, with what to change.
+    message: String,
+}
+
+impl From<&crate::scrape::state::IdentityIssue> for IdentityIssueView {
+    fn from(issue: &crate::scrape::state::IdentityIssue) -> Self {
+        let why = &issue.why;
+        Self {
+            since: issue.since,
+            source: why.seen.as_ref().map(|c| c.source.clone()),
+            value: why.seen.as_ref().map(|c| c.value.clone()),
+            expected: why.expected.clone(),
+            hint: why.hint.as_str(),
+            message: why.to_string(),
+        }
+    }
 }
 
 /// A target group's recent via-ALB coverage and its price.
@@ -108,10 +166,13 @@ struct GroupView {
     complete_rounds: u64,
     /// The last round's budget.
     budget: u32,
+    /// Why payloads through its listener name no member, while they do.
+    identity_issue: Option<IdentityIssueView>,
 }
 
 async fn targets(axum::extract::State(state): axum::extract::State<State>) -> impl IntoResponse {
     let groups = state.scrape.groups();
+    let issues = state.scrape.identity_issues();
     let views: Vec<TargetView> = state
         .scrape
         .targets()
@@ -134,9 +195,11 @@ async fn targets(axum::extract::State(state): axum::extract::State<State>) -> im
                     rounds: g.rounds,
                     complete_rounds: g.complete_rounds,
                     budget: g.last_budget,
+                    identity_issue: issues.get(&name.to_string()).map(IdentityIssueView::from),
                     name: name.to_string(),
                 })
             }),
+            identity_issue: issues.get(id.as_str()).map(IdentityIssueView::from),
         })
         .collect();
     let body = serde_json::to_string(&views).unwrap_or_else(|_| "[]".into());
@@ -203,6 +266,7 @@ fn metrics_page(state: &State, remote: &[crate::remote_write::ReceiverStats]) ->
     state.topology.collect(&mut encoder);
     state.writer.collect(&mut encoder);
     state.writer_queue.collect(&mut encoder);
+    readiness::collect(&not_ready(state), &mut encoder);
     crate::logging::LogMetrics.collect(&mut encoder);
     remote.collect(&mut encoder);
     encoder.finish()

@@ -150,6 +150,7 @@ fn state() -> State {
         topology,
         remote: None,
         sd: SdSettings::default(),
+        readiness: ReadinessSettings { scrape_enabled: true, refresh_interval: 60.0 },
     }
 }
 

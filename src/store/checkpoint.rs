@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::reminder::Notice;
 
 use super::writer::WriterStats;
 
@@ -34,6 +36,7 @@ pub async fn run(path: PathBuf, interval: Duration, stats: Arc<WriterStats>, shu
     };
     let mut pinned_since: Option<Instant> = None;
     let mut reported = false;
+    let mut failing = crate::reminder::Reminder::default();
     let mut ticks = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -43,6 +46,9 @@ pub async fn run(path: PathBuf, interval: Duration, stats: Arc<WriterStats>, shu
         let started = Instant::now();
         match checkpoint(&mut conn).await {
             Ok((log, copied)) => {
+                if let Some(failing_for) = failing.succeeded(crate::clock::now_seconds()) {
+                    info!(failing_for_seconds = failing_for.round(), "WAL checkpoints work again");
+                }
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 stats.longest_checkpoint_micros.fetch_max(micros, Ordering::Relaxed);
@@ -64,7 +70,14 @@ pub async fn run(path: PathBuf, interval: Duration, stats: Arc<WriterStats>, shu
                     reported = false;
                 }
             }
-            Err(e) => warn!(error = %e, "WAL checkpoint failed; retried at the next interval"),
+            Err(e) => match failing.failed(crate::clock::now_seconds(), &e.to_string()) {
+                Notice::New => {
+                    warn!(error = %e, "WAL checkpoint failed; retried every interval (the WAL grows meanwhile)")
+                }
+                Notice::Reminder { failing_for } => warn!(error = %e, failing_for_seconds = failing_for.round(),
+                    "WAL checkpoints still failing; the WAL grows until one succeeds"),
+                Notice::Quiet => debug!(error = %e, "WAL checkpoint failed again"),
+            },
         }
     }
 }

@@ -94,6 +94,26 @@ pub enum Error {
         /// The cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database opens but this process's user cannot write it (a file
+    /// or directory owned by another user, a read-only mount).
+    #[error(
+        "the database {} cannot be written by this user (uid {uid}; the file belongs to uid {owner}, mode {mode:o}): {source}; \
+         make it writable: chown the file, its directory and its -wal and -shm files to the user fleetscrape runs as \
+         (the image runs as 10001:0), or give group 0 write access (chmod g+w), or remount read-write",
+        path.display()
+    )]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+        /// This process's user.
+        uid: u32,
+        /// The file's owner.
+        owner: u32,
+        /// The file's permission bits.
+        mode: u32,
+        /// SQLite's refusal.
+        source: sqlx::Error,
+    },
     /// Not enough free disk space to migrate the database safely.
     #[error(
         "not enough free space to migrate {}: {available_mib} MiB free, {needed_mib} MiB needed (free some space, or move the database)",
@@ -202,6 +222,7 @@ impl Store {
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             .pragma("temp_store", "memory");
         let pool = connect(&options).await.map_err(|e| open_error(e.into()))?;
+        probe_write(&pool, path).await?;
         migrate(&pool, path).await?;
         share_with_group(path);
         let interner = Interner::load(&pool).await?;
@@ -572,6 +593,7 @@ impl Store {
         write_memberships(tx, &batch.memberships).await?;
         write_events(tx, &batch.events).await?;
         write_components(tx, &batch.components).await?;
+        write_identity_issues(tx, &batch.identity_issues).await?;
         Ok(WriteStats { samples, new_series, cpu_rows: cpu.len(), late_samples })
     }
 
@@ -605,6 +627,30 @@ async fn connect(options: &SqliteConnectOptions) -> Result<SqlitePool, sqlx::Err
         .idle_timeout(None)
         .connect_with(options.clone())
         .await
+}
+
+/// Fails with [`Error::ReadOnly`] unless this process can write the
+/// database: SQLite opens a file it may only read without complaint, and
+/// every later write then fails (a daemon that runs on, storing nothing).
+/// The probe creates a table inside a transaction that is rolled back.
+async fn probe_write(pool: &SqlitePool, path: &Path) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    let probe = sqlx::query("CREATE TABLE fleetscrape_write_probe (x)").execute(&mut *tx).await;
+    tx.rollback().await?;
+    match probe {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(path).ok();
+            Err(Error::ReadOnly {
+                path: path.to_path_buf(),
+                uid: rustix::process::getuid().as_raw(),
+                owner: meta.as_ref().map_or(0, MetadataExt::uid),
+                mode: meta.as_ref().map_or(0, |m| m.mode() & 0o7777),
+                source,
+            })
+        }
+    }
 }
 
 async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), Error> {
@@ -742,6 +788,28 @@ fn insert_statuses(db: &rusqlite::Connection, statuses: &[StatusRecord]) -> rusq
             i64::from(s.samples),
             s.path.to_string(),
         ])?;
+    }
+    Ok(())
+}
+
+async fn write_identity_issues(
+    tx: &mut sqlx::SqliteConnection,
+    issues: &[crate::record::IdentityIssueRecord],
+) -> Result<(), Error> {
+    for i in issues {
+        sqlx::query(
+            "INSERT OR REPLACE INTO identity_issues (time, path, source, value, expected, hint, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(i.time)
+        .bind(&i.path)
+        .bind(&i.source)
+        .bind(&i.value)
+        .bind(&i.expected)
+        .bind(i.hint)
+        .bind(&i.detail)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }

@@ -546,6 +546,9 @@ async fn a_failed_flush_holds_its_samples_within_a_bound_and_writes_them_when_th
     assert_eq!(written().await, 5, "nothing written while the store refuses");
     assert_eq!(handle.stats.held_samples.load(Relaxed), 25, "held up to the bound");
     assert_eq!(handle.stats.dropped_samples.load(Relaxed), 15, "the oldest beyond it dropped and counted");
+    // Issue #23: `/ready` reads this; it said nothing while writes failed.
+    let (since, error) = handle.stats.failing().expect("the failure is visible while it lasts");
+    assert!(since <= crate::clock::now_seconds() && !error.is_empty(), "{since} {error}");
     refuse.store(false, Relaxed);
     let mut polls = 0;
     while handle.stats.held_samples.load(Relaxed) > 0 {
@@ -553,6 +556,7 @@ async fn a_failed_flush_holds_its_samples_within_a_bound_and_writes_them_when_th
         assert!(polls < 1500, "the held samples were never written after the store recovered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(handle.stats.failing(), None, "cleared by the write that succeeded");
     shutdown.cancel();
     let store = task.await.unwrap();
     let times: Vec<f64> = sqlx::query_scalar("SELECT DISTINCT time FROM metric_samples ORDER BY time")

@@ -19,6 +19,7 @@ use tracing::{debug, error, info};
 
 use super::admission::{self, Room};
 use super::{Batch, Maintenance, Retention, Store};
+use crate::reminder::Notice;
 use crate::self_metrics::{Collect, Encoder, Family, seconds_of_micros, value_of};
 
 /// Writer settings.
@@ -100,6 +101,17 @@ pub struct WriterStats {
     pub longest_checkpoint_micros: AtomicU64,
     /// The WAL file's size at the last checkpoint, bytes.
     pub wal_bytes: AtomicU64,
+    /// Since when commits fail, and why (`/ready`); `None` while they succeed.
+    pub commits_failing: std::sync::Mutex<crate::reminder::Reminder>,
+}
+
+impl WriterStats {
+    /// Epoch seconds of the first failed commit since the last good one, and
+    /// its latest error; `None` while commits succeed.
+    pub fn failing(&self) -> Option<(f64, String)> {
+        let reminder = self.commits_failing.lock().ok()?;
+        reminder.failing().map(|(since, error)| (since, error.to_string()))
+    }
 }
 
 /// A family of [`WriterStats`] and how to read it from its counter.
@@ -344,8 +356,11 @@ impl Writer {
         self.note_pause(started);
         match result {
             Ok(written) => {
+                let now = crate::clock::now_seconds();
+                let outage = self.stats.commits_failing.lock().ok().and_then(|mut r| r.succeeded(now));
                 if let Some(error) = self.failed_flush.take() {
-                    info!(samples = written.samples, after = %error, "store writes again; the held samples are written");
+                    info!(samples = written.samples, after = %error, failing_for_seconds = outage.unwrap_or(0.0).round(),
+                        "store writes again; the held samples are written");
                 }
                 self.stats.held_samples.store(0, Ordering::Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -358,9 +373,18 @@ impl Writer {
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 let message = e.to_string();
-                if self.failed_flush.as_deref() != Some(message.as_str()) {
-                    error!(error = %e, samples = batch.sample_count(), max_held = self.config.max_held_samples,
-                        "store write failed; holding the samples in memory and retrying every flush interval");
+                let now = crate::clock::now_seconds();
+                let notice = self.stats.commits_failing.lock().map_or(Notice::Quiet, |mut r| r.failed(now, &message));
+                let held = batch.sample_count() + self.buffer.sample_count();
+                let max_held = self.config.max_held_samples;
+                match notice {
+                    Notice::New => error!(error = %e, held_samples = held, max_held,
+                        "store write failed; holding the samples in memory (the oldest dropped past max_held) \
+                         and retrying every flush interval; /ready fails until a write succeeds"),
+                    Notice::Reminder { failing_for } => error!(error = %e, held_samples = held, max_held,
+                        failing_for_seconds = failing_for.round(),
+                        "store writes still failing; nothing is stored and /ready fails until a write succeeds"),
+                    Notice::Quiet => debug!(error = %e, held_samples = held, "store write failed again"),
                 }
                 self.failed_flush = Some(message);
                 // The held batch goes first: it is older than what came since.

@@ -293,6 +293,17 @@ impl FakeHost {
         host
     }
 
+    /// Writes `ec2_instance_info{instance_id}` for the textfile collector
+    /// now, as an operator fixing a host without identity would.
+    pub fn write_textfile_identity(&self) {
+        let text =
+            format!("# TYPE ec2_instance_info gauge\nec2_instance_info{{instance_id=\"{}\"}} 1\n", self.instance_id);
+        let path = self.dir.path().join("textfile/ec2.prom");
+        let staged = path.with_extension("tmp");
+        std::fs::write(&staged, text).expect("textfile");
+        std::fs::rename(&staged, &path).expect("textfile in place");
+    }
+
     /// Where `mount`'s statfs lands: the truth for its filesystem figures.
     pub fn statfs_path(&self, mount: &Mount) -> PathBuf {
         match mount.target {
