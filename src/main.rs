@@ -4,11 +4,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use fleetscrape::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let logging = cli::init_logging("fleetscrape", cli.default_log_filter(), cli.log_format);
 
     let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

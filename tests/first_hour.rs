@@ -338,3 +338,92 @@ async fn wait_for_issue(http: &str, instance: &str, child: &mut std::process::Ch
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Measured case 3: `check-config` exited 0 for a missing `tls_config.ca_file`,
+/// a storage path under a regular file and a read-only directory, which
+/// `run` then rejected.
+#[test]
+fn check_config_rejects_what_run_would_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "x").unwrap();
+    let cases = [
+        (
+            "scrape:\n  tls_config:\n    ca_file: nowhere/ca.pem\nstorage:\n  path: ok/fleet.db\n",
+            "scrape.tls_config.ca_file: cannot read",
+        ),
+        (&*format!("storage:\n  path: {}\n", plain.join("fleet.db").display()), "plain is a file, not a directory"),
+    ];
+    for (yaml, message) in cases {
+        let config = write_config(dir.path(), yaml);
+        let output = fleetscrape(&["check-config", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{yaml}: {err}");
+        assert!(err.contains(message), "{yaml}: {err}");
+        let output =
+            fleetscrape(&["run", "--once", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
+        assert!(String::from_utf8_lossy(&output.stderr).contains(message), "run says the same");
+    }
+    // A directory its user cannot write (root-owned, 0755; the daemon runs as another user).
+    let config = write_config(dir.path(), "storage:\n  path: sub/fleet.db\n");
+    chmod(&config, 0o644);
+    let binary = binary_for_nobody(dir.path());
+    let (code, err) = exit_within(
+        &mut as_nobody(&binary, &["check-config", "--config", config.to_str().unwrap()], dir.path()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot create") && err.contains("(uid 65534)"), "{err}");
+    // The same file passes for a user who can write there.
+    let output = fleetscrape(&["check-config", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains(&format!("path: {}", dir.path().join("sub/fleet.db").display())), "normalised: {printed}");
+}
+
+/// Measured case 6: `run --once` beside a running daemon failed on its port
+/// (9900) after creating the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_beside_a_daemon_needs_no_port_and_a_busy_port_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = busy.local_addr().unwrap().to_string();
+    let yaml = |db: &str| {
+        format!(
+            "aws:\n  endpoint_url: http://127.0.0.1:{}\n  max_attempts: 1\nstorage:\n  path: {db}\nhttp:\n  listen_address: {http}\n",
+            free_port()
+        )
+    };
+    // `run` on a port in use: refused before a database exists.
+    let config = write_config(dir.path(), &yaml("daemon.db"));
+    let output = fleetscrape(&["run", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {http}")), "{err}");
+    assert!(!dir.path().join("daemon.db").exists(), "nothing created");
+    // `run --once` serves nothing: the busy port is no obstacle (it fails on the closed AWS endpoint instead).
+    let config = write_config(dir.path(), &yaml("once.db"));
+    let output = fleetscrape(&["run", "--once", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!err.contains("cannot listen"), "{err}");
+    assert!(err.contains("DescribeLoadBalancers"), "it went on to discovery: {err}");
+    drop(busy);
+}
+
+/// Measured case 6: `report --config` was accepted and ignored.
+#[test]
+fn report_refuses_a_config_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [["report", "--db", "x.db", "--config", "f.yml"], ["--config", "f.yml", "report", "--db", "x.db"]] {
+        let output = fleetscrape(&args, dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        assert!(err.contains("report reads the database named by --db and takes no --config"), "{err}");
+    }
+    // From the environment (the image sets FLEETSCRAPE_CONFIG), it is no mistake of the user's.
+    let mut command = fleetscrape(&["report", "--db", "missing.db"], dir.path());
+    let output = command.env("FLEETSCRAPE_CONFIG", "f.yml").output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("missing.db") && !err.contains("--config"), "{err}");
+}

@@ -29,6 +29,26 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Whether `--config` was given on the command line (not from the
+    /// environment or the default): `report` refuses it rather than ignore it.
+    #[arg(skip)]
+    pub config_on_command_line: bool,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exits with clap's message and code 2
+    /// on a usage error), noting where `--config` came from.
+    pub fn parse_args() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let on_command_line =
+            |m: &clap::ArgMatches| m.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+        cli.config_on_command_line =
+            on_command_line(&matches) || matches.subcommand().is_some_and(|(_, sub)| on_command_line(sub));
+        cli
+    }
 }
 
 /// The subcommands.
@@ -197,12 +217,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok::<_, crate::config::Error>(config)
     };
     match cli.command {
+        Command::Report { .. } if cli.config_on_command_line => {
+            anyhow::bail!("report reads the database named by --db and takes no --config (it would be ignored)")
+        }
         Command::Report { db, png } => report(&db, png.as_deref()).await,
-        Command::CheckConfig => check_config(&config()?),
+        Command::CheckConfig => check_config(&config()?, &cli.config),
         Command::Healthcheck => healthcheck(config()?.http.listen_address).await,
         Command::Discover { output } => discover(&config()?, output).await,
         Command::Run { once } => {
             let config = config()?;
+            check_files(&config, &cli.config)?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             crate::daemon::run(config, once, shutdown).await?;
@@ -259,7 +283,22 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-fn check_config(config: &Config) -> anyhow::Result<()> {
+/// Fails with every file problem `run` would refuse to start on; warns of
+/// the others (a secret file read per request).
+fn check_files(config: &Config, path: &std::path::Path) -> anyhow::Result<()> {
+    let (fatal, warnings): (Vec<_>, Vec<_>) = config.file_problems().into_iter().partition(|p| p.fatal);
+    for warning in warnings {
+        tracing::warn!("{warning} (each request that needs it fails until it can be read)");
+    }
+    if fatal.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = fatal.iter().map(ToString::to_string).collect();
+    anyhow::bail!("config file {}: {}", path.display(), problems.join("; "))
+}
+
+fn check_config(config: &Config, path: &std::path::Path) -> anyhow::Result<()> {
+    check_files(config, path)?;
     let yaml = config.to_yaml().context("printing the effective configuration")?;
     print_stdout(&format!("{}\n", yaml.trim_end()))?;
     Ok(())

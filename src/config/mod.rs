@@ -7,6 +7,7 @@
 //! against the config file's directory. Every problem is reported with the
 //! key it concerns and, where known, its line.
 
+pub mod files;
 mod raw;
 pub mod remote_write;
 mod scrape;
@@ -199,6 +200,17 @@ pub struct StorageConfig {
     /// Longest time data waits in memory before it is committed (and visible).
     pub flush_interval: PromDuration,
 }
+
+/// The shortest and longest `scrape.interval`: below 100 ms a scrape costs
+/// the exporter more than it tells; past an hour `rate()` and staleness lose
+/// their meaning.
+pub const SCRAPE_INTERVAL_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
+
+/// The longest interval or timeout setting: a day (longer is a typo, e.g. `1000y`).
+const LONGEST_SETTING: Duration = Duration::from_secs(86_400);
+
+/// The longest retention: 10 years.
+const LONGEST_RETENTION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Default of `scrape.alb_max_requests_per_member`: the cap of a learned
 /// round budget is this many requests per member behind the listener.
@@ -438,10 +450,11 @@ impl Config {
 
     fn from_raw(mut raw: RawConfig, base_dir: &Path) -> Result<Self, Vec<Problem>> {
         raw.scrape.clamp_default_timeouts();
-        let storage_path = raw.storage.path.as_ref().map(|p| base_dir.join(&p.value));
+        let storage_path = raw.storage.path.as_ref().map(|p| files::resolve(base_dir, &p.value));
         let mut problems = Problems::default();
         problems.check_aws(&raw.aws);
         problems.check_durations(&raw);
+        problems.check_ports(&raw.discovery);
         problems.check_scrape(&raw.scrape);
         if let (Some(path), Some(resolved)) = (&raw.storage.path, &storage_path) {
             problems.check_storage(path, resolved);
@@ -479,7 +492,12 @@ impl Config {
             discovery: DiscoveryConfig {
                 refresh_interval: value(raw.discovery.refresh_interval),
                 load_balancers: raw.discovery.load_balancers,
-                listener_ports: raw.discovery.listener_ports,
+                listener_ports: raw
+                    .discovery
+                    .listener_ports
+                    .iter()
+                    .filter_map(|p| u16::try_from(p.value).ok())
+                    .collect(),
                 instance_tags: raw.discovery.instance_tags,
                 early_refresh_min_interval: value(raw.discovery.early_refresh_min_interval),
             },
@@ -499,14 +517,14 @@ impl Config {
                 identity: scrape.identity.value,
                 honor_labels: scrape.honor_labels,
                 tls_config: TlsConfig {
-                    ca_file: scrape.tls_config.ca_file.map(|p| base.join(p)),
+                    ca_file: scrape.tls_config.ca_file.map(|p| files::resolve(base, p)),
                     server_name: scrape.tls_config.server_name.filter(|n| !n.is_empty()),
                     insecure_skip_verify: scrape.tls_config.insecure_skip_verify,
                 },
                 basic_auth: scrape
                     .basic_auth
-                    .map(|a| BasicAuth { username: a.username, password_file: base.join(a.password_file) }),
-                bearer_token_file: scrape.bearer_token_file.map(|f| base.join(f.value)),
+                    .map(|a| BasicAuth { username: a.username, password_file: files::resolve(base, a.password_file) }),
+                bearer_token_file: scrape.bearer_token_file.map(|f| files::resolve(base, f.value)),
                 job_name: scrape.job_name.value,
                 stale_after_intervals: scrape.stale_after_intervals.value,
                 enabled: scrape.enabled,
@@ -581,6 +599,9 @@ impl Problems {
             ("shutdown_timeout", &raw.shutdown_timeout),
         ] {
             self.check(!d.value.is_zero(), key, d.referenced, || "must be greater than 0".into());
+            self.check(d.value.as_std() <= LONGEST_SETTING, key, d.referenced, || {
+                format!("{} is too long: at most {}", d.value, PromDuration::from_std(LONGEST_SETTING))
+            });
         }
         let tiers = &raw.storage.retention_tiers;
         for (key, d) in [
@@ -595,12 +616,56 @@ impl Problems {
                 self.check(d.value.as_std() >= std::time::Duration::from_secs(3600), key, d.referenced, || {
                     format!("{} is too short: at least 1h", d.value)
                 });
+                self.check(d.value.as_std() <= LONGEST_RETENTION, key, d.referenced, || {
+                    format!("{} is too long: at most {}", d.value, PromDuration::from_std(LONGEST_RETENTION))
+                });
             }
+        }
+        // `retention` promises nothing older is kept: a longer tier breaks it.
+        if let Some(total) = &raw.storage.retention {
+            for (key, tier) in [
+                ("storage.retention_tiers.raw", &tiers.raw),
+                ("storage.retention_tiers.1m", &tiers.minute),
+                ("storage.retention_tiers.5m", &tiers.five_minutes),
+                ("storage.retention_tiers.1h", &tiers.hour),
+            ] {
+                if let Some(tier) = tier {
+                    self.check(tier.value.as_std() <= total.value.as_std(), key, tier.referenced, || {
+                        format!(
+                            "{} is longer than storage.retention ({}), which keeps nothing older: shorten it, or \
+                             lengthen storage.retention",
+                            tier.value, total.value
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_ports(&mut self, discovery: &raw::RawDiscovery) {
+        for port in &discovery.listener_ports {
+            let valid = (1..=i64::from(u16::MAX)).contains(&port.value);
+            self.check(valid, "discovery.listener_ports", port.referenced, || {
+                format!("{} is not a port (1-65535)", port.value)
+            });
         }
     }
 
     fn check_scrape(&mut self, scrape: &raw::RawScrape) {
         let (timeout, interval) = (scrape.timeout.value, scrape.interval.value);
+        let (least, most) = (SCRAPE_INTERVAL_BOUNDS.0, SCRAPE_INTERVAL_BOUNDS.1);
+        self.check(
+            interval.as_std() >= least && interval.as_std() <= most,
+            "scrape.interval",
+            scrape.interval.referenced,
+            || {
+                format!(
+                    "{interval} is out of range: between {} and {}",
+                    PromDuration::from_std(least),
+                    PromDuration::from_std(most)
+                )
+            },
+        );
         self.check(timeout <= interval, "scrape.timeout", scrape.timeout.referenced, || {
             format!("{timeout} must not exceed scrape.interval ({interval})")
         });
@@ -713,12 +778,57 @@ fn plain_words(message: &str) -> String {
         let key = rest.split(',').next().unwrap_or(rest).trim();
         return format!("{key} is set more than once");
     }
+    if let Some(suggested) = did_you_mean(message) {
+        return suggested;
+    }
     match message {
         "invalid u64" | "invalid u32" | "invalid usize" | "invalid u16" | "invalid u8" => {
             format!("{message}: expected a whole number (0 or more)")
         }
+        "invalid i64" => "expected a whole number".to_string(),
+        "expected mapping start" => "expected indented `key: value` lines here, not a single value".to_string(),
+        "expected sequence start" => "expected a list here (`[a, b]`, or `- a` lines)".to_string(),
         _ => message.to_string(),
     }
+}
+
+/// serde's "unknown field `intreval`, expected one of interval, timeout, …"
+/// with the likely key first: "unknown field `intreval`: did you mean
+/// `interval`? (expected one of …)". `None` for other messages, or when no
+/// key is close.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once("`, expected one of ")?;
+    let (distance, closest) = expected
+        .split(", ")
+        .map(|candidate| (edit_distance(field, candidate.trim_matches('`')), candidate.trim_matches('`')))
+        .min()?;
+    // Close: a typo or two, not another word.
+    (distance <= 2.max(field.len() / 4))
+        .then(|| format!("unknown field `{field}`: did you mean `{closest}`? (expected one of {expected})"))
+}
+
+/// Levenshtein distance (optimal string alignment: a swap of two letters is one edit).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// The dotted key (`scrape.sample_limit`) written on 1-based `line` of a YAML

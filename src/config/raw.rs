@@ -23,6 +23,10 @@ fn unlocated<T>(value: T) -> Spanned<T> {
 
 const LIMITS: crate::exposition::Limits = crate::exposition::Limits::DEFAULT;
 
+/// `storage.path` when the file does not set it: the image's volume, and the
+/// path the provisioned Grafana datasource reads.
+pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/fleetscrape/fleetscrape.db";
+
 fn secs(n: u64) -> Spanned<PromDuration> {
     unlocated(PromDuration::from_secs(n))
 }
@@ -121,8 +125,10 @@ pub(super) struct RawDiscovery {
     pub refresh_interval: Spanned<PromDuration>,
     #[serde(deserialize_with = "null_as_default")]
     pub load_balancers: Vec<String>,
+    /// Wider than a port, so that 99999 is named as a port out of range,
+    /// not as an invalid integer.
     #[serde(deserialize_with = "null_as_default")]
-    pub listener_ports: Vec<u16>,
+    pub listener_ports: Vec<Spanned<i64>>,
     #[serde(deserialize_with = "null_as_default")]
     pub instance_tags: BTreeMap<String, String>,
     pub early_refresh_min_interval: Spanned<PromDuration>,
@@ -230,7 +236,7 @@ pub(super) struct RawRetentionTiers {
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
-            path: Some(unlocated("data/fleetscrape.db".to_string())),
+            path: Some(unlocated(DEFAULT_STORAGE_PATH.to_string())),
             retention: None,
             retention_tiers: RawRetentionTiers::default(),
             flush_interval: secs(2),

@@ -220,11 +220,30 @@ impl RemoteWriteConfig {
         files
     }
 
+    /// Every file this receiver reads, with its key under `remote_write[i]`.
+    pub fn files_read(&self) -> Vec<(&'static str, &Path)> {
+        let mut files: Vec<(&'static str, &Path)> = Vec::new();
+        files.extend(
+            self.basic_auth.as_ref().and_then(|a| a.password_file.as_deref()).map(|p| ("basic_auth.password_file", p)),
+        );
+        files.extend(
+            self.authorization
+                .as_ref()
+                .and_then(|a| a.credentials_file.as_deref())
+                .map(|p| ("authorization.credentials_file", p)),
+        );
+        files.extend(self.bearer_token_file.as_deref().map(|p| ("bearer_token_file", p)));
+        files.extend(self.tls_config.ca_file.as_deref().map(|p| ("tls_config.ca_file", p)));
+        files.extend(self.tls_config.cert_file.as_deref().map(|p| ("tls_config.cert_file", p)));
+        files.extend(self.tls_config.key_file.as_deref().map(|p| ("tls_config.key_file", p)));
+        files
+    }
+
     /// Resolves relative files against the config file's directory.
     pub(super) fn resolve(&mut self, base: &Path) {
         let join = |p: &mut Option<PathBuf>| {
             if let Some(path) = p {
-                *path = base.join(&*path);
+                *path = super::files::resolve(base, &*path);
             }
         };
         if let Some(auth) = &mut self.basic_auth {

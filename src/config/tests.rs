@@ -30,7 +30,7 @@ fn defaults_fill_every_missing_key() {
     assert_eq!(config.scrape.timeout.to_string(), "10s");
     assert_eq!(config.scrape.mode, ScrapeMode::Auto);
     assert_eq!(config.scrape.metrics_path, "/metrics");
-    assert_eq!(config.storage.path.as_deref(), Some(Path::new("/etc/fleetscrape/data/fleetscrape.db")));
+    assert_eq!(config.storage.path.as_deref(), Some(Path::new("/var/lib/fleetscrape/fleetscrape.db")));
     let retention = config.storage.retention;
     assert_eq!(
         [retention.raw, retention.minute, retention.five_minutes, retention.hour].map(|d| d.to_string()),
@@ -228,4 +228,72 @@ fn remote_write_mistakes_are_named() {
         &["remote_write[2].name: \"x\" is used by another receiver"],
     );
     assert!(parse("storage:\n  path: null\nscrape:\n  enabled: false\n").is_ok(), "discovery only needs no output");
+}
+
+/// Issue #23 (measured 6): `listener_ports: [99999]` said `invalid u16`;
+/// `[0]`, `interval: 10ms` and `1000y` were accepted.
+#[test]
+fn ports_and_intervals_out_of_range_are_named_as_such() {
+    assert_contains(
+        &error("discovery:\n  listener_ports: [9100, 99999]\n"),
+        &["line 2", "discovery.listener_ports: 99999 is not a port (1-65535)"],
+    );
+    assert_contains(&error("discovery:\n  listener_ports: [0]\n"), &["0 is not a port (1-65535)"]);
+    assert_eq!(parse("discovery:\n  listener_ports: [9100, 65535]\n").unwrap().discovery.listener_ports, [9100, 65535]);
+    assert_contains(
+        &error("scrape:\n  interval: 10ms\n  timeout: 5ms\n"),
+        &["scrape.interval: 10ms is out of range: between 100ms and 1h"],
+    );
+    assert_contains(&error("scrape:\n  interval: 1000y\n"), &["scrape.interval: 1000y is out of range"]);
+    assert_contains(&error("discovery:\n  refresh_interval: 1000y\n"), &["1000y is too long: at most 1d"]);
+    assert_contains(&error("storage:\n  retention: 1000y\n"), &["storage.retention: 1000y is too long: at most 10y"]);
+}
+
+/// Issue #23: no "did you mean" for a typo, and parser jargon.
+#[test]
+fn a_misspelt_key_gets_a_suggestion_and_a_wrong_shape_plain_words() {
+    assert_contains(&error("scrape:\n  intreval: 10s\n"), &["unknown field `intreval`: did you mean `interval`?"]);
+    assert_contains(&error("scrape:\n  job_nmae: x\n"), &["did you mean `job_name`?"]);
+    let far = error("scrape:\n  xyzzy: 1\n");
+    assert!(!far.contains("did you mean"), "no suggestion for a word that is not a typo: {far}");
+    assert_contains(&error("scrape: 5\n"), &["scrape: expected indented `key: value` lines here"]);
+    assert_contains(&error("discovery:\n  listener_ports: 9100\n"), &["expected a list here"]);
+}
+
+/// Issue #23: `retention: 1d` with `retention_tiers.raw: 2d` kept 2 days
+/// while the README says nothing older than `retention` is kept.
+#[test]
+fn a_tier_longer_than_retention_is_refused() {
+    assert_contains(
+        &error("storage:\n  retention: 1d\n  retention_tiers:\n    raw: 2d\n"),
+        &["line 4", "storage.retention_tiers.raw: 2d is longer than storage.retention (1d)"],
+    );
+    let config = parse("storage:\n  retention: 15d\n  retention_tiers:\n    raw: 1d\n").unwrap();
+    assert_eq!(config.storage.retention.raw.to_string(), "1d");
+}
+
+/// Issue #23: `check-config` printed `config/../data/demo.db`.
+#[test]
+fn relative_paths_are_printed_normalised() {
+    let config =
+        Config::from_yaml("storage:\n  path: ../data/demo.db\n", Path::new("/work/fleet/config/f.yml")).unwrap();
+    assert_eq!(config.storage.path.as_deref(), Some(Path::new("/work/fleet/data/demo.db")));
+}
+
+/// Issue #23: `check-config` passed what `run` then rejected.
+#[test]
+fn file_problems_name_what_run_would_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let yaml = format!(
+        "scrape:\n  tls_config:\n    ca_file: missing-ca.pem\n  bearer_token_file: missing-token\nstorage:\n  path: {}\n",
+        file.join("fleet.db").display()
+    );
+    let config = Config::from_yaml(&yaml, &dir.path().join("f.yml")).unwrap();
+    let problems: Vec<(String, bool)> = config.file_problems().iter().map(|p| (format!("{p}"), p.fatal)).collect();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(problems[0].0.starts_with("scrape.tls_config.ca_file: cannot read") && problems[0].1, "{problems:#?}");
+    assert!(problems[1].0.starts_with("scrape.bearer_token_file: cannot read") && !problems[1].1, "read per request");
+    assert!(problems[2].0.contains("plain is a file, not a directory") && problems[2].1, "{problems:#?}");
 }

@@ -89,6 +89,17 @@ impl std::fmt::Display for PassSummary {
 /// # Errors
 /// [`Error`] when a part cannot start (with `once`, also when discovery fails).
 pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Result<(), Error> {
+    // Bound before anything is created, so that a port in use leaves no new
+    // database behind. `--once` serves nothing: a one-off pass beside a
+    // running daemon must not fight it for its port.
+    let listener = match once {
+        true => None,
+        false => Some(
+            tokio::net::TcpListener::bind(config.http.listen_address)
+                .await
+                .map_err(|source| Error::Listen { address: config.http.listen_address, source })?,
+        ),
+    };
     // Held until `run` returns: one writer per database.
     let (_lock, store) = match &config.storage.path {
         Some(path) => {
@@ -123,9 +134,6 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let early = (!once).then(|| refresher.early_refresh());
     let scraper = Scraper::new(Settings::from_config(&config), client, topology.clone(), output.clone(), early);
 
-    let listener = tokio::net::TcpListener::bind(config.http.listen_address)
-        .await
-        .map_err(|source| Error::Listen { address: config.http.listen_address, source })?;
     let http_state = serve::State {
         scrape: scraper.state(),
         discovery: refresher.stats(),
@@ -142,8 +150,10 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         },
     };
     let http_stop = shutdown.clone();
-    let http = tokio::spawn(async move { serve::serve(listener, http_state, http_stop).await });
-    info!(address = %config.http.listen_address, "serving /metrics, /healthz, /ready, /api/targets, /api/sd");
+    let http = listener.map(|listener| {
+        info!(address = %config.http.listen_address, "serving /metrics, /healthz, /ready, /api/targets, /api/sd");
+        tokio::spawn(async move { serve::serve(listener, http_state, http_stop).await })
+    });
 
     let budget = config.shutdown_timeout.as_std();
     let shutdown_started = spawn_cutter(shutdown.clone(), scraper.cutter(), budget / 2);
@@ -171,7 +181,9 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         Ok(())
     };
     shutdown.cancel();
-    let _ = http.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     // The end of input: every producer above has returned. The writer stops
     // when its channel closes (the last handles, dropped here) or when told
     // to (a handle held elsewhere); either way it drains what is queued

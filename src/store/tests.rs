@@ -1121,3 +1121,26 @@ async fn an_instance_back_after_its_head_was_forgotten_still_gets_its_minutes() 
     .unwrap();
     assert_eq!(rows, [(2, (back + 15.0) / 60.0)], "the minute of its return, from a head described again");
 }
+
+/// Issue #23: a database SQLite can only read (a file of another user, a
+/// read-only mount) opened without complaint and failed every later write.
+/// The probe at open fails instead; here on a connection opened read-only.
+#[tokio::test]
+async fn the_write_probe_refuses_a_database_sqlite_can_only_read() {
+    let (store, _dir) = open().await;
+    let path = store.path().to_path_buf();
+    store.close().await;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let error = super::probe_write(&pool, &path).await.expect_err("read-only");
+    let message = error.to_string();
+    assert!(matches!(error, Error::ReadOnly { .. }), "{message}");
+    assert!(message.contains("cannot be written by this user") && message.contains("chown"), "{message}");
+    let writable = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    super::probe_write(&writable, &path).await.expect("a writable database passes");
+    let probes: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'fleetscrape_write_probe'")
+        .fetch_one(&writable)
+        .await
+        .unwrap();
+    assert_eq!(probes, 0, "the probe leaves nothing behind");
+}
