@@ -595,7 +595,9 @@ async fn instance_figures(
     let mut expected: Vec<(&str, f64)> = BUSY_MODES.iter().map(|(m, s)| (*m, s * 100.0)).collect();
     expected.extend([("user", want_busy - fixed), ("idle", 100.0 - want_busy), ("nice", 0.0)]);
     for (mode, share) in expected {
-        let points = &modes[mode];
+        let points = modes.get(mode).unwrap_or_else(|| {
+            panic!("{tier:?} {range:?}: CPU by mode has no {mode} series, only {:?}", modes.keys().collect::<Vec<_>>())
+        });
         assert!(points.iter().all(|p| (p.1 - share).abs() <= 1.5), "{mode}: {share} % expected: {points:?}");
         if tier == Tier::Raw {
             let mean = weighted_mean(points);
