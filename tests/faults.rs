@@ -194,6 +194,13 @@ async fn a_full_disk_holds_samples_in_memory_and_writes_them_when_space_returns(
     let held = wait_metric(&mut child, &http, "fleetscrape_store_held_samples", "held", |n| n > 0.0).await;
     let health = reqwest::get(format!("http://{http}/healthz")).await.unwrap().status().as_u16();
     assert_eq!(health, 200, "the daemon is alive while the disk is full");
+    // Issue #23: `/ready` said 200 while nothing could be stored.
+    let ready = reqwest::get(format!("http://{http}/ready")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "not ready while the store cannot commit");
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("not ready: the store has failed to commit for") && body.contains("full"), "{body}");
+    let page = reqwest::get(format!("http://{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("fleetscrape_not_ready{reason=\"store_failing\"} 1\n"), "{page}");
     let stored_while_full = query_inside(pid, &db, "SELECT count(*) FROM scrape_status WHERE up = 1");
 
     // Space returns: the held samples are written, the database is intact.
@@ -213,6 +220,8 @@ async fn a_full_disk_holds_samples_in_memory_and_writes_them_when_space_returns(
         std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
     );
     assert_eq!(query_inside(pid, &db, "PRAGMA integrity_check"), "ok");
+    let ready = reqwest::get(format!("http://{http}/ready")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "ready again: {}", ready.text().await.unwrap_or_default());
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
     eprintln!("disk full: {errors} failed flushes, {held} samples held at the first look, {dropped} dropped");

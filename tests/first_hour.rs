@@ -178,6 +178,12 @@ async fn an_empty_discovery_says_why_and_is_not_ready() {
     let warned = log.lines().filter(|l| l.contains("no forwarding listener on discovery.listener_ports")).count();
     assert_eq!(warned, 1, "once per change, not per refresh:\n{log}");
 
+    // A wrong region: nothing there at all.
+    let config = write_config(dir.path(), &yaml("9100").replace("aws:\n", "aws:\n  region: us-west-2\n"));
+    let output = fleetscrape(&["discover", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("warning: no application or network load balancer in this region"), "{table}");
+
     // The right ports: the empty target group is named, every listener kept.
     let config = write_config(dir.path(), &yaml("9100, 9101, 9102, 9200"));
     let output = fleetscrape(&["discover", "--config", config.to_str().unwrap()], dir.path()).output().unwrap();
