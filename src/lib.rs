@@ -54,6 +54,7 @@ pub mod ids;
 pub use fleetscrape_exposition as exposition;
 pub mod labels;
 pub mod logging;
+pub mod preflight;
 pub mod record;
 pub mod relabel;
 pub mod reminder;

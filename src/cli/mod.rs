@@ -74,6 +74,16 @@ pub enum Command {
     },
     /// Validate the configuration and print the effective values (defaults filled in, paths resolved).
     CheckConfig,
+    /// Check the whole setup before `run`: files, credentials and permissions, discovery, each scrape path,
+    /// storage, remote_write; one line per check (✓ or ✗ with the fix).
+    #[command(after_help = "Exit codes: 0 every check holds; 1 a check failed (each ✗ says what to change). \
+                            Bounded: each AWS call by aws.call_timeout, each scrape request by scrape.timeout, each \
+                            remote_write request by its remote_timeout.")]
+    Preflight {
+        /// Output format: text for people, json for scripts (one object per check and line, as decided).
+        #[arg(long, short = 'o', value_enum, default_value_t = PreflightFormat::Text)]
+        output: PreflightFormat,
+    },
     /// Ask the running daemon's /healthz at http.listen_address: exit 0 when it answers 200, else 1
     /// with the reason. The image's HEALTHCHECK (no curl in the image).
     #[command(after_help = "An unspecified listen address (0.0.0.0, [::]) is asked on loopback. \
@@ -88,6 +98,15 @@ pub enum Command {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+}
+
+/// How `preflight` prints its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreflightFormat {
+    /// `✓ section: what`, and `    fix: …` under a ✗.
+    Text,
+    /// One JSON object per check and line: `section`, `ok`, `what`, `fix`.
+    Json,
 }
 
 /// How `discover` prints its result.
@@ -107,7 +126,11 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Run { .. } => "info",
-            Command::Discover { .. } | Command::CheckConfig | Command::Healthcheck | Command::Report { .. } => "warn",
+            Command::Discover { .. }
+            | Command::CheckConfig
+            | Command::Preflight { .. }
+            | Command::Healthcheck
+            | Command::Report { .. } => "warn",
         }
     }
 }
@@ -222,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Report { db, png } => report(&db, png.as_deref()).await,
         Command::CheckConfig => check_config(&config()?, &cli.config),
+        Command::Preflight { output } => preflight(&config()?, &cli.config, output).await,
         Command::Healthcheck => healthcheck(config()?.http.listen_address).await,
         Command::Discover { output } => discover(&config()?, output).await,
         Command::Run { once } => {
@@ -301,6 +325,25 @@ fn check_config(config: &Config, path: &std::path::Path) -> anyhow::Result<()> {
     check_files(config, path)?;
     let yaml = config.to_yaml().context("printing the effective configuration")?;
     print_stdout(&format!("{}\n", yaml.trim_end()))?;
+    Ok(())
+}
+
+async fn preflight(config: &Config, path: &std::path::Path, format: PreflightFormat) -> anyhow::Result<()> {
+    let mut write_error = None;
+    let mut report = |check: &crate::preflight::Check| {
+        let line = match format {
+            PreflightFormat::Text => check.text(),
+            PreflightFormat::Json => serde_json::to_string(check).unwrap_or_default(),
+        };
+        if let Err(e) = print_stdout(&format!("{line}\n")) {
+            write_error.get_or_insert(e);
+        }
+    };
+    let failed = crate::preflight::run(config, path, &mut report).await;
+    if let Some(error) = write_error {
+        return Err(error);
+    }
+    anyhow::ensure!(failed == 0, "preflight: {failed} check(s) failed (each ✗ above says what to change)");
     Ok(())
 }
 

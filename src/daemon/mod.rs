@@ -215,7 +215,7 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
 /// Creates the database's directory, takes the writer lock, opens the store.
 async fn open_store(path: &std::path::Path) -> Result<(store::lock::WriterLock, Store), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| store::Error::Directory { path: dir.to_path_buf(), source })?;
+        store::create_directory(dir)?;
     }
     let lock = store::lock::WriterLock::acquire(path)?;
     let store = Store::open(path).await?;

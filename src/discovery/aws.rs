@@ -99,7 +99,8 @@ fn is_whole_response(body: &[u8]) -> bool {
     body.trim_ascii_end().ends_with(b"Response>")
 }
 
-async fn sdk_config(config: &AwsConfig) -> SdkConfig {
+/// The SDK configuration discovery's clients are built from.
+pub(super) async fn sdk_config(config: &AwsConfig) -> SdkConfig {
     let retry = RetryConfig::standard().with_max_attempts(config.max_attempts);
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(config.connect_timeout.as_std())
@@ -172,6 +173,12 @@ fn no_credentials(error: &(dyn StdError + 'static)) -> bool {
         next = current.source();
     }
     false
+}
+
+/// An error and its causes on one line (for the credential chain's
+/// multi-line messages).
+pub(super) fn one_line(error: &(dyn StdError + 'static)) -> String {
+    causes(error)
 }
 
 /// The error and its sources joined with ": ", skipping a cause whose text

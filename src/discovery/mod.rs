@@ -16,6 +16,7 @@
 //! 1 DescribeAutoScalingGroups page per 100 groups, and 1 DescribeInstances
 //! per 200 instances.
 
+pub mod access;
 mod autoscaling;
 pub mod aws;
 mod ec2;
@@ -124,6 +125,11 @@ impl Discoverer {
                 }),
             },
         })
+    }
+
+    /// The AWS clients (for `preflight`'s permission probes).
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     /// Where API calls go, for messages: the endpoint URL or the region.

@@ -115,6 +115,16 @@ pub struct Explanation {
 /// Members listed in a message at most; the rest are counted.
 const EXPECTED_SHOWN: usize = 8;
 
+impl Explanation {
+    /// What was seen and expected, without the advice (for a report that
+    /// prints the advice as its fix).
+    pub fn finding(&self) -> String {
+        let text = self.to_string();
+        let advice = format!("; {}", self.hint.advice());
+        text.strip_suffix(&advice).unwrap_or(&text).to_string()
+    }
+}
+
 impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.seen {
@@ -285,6 +295,11 @@ mod tests {
         let text = why.to_string();
         assert!(text.starts_with("the payload identifies as node_uname_info{nodename}=\"3f2a1b9c0d1e\"; expected one of: ip-10-20-1-4, ip-10-20-1-5; "), "{text}");
         assert!(text.contains("--uts=host"), "{text}");
+        assert_eq!(
+            format!("{}; {}", why.finding(), why.hint.advice()),
+            text,
+            "the finding is the text without its advice"
+        );
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Store {
     /// [`Error`] when the directory or the database cannot be created or migrated.
     pub async fn open(path: &Path) -> Result<Self, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Directory { path: dir.to_path_buf(), source })?;
+            create_directory(dir)?;
         }
         if let identify::Contents::Foreign(tables) = identify::identify(path).await? {
             return Err(Error::Foreign { path: path.to_path_buf(), tables });
@@ -693,6 +693,28 @@ async fn newest_time(pool: &SqlitePool) -> Result<f64, Error> {
 /// the same group) must write the `-shm` file, and SQLite creates `-wal` and
 /// `-shm` with the database file's mode. Best effort: a file owned by someone
 /// else keeps its mode.
+/// Creates the database's directory if it is missing, readable and writable
+/// by its group (Grafana, another user of group 0, creates `-shm` in it);
+/// an existing directory is left as it is.
+///
+/// # Errors
+/// [`Error::Directory`] when it cannot be created.
+pub fn create_directory(dir: &Path) -> Result<(), Error> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| Error::Directory { path: dir.to_path_buf(), source })?;
+    share_with_group_rwx(dir);
+    Ok(())
+}
+
+fn share_with_group_rwx(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.permissions().mode() | 0o070));
+    }
+}
+
 fn share_with_group(path: &Path) {
     #[cfg(unix)]
     {

@@ -1144,3 +1144,14 @@ async fn the_write_probe_refuses_a_database_sqlite_can_only_read() {
         .unwrap();
     assert_eq!(probes, 0, "the probe leaves nothing behind");
 }
+
+/// Issue #24: a directory fleetscrape creates for its database is group
+/// writable, so Grafana (another user of group 0) can create `-shm` in it.
+#[tokio::test]
+async fn the_database_directory_it_creates_is_group_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let (store, dir) = open().await;
+    let mode = std::fs::metadata(dir.path().join("sub/dir")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o070, 0o070, "{mode:o}");
+    store.close().await;
+}
