@@ -314,11 +314,33 @@ async fn scrape_paths(config: &Config, topology: &Topology, offered: &mut Offere
             emit(listener_round(config, &client, topology, path, sources, offered).await);
         }
     } else {
-        for target in topology.scraped_targets() {
-            emit(direct(config, &client, target, sources, offered).await);
+        use futures_util::StreamExt;
+        let auto = config.scrape.mode == ScrapeMode::Auto;
+        let results: Vec<(Check, Option<usize>, bool)> = futures_util::stream::iter(topology.scraped_targets())
+            .map(|target| direct(config, &client, target, sources))
+            .buffered(DIRECT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut fallbacks = BTreeMap::new();
+        for ((check, samples, unreachable), target) in results.into_iter().zip(topology.scraped_targets()) {
+            offered.samples.extend(samples);
+            match target.paths.iter().find(|p| p.weight != Some(0)) {
+                // `auto` goes through the listener when the own address does not answer.
+                Some(path) if auto && unreachable => {
+                    emit(Check::ok(Section::Scrape, format!("{}; auto mode goes through its listener", check.what)));
+                    fallbacks.entry((path.load_balancer.clone(), path.listener_port)).or_insert(path);
+                }
+                _ => emit(check),
+            }
+        }
+        for path in fallbacks.into_values() {
+            emit(listener_round(config, &client, topology, path, sources, offered).await);
         }
     }
 }
+
+/// Direct requests in flight at once.
+const DIRECT_CONCURRENCY: usize = 32;
 
 fn label<'a>(target: &'a Target, name: &str) -> Option<&'a str> {
     target.labels.as_ref()?.get(name).map(String::as_str).filter(|v| !v.is_empty())
@@ -336,58 +358,51 @@ async fn fetch(config: &Config, client: &HttpClient, url: &str, node: Node) -> R
     client.fetch(request).await.map(|f| f.text).map_err(|e| e.to_string())
 }
 
-/// One request at a target's own address, and whose payload came back.
+/// One request at a target's own address: the check, the payload's
+/// samples, and whether the address did not answer at all.
 async fn direct(
     config: &Config,
     client: &HttpClient,
     target: &Target,
     sources: &[IdentitySource],
-    offered: &mut Offered,
-) -> Check {
+) -> (Check, Option<usize>, bool) {
     let id = target.instance.id.as_str();
     let Some(address) = label(target, "__address__") else {
-        return Check::failed(
-            Section::Scrape,
-            format!("{id}: no __address__"),
-            "check relabel_configs: a rule emptied __address__",
-        );
+        let fix = "check relabel_configs: a rule emptied __address__";
+        return (Check::failed(Section::Scrape, format!("{id}: no __address__"), fix), None, true);
     };
     let url = url(target, address);
     let text = match fetch(config, client, &url, Node::Any).await {
         Ok(text) => text,
         Err(error) => {
-            return Check::failed(
-                Section::Scrape,
-                format!("{id} at {url}: {error}"),
-                "the monitoring host must reach the instance's exporter port (security groups), or use mode: via_alb",
-            );
+            let fix =
+                "the monitoring host must reach the instance's exporter port (security groups), or use mode: via_alb";
+            return (Check::failed(Section::Scrape, format!("{id} at {url}: {error}"), fix), None, true);
         }
     };
     let payload = match exposition::parse(&text, &config.scrape.limits()) {
         Ok(payload) => payload,
         Err(e) => {
-            return Check::failed(
-                Section::Scrape,
-                format!("{id} at {url}: {e}"),
-                "the address answers, but not with Prometheus text: check the port and metrics_path",
-            );
+            let fix = "the address answers, but not with Prometheus text: check the port and metrics_path";
+            return (Check::failed(Section::Scrape, format!("{id} at {url}: {e}"), fix), None, false);
         }
     };
-    offered.samples.push(payload.samples.len());
-    match identity::claim(&payload, sources) {
+    let samples = payload.samples.len();
+    let check = match identity::claim(&payload, sources) {
         Some(claim) if !identity::names(&claim, target) => {
             let why = identity::explain(&identity::Unattributed::NotAMember(claim), sources, &[target], false);
             Check::failed(Section::Scrape, format!("{id} at {url}: {}", why.finding()), why.hint.advice())
         }
         Some(claim) => Check::ok(
             Section::Scrape,
-            format!("{id} at {url}: {} samples, identity {}=\"{}\"", payload.samples.len(), claim.source, claim.value),
+            format!("{id} at {url}: {samples} samples, identity {}=\"{}\"", claim.source, claim.value),
         ),
         None => Check::ok(
             Section::Scrape,
-            format!("{id} at {url}: {} samples (its own address: no identity needed)", payload.samples.len()),
+            format!("{id} at {url}: {samples} samples (its own address: no identity needed)"),
         ),
-    }
+    };
+    (check, Some(samples), false)
 }
 
 /// A round through one listener: [`REQUESTS_PER_MEMBER`] requests per member,
@@ -438,7 +453,8 @@ async fn listener_round(
                 },
             },
         }
-        if reached.len() == members.len() {
+        // Every member reached; or nothing answers: more requests would only wait out more timeouts.
+        if reached.len() == members.len() || (reached.is_empty() && unattributed.is_none() && errors.len() >= 3) {
             break;
         }
     }

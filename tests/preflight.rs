@@ -209,3 +209,54 @@ fn answering(status: u16, body: &'static str) -> String {
     });
     address
 }
+
+/// `direct` mode: one request per instance at its relabeled address, the
+/// identity checked against it; `auto`: an address that does not answer is
+/// reached through its listener, as `run` falls back.
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_and_auto_paths_are_checked_as_run_takes_them() {
+    let fleet = SeedFleet::start(Balancing::RoundRobin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let own_addresses: String = fleet
+        .hosts
+        .iter()
+        .map(|(id, host)| {
+            format!(
+                "  - {{source_labels: [__meta_ec2_instance_id], regex: '{id}', target_label: __address__, replacement: '{}'}}\n",
+                host.address
+            )
+        })
+        .collect();
+    // Every emulated private a.b.c.d onto 127.b.c.d, port 1, where nothing listens.
+    let closed = "  - {source_labels: [__meta_ec2_private_ip, __meta_elbv2_target_port], separator: ':', \
+                  regex: '\\d+\\.(\\d+)\\.(\\d+)\\.(\\d+):(\\d+)', target_label: __address__, replacement: '127.$1.$2.$3:1'}\n";
+    let yaml = |mode: &str, rules: &str| {
+        format!(
+            "aws:\n  endpoint_url: {}\nscrape:\n  interval: 2s\n  timeout: 1s\n  mode: {mode}\n\
+             relabel_configs:\n{}{rules}storage:\n  path: {}\n",
+            fleet.moto.url,
+            listener_rules(&fleet.emulator),
+            dir.path().join("db/fleet.db").display()
+        )
+    };
+    let report = preflight(&write_config(dir.path(), &yaml("direct", &own_addresses)), &[]);
+    assert_eq!(report.code, Some(0), "{:#?}", report.failed());
+    let identified = report
+        .checks
+        .iter()
+        .filter(|c| c["what"].as_str().unwrap().contains("samples, identity node_dmi_info{board_asset_tag}=\"i-"))
+        .count();
+    assert_eq!(identified, 3, "{:#?}", report.checks);
+
+    let report = preflight(&write_config(dir.path(), &yaml("auto", closed)), &[]);
+    assert_eq!(report.code, Some(0), "{:#?}", report.failed());
+    let fell_back = report
+        .checks
+        .iter()
+        .filter(|c| c["what"].as_str().unwrap().contains("auto mode goes through its listener"))
+        .count();
+    assert_eq!(fell_back, 3, "{:#?}", report.checks);
+    let rounds =
+        report.checks.iter().filter(|c| c["what"].as_str().unwrap().contains("1 of 1 members reached")).count();
+    assert_eq!(rounds, 3, "{:#?}", report.checks);
+}
