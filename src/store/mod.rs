@@ -364,7 +364,14 @@ impl Store {
     /// [`Error::Sql`]; a failed step is retried from a consistent state.
     pub async fn maintain(&mut self, retention: &Retention, delay: f64, sweep: bool) -> Result<Maintenance, Error> {
         let cutoffs = retention::Cutoffs::new(retention, self.newest);
-        self.close_minutes(self.newest - MINUTE_GRACE).await?;
+        // Minutes close `MINUTE_GRACE` after they end, so that a late scrape
+        // still counts; a block is due `delay` after its end. A delay below
+        // the grace (a caller compacting everything now) would compact
+        // minutes the head still holds open: the log emptied, they would
+        // never be written. The minutes of every block due are closed first
+        // (they end by the block's end, at most `newest - delay`).
+        let close_before = (self.newest - MINUTE_GRACE.min(delay)).min(self.newest + 60.0);
+        self.close_minutes(close_before).await?;
         if let Some(report) = self.blocks.step(&self.pool, self.newest, delay, cutoffs.raw()).await? {
             return Ok(Maintenance::Compacted(report));
         }
