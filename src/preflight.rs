@@ -342,16 +342,6 @@ async fn scrape_paths(config: &Config, topology: &Topology, offered: &mut Offere
 /// Direct requests in flight at once.
 const DIRECT_CONCURRENCY: usize = 32;
 
-fn label<'a>(target: &'a Target, name: &str) -> Option<&'a str> {
-    target.labels.as_ref()?.get(name).map(String::as_str).filter(|v| !v.is_empty())
-}
-
-fn url(target: &Target, address: &str) -> String {
-    let scheme = label(target, "__scheme__").unwrap_or("http");
-    let path = label(target, "__metrics_path__").unwrap_or("/metrics");
-    format!("{scheme}://{address}{path}")
-}
-
 async fn fetch(config: &Config, client: &HttpClient, url: &str, node: Node) -> Result<String, String> {
     let request =
         FetchRequest { url, timeout: config.scrape.timeout.as_std(), quick_connect: false, cookie: None, node };
@@ -367,11 +357,11 @@ async fn direct(
     sources: &[IdentitySource],
 ) -> (Check, Option<usize>, bool) {
     let id = target.instance.id.as_str();
-    let Some(address) = label(target, "__address__") else {
+    let Some(address) = target.label("__address__") else {
         let fix = "check relabel_configs: a rule emptied __address__";
         return (Check::failed(Section::Scrape, format!("{id}: no __address__"), fix), None, true);
     };
-    let url = url(target, address);
+    let url = target.scrape_url(address);
     let text = match fetch(config, client, &url, Node::Any).await {
         Ok(text) => text,
         Err(error) => {
@@ -422,10 +412,10 @@ async fn listener_round(
         .filter(|t| t.paths.iter().any(|p| &p.load_balancer_dns_name == dns && p.listener_port == port))
         .collect();
     let listener = format!("{}:{port}", path.load_balancer);
-    let Some(address) = members.iter().find_map(|t| label(t, "__alb_address__")) else {
+    let Some(address) = members.iter().find_map(|t| t.label("__alb_address__")) else {
         return Check::failed(Section::Scrape, format!("{listener}: no __alb_address__"), "check relabel_configs");
     };
-    let url = url(members[0], address);
+    let url = members[0].scrape_url(address);
     let requests = (members.len() * REQUESTS_PER_MEMBER).clamp(1, 64);
     let mut reached: BTreeSet<&str> = BTreeSet::new();
     let mut unattributed: Option<identity::Explanation> = None;

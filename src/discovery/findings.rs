@@ -176,15 +176,7 @@ mod tests {
             protocol: "HTTP".into(),
             registrations: vec![],
         };
-        let asg = |name: &str, desired| AutoScalingGroup {
-            name: name.into(),
-            target_group_arns: vec![],
-            desired_capacity: desired,
-            min_size: 0,
-            max_size: 4,
-            members: vec![],
-            target_tracking: None,
-        };
+        let asg = AutoScalingGroup::for_tests;
         let inventory = Inventory {
             load_balancers: vec![lb(&[9102])],
             target_groups: [("arn:tg-asg".to_string(), group("tg-asg"))].into(),

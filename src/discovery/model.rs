@@ -220,6 +220,22 @@ pub struct AutoScalingGroup {
     pub target_tracking: Option<TargetTracking>,
 }
 
+impl AutoScalingGroup {
+    /// A group of `desired` capacity (min 0, max 4), no member, no policy (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, desired: i32) -> Self {
+        Self {
+            name: name.into(),
+            target_group_arns: vec![],
+            desired_capacity: desired,
+            min_size: 0,
+            max_size: 4,
+            members: vec![],
+            target_tracking: None,
+        }
+    }
+}
+
 /// A target-tracking scaling policy: the metric it holds at a target value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetTracking {

@@ -148,6 +148,35 @@ pub struct Target {
 }
 
 impl Target {
+    /// A running Basic instance with empty labels, skipped for `skip` (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: impl Into<crate::ids::InstanceId>, skip: Option<SkipReason>) -> Self {
+        use super::model::{Instance, InstanceState};
+        Self {
+            instance: Instance { state: InstanceState::Running, ..Instance::not_found(id) },
+            role: Role::Basic,
+            asg: None,
+            paths: vec![],
+            discovered_labels: LabelSet::default(),
+            labels: Some(LabelSet::default()),
+            skip,
+        }
+    }
+
+    /// A relabeled label's value (`__address__`, `__alb_address__`, …);
+    /// `None` when missing or empty.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.as_ref()?.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// The URL that scrapes it at `address`: its `__scheme__` and
+    /// `__metrics_path__` (http, /metrics by default).
+    pub fn scrape_url(&self, address: &str) -> String {
+        let scheme = self.label("__scheme__").unwrap_or("http");
+        let path = self.label("__metrics_path__").unwrap_or("/metrics");
+        format!("{scheme}://{address}{path}")
+    }
+
     /// Whether the target is offered for scraping.
     pub fn is_scraped(&self) -> bool {
         self.skip.is_none()

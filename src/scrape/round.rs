@@ -26,16 +26,6 @@ use crate::record::{AlbRoundRecord, Batch, IdentityIssueRecord, InstanceId, Rout
 /// Intervals `auto` mode goes through the listener after a failed direct connect.
 const FALLBACK_INTERVALS: u32 = 10;
 
-fn label<'a>(target: &'a Target, name: &str) -> Option<&'a str> {
-    target.labels.as_ref()?.get(name).map(String::as_str).filter(|v| !v.is_empty())
-}
-
-fn url(target: &Target, address: &str) -> String {
-    let scheme = label(target, "__scheme__").unwrap_or("http");
-    let path = label(target, "__metrics_path__").unwrap_or("/metrics");
-    format!("{scheme}://{address}{path}")
-}
-
 /// When a request was sent, and how long its answer took.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -192,13 +182,13 @@ impl Scraper {
             return;
         }
         let sent = self.send_time();
-        let Some(address) = label(target, "__address__") else {
+        let Some(address) = target.label("__address__") else {
             let failure = Failure::new(FailureReason::NoAddress, "the target has no __address__");
             let route = Route::Direct { address: None };
             return self.status(batch, target, sent, &route, Err((failure, Duration::ZERO)));
         };
         let route = Route::Direct { address: Some(address.to_string()) };
-        let request_url = url(target, address);
+        let request_url = target.scrape_url(address);
         let timeout = self.settings.timeout.min(time.tick.deadline.saturating_duration_since(sent.at));
         let request = FetchRequest { url: &request_url, timeout, quick_connect: auto, cookie: None, node: Node::Any };
         let result = tokio::select! {
@@ -310,8 +300,8 @@ impl Scraper {
     fn listener(&self, topology: &Topology, dns: &str, port: u16, wanted: &[InstanceId]) -> Option<Listener> {
         let members = listener_members(topology, dns, port);
         let first = members.first()?;
-        let connect_to = wanted.iter().filter_map(|id| topology.target(id)).find_map(|t| label(t, "__alb_address__"));
-        let address = connect_to.or_else(|| label(first, "__alb_address__"))?;
+        let connect_to = wanted.iter().filter_map(|id| topology.target(id)).find_map(|t| t.label("__alb_address__"));
+        let address = connect_to.or_else(|| first.label("__alb_address__"))?;
         let (group, route) = describe(&members, dns, port);
         let healthy = members
             .iter()
@@ -320,7 +310,7 @@ impl Scraper {
             .collect();
         Some(Listener {
             key: ListenerAddr { dns: dns.to_string(), port },
-            url: url(first, address),
+            url: first.scrape_url(address),
             group,
             route,
             members: members.iter().map(|t| t.instance.id.clone()).collect(),

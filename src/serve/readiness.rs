@@ -158,35 +158,16 @@ pub fn collect(reasons: &[NotReady], encoder: &mut Encoder) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::model::{AutoScalingGroup, Instance, InstanceState};
-    use crate::discovery::{Role, SkipReason, Target};
+    use crate::discovery::model::{AutoScalingGroup, InstanceState};
+    use crate::discovery::{SkipReason, Target};
 
     fn topology(scraped: usize, skipped: usize, asg_desired: Option<i32>) -> Topology {
-        let target = |i: usize, skip: Option<SkipReason>| Target {
-            instance: Instance { state: InstanceState::Running, ..Instance::not_found(format!("i-{i}")) },
-            role: Role::Basic,
-            asg: None,
-            paths: vec![],
-            discovered_labels: Default::default(),
-            labels: Some(Default::default()),
-            skip,
-        };
+        let target = |i: usize, skip| Target::for_tests(format!("i-{i}"), skip);
         let mut targets: Vec<Target> = (0..scraped).map(|i| target(i, None)).collect();
         targets.extend(
             (scraped..scraped + skipped).map(|i| target(i, Some(SkipReason::NotRunning(InstanceState::Stopped)))),
         );
-        let auto_scaling_groups = asg_desired
-            .map(|desired| AutoScalingGroup {
-                name: "asg".into(),
-                target_group_arns: vec![],
-                desired_capacity: desired,
-                min_size: 0,
-                max_size: 4,
-                members: vec![],
-                target_tracking: None,
-            })
-            .into_iter()
-            .collect();
+        let auto_scaling_groups = asg_desired.map(|d| AutoScalingGroup::for_tests("asg", d)).into_iter().collect();
         Topology { targets, auto_scaling_groups, refreshed_at: std::time::SystemTime::UNIX_EPOCH }
     }
 

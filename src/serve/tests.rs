@@ -2,8 +2,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::discovery::model::{Instance, InstanceId};
-use crate::discovery::{RefreshStats, Role, SkipReason, Target, Topology};
+use crate::discovery::model::InstanceId;
+use crate::discovery::{RefreshStats, SkipReason, Target, Topology};
 use crate::record::{FailureReason, TargetGroups};
 use crate::remote_write::{ReceiverStats, Stats};
 use crate::scrape::round_core::RoundOutcome;
@@ -21,15 +21,7 @@ fn set_distinct(counters: &[&AtomicU64], first: u64, scale: u64) {
 }
 
 fn target(id: &str, skip: Option<SkipReason>) -> Target {
-    Target {
-        instance: Instance { state: crate::discovery::model::InstanceState::Running, ..Instance::not_found(id) },
-        role: Role::Basic,
-        asg: None,
-        paths: vec![],
-        discovered_labels: Default::default(),
-        labels: Some(Default::default()),
-        skip,
-    }
+    Target::for_tests(id, skip)
 }
 
 fn scrape_state() -> Arc<ScrapeState> {
