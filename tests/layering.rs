@@ -15,7 +15,7 @@ use regex::Regex;
 /// layers; modules of one layer never import each other.
 const LAYERS: &[&[&str]] = &[
     // Leaves: value types and tools every layer may use.
-    &["clock", "duration", "exposition", "ids", "labels"],
+    &["clock", "duration", "exposition", "ids", "labels", "reminder"],
     // The registry of fleetscrape's own metrics, which every component below feeds.
     &["self_metrics"],
     &["logging", "record", "relabel"],
@@ -25,7 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["scrape", "store", "remote_write"],
     &["report", "emulator"],
     &["serve"],
-    &["daemon"],
+    // `fleetscrape run`, and `fleetscrape preflight`, which checks what `run` will use.
+    &["daemon", "preflight"],
     &["cli"],
 ];
 
