@@ -177,6 +177,8 @@ async fn an_empty_discovery_says_why_and_is_not_ready() {
     let log = stop(child);
     let warned = log.lines().filter(|l| l.contains("no forwarding listener on discovery.listener_ports")).count();
     assert_eq!(warned, 1, "once per change, not per refresh:\n{log}");
+    let empty = log.lines().filter(|l| l.contains("discovery found no instance to scrape")).count();
+    assert_eq!(empty, 1, "a lasting problem: logged once, then reminded every 5 minutes:\n{log}");
 
     // A wrong region: nothing there at all.
     let config = write_config(dir.path(), &yaml("9100").replace("aws:\n", "aws:\n  region: us-west-2\n"));

@@ -118,6 +118,9 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     if once {
         refresher = refresher.without_retries();
     }
+    if !config.scrape.enabled {
+        refresher = refresher.without_scraping();
+    }
     let topology = refresher.subscribe();
     let stop_writer = CancellationToken::new();
     let (writer, writer_task) = match store {

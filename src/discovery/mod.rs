@@ -245,6 +245,8 @@ pub struct RefreshStats {
     pub failing: Mutex<crate::reminder::Reminder>,
     /// The last successful refresh's findings (logged once per change).
     pub findings: Mutex<Vec<Finding>>,
+    /// Since when discoveries find nothing to scrape (logged, then reminded).
+    pub empty: Mutex<crate::reminder::Reminder>,
 }
 
 impl RefreshStats {
@@ -390,6 +392,8 @@ pub struct Refresher {
     jitter: f64,
     /// Whether a failed refresh is retried (not under `run --once`).
     retries: bool,
+    /// Whether an empty topology is a problem (not with `scrape.enabled: false`).
+    expects_targets: bool,
 }
 
 /// The daemon's refresh jitter: up to 10 % of the interval early, so that
@@ -416,7 +420,15 @@ impl Refresher {
             early: EarlyRefresh::new(Duration::from_secs(10)),
             jitter: 0.0,
             retries: true,
+            expects_targets: true,
         }
+    }
+
+    /// A refresher for discovery only (`scrape.enabled: false`): finding
+    /// nothing to scrape is no problem.
+    pub fn without_scraping(mut self) -> Self {
+        self.expects_targets = false;
+        self
     }
 
     /// A refresher whose failures are not retried (`run --once`): its log
@@ -484,6 +496,7 @@ impl Refresher {
                 }
                 self.log_success(&refresh);
                 self.note_findings(&refresh.findings);
+                self.note_empty(&refresh.topology, now);
                 self.note_policies(refresh.policies_error);
                 let topology = Arc::new(refresh.topology);
                 self.published.send_replace(Some(Arc::clone(&topology)));
@@ -533,6 +546,32 @@ impl Refresher {
                 "discovery still failing; {meanwhile}{retry}"
             ),
             Notice::Quiet => debug!(%endpoint, %error, failures, "discovery refresh failed again"),
+        }
+    }
+
+    /// Logs a topology with nothing to scrape (unless expected: scraping off,
+    /// a group at desired 0) when it starts, every
+    /// [`crate::reminder::REMINDER_INTERVAL_SECONDS`] while it lasts, and its end.
+    fn note_empty(&self, topology: &Topology, now: f64) {
+        let Ok(mut empty) = self.stats.empty.lock() else { return };
+        if !(self.expects_targets && topology.is_unexpectedly_empty()) {
+            if let Some(for_seconds) = empty.succeeded(now) {
+                let scraped = topology.scraped_targets().count();
+                info!(scraped, after_seconds = for_seconds.round(), "discovery finds instances to scrape again");
+            }
+            return;
+        }
+        let skipped = topology.targets.len();
+        match empty.failed(now, "empty") {
+            Notice::New => warn!(
+                skipped,
+                "discovery found no instance to scrape: see the discovery lines above, or run `fleetscrape discover`; \
+                 /ready fails meanwhile"
+            ),
+            Notice::Reminder { failing_for } => {
+                warn!(skipped, for_seconds = failing_for.round(), "discovery still finds no instance to scrape")
+            }
+            Notice::Quiet => {}
         }
     }
 
@@ -631,6 +670,21 @@ impl Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #23: an empty discovery was silent; now it is a lasting
+    /// failure (logged, reminded, its end logged), unless scraping is off.
+    #[tokio::test]
+    async fn an_empty_topology_is_a_lasting_problem_unless_scraping_is_off() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let refresher = Refresher::new(FailsFirst { failures: 0, calls: Arc::clone(&calls) }, Duration::from_secs(60));
+        refresher.refresh().await.unwrap();
+        let since = refresher.stats.empty.lock().unwrap().failing().map(|(since, _)| since);
+        assert!(since.is_some(), "an empty topology is noted");
+        let discovery_only =
+            Refresher::new(FailsFirst { failures: 0, calls }, Duration::from_secs(60)).without_scraping();
+        discovery_only.refresh().await.unwrap();
+        assert_eq!(discovery_only.stats.empty.lock().unwrap().failing(), None, "expected with scraping off");
+    }
 
     /// A refresh that found nothing, after `elapsed`.
     fn empty_refresh(elapsed: Duration, policies_error: Option<String>) -> Refresh {

@@ -236,6 +236,12 @@ impl Topology {
     pub fn target(&self, instance_id: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.instance.id == instance_id)
     }
+
+    /// Whether nothing is to be scraped, and no Auto Scaling group at desired
+    /// capacity 0 (an empty fleet an operator chose) explains it.
+    pub fn is_unexpectedly_empty(&self) -> bool {
+        self.scraped_targets().next().is_none() && !self.auto_scaling_groups.iter().any(|g| g.desired_capacity == 0)
+    }
 }
 
 /// What the join needs from the configuration.

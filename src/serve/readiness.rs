@@ -112,8 +112,7 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<NotReady> {
     }
     if inputs.scrape_enabled
         && let Some(topology) = inputs.topology
-        && topology.scraped_targets().next().is_none()
-        && !scaled_to_zero(topology)
+        && topology.is_unexpectedly_empty()
     {
         reasons.push(NotReady::NoTarget { skipped: topology.targets.len() });
     }
@@ -121,12 +120,6 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<NotReady> {
         reasons.push(NotReady::StoreFailing { for_seconds: inputs.now - since, error: error.clone() });
     }
     reasons
-}
-
-/// An empty fleet an operator chose: an Auto Scaling group whose desired
-/// capacity is 0.
-fn scaled_to_zero(topology: &Topology) -> bool {
-    topology.auto_scaling_groups.iter().any(|g| g.desired_capacity == 0)
 }
 
 /// The `/ready` body: `ready`, or one line per reason.
