@@ -414,7 +414,11 @@ impl Scraper {
         }
         drop(in_flight);
         let outcome = core.finish();
-        if unattributed.is_some() || (!outcome.reached.is_empty() && self.state.has_identity_issues()) {
+        // Resolved only by a round that reached every member it wanted: a
+        // round whose requests all landed on the attributable members says
+        // nothing of the others (no flapping between the two states).
+        let resolved = outcome.missed.is_empty() && !outcome.reached.is_empty();
+        if unattributed.is_some() || (resolved && self.state.has_identity_issues()) {
             self.note_identity(batch, &listener.group.to_string(), unattributed.as_deref(), started.time);
         }
         self.record_round((&topology, &listener), slot, started, (&wanted, &outcome), batch);
