@@ -186,6 +186,14 @@ async fn unusable_identities_and_empty_target_groups_get_their_hints() {
     }
     report.failure("target group nobody-home has no registered target");
 
+    // A containerised exporter: `nodename` is its container's id.
+    let container = answering(200, "node_uname_info{nodename=\"3f2a1b9c0d1e\",release=\"6.1.0\"} 1\n");
+    fleet.emulator.set_members(9102, &[container.clone(), container]);
+    let report = preflight(&config, &[]);
+    let failure = report.failure("backend:9102");
+    assert!(failure["what"].as_str().unwrap().contains("node_uname_info{nodename}=\"3f2a1b9c0d1e\""), "{failure}");
+    assert!(failure["fix"].as_str().unwrap().contains("--uts=host"), "{failure}");
+
     // An exporter with no identity at all behind the same listener.
     fleet.emulator.set_members(9102, &[bare.clone(), bare]);
     let report = preflight(&config, &[]);
