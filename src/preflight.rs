@@ -6,7 +6,7 @@
 //! remote_write receiver. Every step is bounded by the timeout of what it
 //! calls; lines are printed as they are decided.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -417,10 +417,10 @@ async fn listener_round(
     };
     let url = members[0].scrape_url(address);
     let requests = (members.len() * REQUESTS_PER_MEMBER).clamp(1, 64);
-    let mut reached: BTreeSet<&str> = BTreeSet::new();
+    // Member reached → the identity its payload carried (source and value).
+    let mut reached: BTreeMap<&str, String> = BTreeMap::new();
     let mut unattributed: Option<identity::Explanation> = None;
     let mut errors: Vec<String> = Vec::new();
-    let mut identities: BTreeSet<String> = BTreeSet::new();
     for i in 0..requests {
         match fetch(config, client, &url, Node::Index(i)).await {
             Err(error) => errors.push(error),
@@ -429,11 +429,11 @@ async fn listener_round(
                 Ok(payload) => match identity::attribute(&payload, sources, &members) {
                     Ok(member) => {
                         offered.samples.push(payload.samples.len());
-                        reached.insert(member.instance.id.as_str());
-                        identities.insert(
-                            identity::claim(&payload, sources)
-                                .map_or_else(|| "the single-member fallback".to_string(), |c| c.source),
+                        let carried = identity::claim(&payload, sources).map_or_else(
+                            || "no identity: the single-member fallback".to_string(),
+                            |c| format!("{}=\"{}\"", c.source, c.value),
                         );
+                        reached.insert(member.instance.id.as_str(), carried);
                     }
                     Err(reason) => {
                         let known = identity::claim(&payload, sources)
@@ -448,12 +448,12 @@ async fn listener_round(
             break;
         }
     }
-    let by: Vec<String> = identities.into_iter().collect();
+    let by: Vec<String> = reached.iter().map(|(id, carried)| format!("{id} by {carried}")).collect();
     let what = format!(
         "{listener} ({url}): {} of {} members reached{}",
         reached.len(),
         members.len(),
-        if by.is_empty() { String::new() } else { format!(", identified by {}", by.join(", ")) }
+        if by.is_empty() { String::new() } else { format!(": {}", by.join(", ")) }
     );
     if let Some(why) = unattributed {
         return Check::failed(Section::Scrape, format!("{what}; {}", why.finding()), why.hint.advice());
@@ -469,7 +469,7 @@ async fn listener_round(
     }
     if reached.len() < members.len() {
         let missing: Vec<&str> =
-            members.iter().map(|t| t.instance.id.as_str()).filter(|id| !reached.contains(id)).collect();
+            members.iter().map(|t| t.instance.id.as_str()).filter(|id| !reached.contains_key(id)).collect();
         return Check::failed(
             Section::Scrape,
             format!("{what}; not reached in {requests} requests: {}", missing.join(", ")),

@@ -97,6 +97,10 @@ async fn the_seed_setup_passes_and_each_broken_one_says_what_to_fix() {
         assert!(whats.iter().any(|w| w.contains(expected)), "no check says {expected:?}: {whats:#?}");
     }
     assert!(whats.iter().filter(|w| w.contains("1 of 1 members reached")).count() == 3, "{whats:#?}");
+    // Each member, with the identity its payload carried (source and value).
+    let member = &fleet.seed.basic_a;
+    let named = format!("{member} by node_dmi_info{{board_asset_tag}}=\"{member}\"");
+    assert!(whats.iter().any(|w| w.contains("backend:9100") && w.contains(&named)), "{whats:#?}");
     let text = common::clean_command(
         env!("CARGO_BIN_EXE_fleetscrape"),
         &["preflight", "--config", good.to_str().unwrap()],
@@ -152,6 +156,33 @@ async fn the_seed_setup_passes_and_each_broken_one_says_what_to_fix() {
     assert_eq!(report.code, Some(1));
     let failure = report.failure("lacks group read, write or search");
     assert!(failure["fix"].as_str().unwrap().contains("chmod g+rwx"), "{failure}");
+
+    // The directory is right, but the database file is not readable by the group.
+    std::fs::set_permissions(&db_dir, std::os::unix::fs::PermissionsExt::from_mode(0o775)).unwrap();
+    let db = db_dir.join("fleet.db");
+    std::fs::write(&db, "").unwrap();
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let report = preflight(&good, &[]);
+    assert_eq!(report.code, Some(1));
+    let failure = report.failure("not readable by the group");
+    assert!(failure["fix"].as_str().unwrap().starts_with("chmod g+rw"), "{failure}");
+    std::fs::remove_file(&db).unwrap();
+
+    // A stopped instance: named among those not scraped, with why.
+    fleet.seeder.stop(std::slice::from_ref(&fleet.seed.basic_b)).await;
+    let report = preflight(&good, &[]);
+    let discovered = report
+        .checks
+        .iter()
+        .map(|c| c["what"].as_str().unwrap())
+        .find(|w| w.contains("instances to scrape"))
+        .expect("the discovery summary")
+        .to_string();
+    assert!(
+        discovered.starts_with("2 instances to scrape; not scraped: 1 ") && discovered.contains(&*fleet.seed.basic_b),
+        "{discovered}"
+    );
+    println!("with Basic B stopped: {discovered}");
 }
 
 /// Members whose payloads carry no usable identity behind a multi-member
