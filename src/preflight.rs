@@ -306,12 +306,11 @@ async fn scrape_paths(config: &Config, topology: &Topology, offered: &mut Offere
     };
     let sources = &config.scrape.identity;
     if config.scrape.mode == ScrapeMode::ViaAlb {
-        let mut listeners = BTreeMap::new();
-        for path in topology.scraped_targets().flat_map(|t| &t.paths) {
-            listeners.entry((path.load_balancer.clone(), path.listener_port)).or_insert(path);
-        }
-        for path in listeners.into_values() {
-            emit(listener_round(config, &client, topology, path, sources, offered).await);
+        // The rounds `run` makes: one per listener job of the scraper's plan.
+        for key in crate::scrape::plan(topology, ScrapeMode::ViaAlb).into_keys() {
+            if let crate::scrape::JobKey::Listener(dns, port) = key {
+                emit(listener_round(config, &client, topology, (&dns, port), sources, offered).await);
+            }
         }
     } else {
         use futures_util::StreamExt;
@@ -321,20 +320,20 @@ async fn scrape_paths(config: &Config, topology: &Topology, offered: &mut Offere
             .buffered(DIRECT_CONCURRENCY)
             .collect()
             .await;
-        let mut fallbacks = BTreeMap::new();
+        let mut fallbacks = std::collections::BTreeSet::new();
         for ((check, samples, unreachable), target) in results.into_iter().zip(topology.scraped_targets()) {
             offered.samples.extend(samples);
-            match target.paths.iter().find(|p| p.weight != Some(0)) {
+            match crate::scrape::primary_listener(target) {
                 // `auto` goes through the listener when the own address does not answer.
-                Some(path) if auto && unreachable => {
+                Some(listener) if auto && unreachable => {
                     emit(Check::ok(Section::Scrape, format!("{}; auto mode goes through its listener", check.what)));
-                    fallbacks.entry((path.load_balancer.clone(), path.listener_port)).or_insert(path);
+                    fallbacks.insert(listener);
                 }
                 _ => emit(check),
             }
         }
-        for path in fallbacks.into_values() {
-            emit(listener_round(config, &client, topology, path, sources, offered).await);
+        for (dns, port) in fallbacks {
+            emit(listener_round(config, &client, topology, (&dns, port), sources, offered).await);
         }
     }
 }
@@ -401,17 +400,13 @@ async fn listener_round(
     config: &Config,
     client: &HttpClient,
     topology: &Topology,
-    path: &crate::discovery::topology::Path,
+    (dns, port): (&str, u16),
     sources: &[IdentitySource],
     offered: &mut Offered,
 ) -> Check {
-    let dns = &path.load_balancer_dns_name;
-    let port = path.listener_port;
-    let members: Vec<&Target> = topology
-        .scraped_targets()
-        .filter(|t| t.paths.iter().any(|p| &p.load_balancer_dns_name == dns && p.listener_port == port))
-        .collect();
-    let listener = format!("{}:{port}", path.load_balancer);
+    let members = crate::scrape::listener_members(topology, dns, port);
+    let name = members.first().and_then(|t| crate::scrape::via(t, dns, port)).map_or(dns, |p| &p.load_balancer);
+    let listener = format!("{name}:{port}");
     let Some(address) = members.iter().find_map(|t| t.label("__alb_address__")) else {
         return Check::failed(Section::Scrape, format!("{listener}: no __alb_address__"), "check relabel_configs");
     };
@@ -436,8 +431,8 @@ async fn listener_round(
                         reached.insert(member.instance.id.as_str(), carried);
                     }
                     Err(reason) => {
-                        let known = identity::claim(&payload, sources)
-                            .is_some_and(|c| topology.targets.iter().any(|t| identity::names(&c, t)));
+                        let known = matches!(&reason, identity::Unattributed::NotAMember(claim)
+                            if identity::names_any(claim, &topology.targets));
                         unattributed = Some(identity::explain(&reason, sources, &members, known));
                     }
                 },
@@ -541,7 +536,7 @@ fn group_access(path: &std::path::Path) -> Check {
     let Some(dir) = path.parent().map(|d| if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }) else {
         return Check::ok(Section::Storage, "no directory to check");
     };
-    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(dir);
+    let existing = crate::config::files::nearest_existing(dir);
     let Ok(meta) = std::fs::metadata(existing) else {
         return Check::ok(Section::Storage, "directory not readable to check");
     };
@@ -590,7 +585,7 @@ fn group_access(path: &std::path::Path) -> Check {
 /// Free space against an estimate: the samples offered per second, kept for
 /// the raw tier's retention at [`BYTES_PER_SAMPLE`].
 fn free_space(config: &Config, offered: &Offered, dir: &std::path::Path) -> Check {
-    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(dir);
+    let existing = crate::config::files::nearest_existing(dir);
     let Ok(stat) = rustix::fs::statvfs(existing) else {
         return Check::ok(Section::Storage, "free space not measurable");
     };

@@ -25,6 +25,12 @@ pub fn resolve(base: &Path, path: impl AsRef<Path>) -> PathBuf {
     clean
 }
 
+/// The nearest of `dir` and its ancestors that exists: where creating what
+/// is missing below it starts (`.` for a relative path none of which exists).
+pub fn nearest_existing(dir: &Path) -> &Path {
+    dir.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()).unwrap_or(Path::new("."))
+}
+
 /// One file problem: the key that names the path, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileProblem {
@@ -94,8 +100,7 @@ fn storage_problem(path: &Path) -> Option<String> {
         });
     }
     // The nearest existing ancestor must be a directory this user can create entries in.
-    let existing = path.ancestors().skip(1).find(|a| a.as_os_str().is_empty() || a.exists())?;
-    let existing = if existing.as_os_str().is_empty() { Path::new(".") } else { existing };
+    let existing = nearest_existing(path.parent()?);
     if !existing.is_dir() {
         return Some(format!(
             "{} is a file, not a directory: the database cannot be created under it",

@@ -119,25 +119,23 @@ impl Explanation {
     /// What was seen and expected, without the advice (for a report that
     /// prints the advice as its fix).
     pub fn finding(&self) -> String {
-        let text = self.to_string();
-        let advice = format!("; {}", self.hint.advice());
-        text.strip_suffix(&advice).unwrap_or(&text).to_string()
+        let seen = match &self.seen {
+            Some(claim) => format!("the payload identifies as {}=\"{}\"", claim.source, claim.value),
+            None => format!("the payload carries no identity (looked for {})", self.looked_for.join(", ")),
+        };
+        let shown: Vec<&str> = self.expected.iter().take(EXPECTED_SHOWN).map(String::as_str).collect();
+        let more = match self.expected.len().saturating_sub(EXPECTED_SHOWN) {
+            0 => String::new(),
+            more => format!(" (and {more} more)"),
+        };
+        format!("{seen}; expected one of: {}{more}", shown.join(", "))
     }
 }
 
+/// The finding, then the advice.
 impl std::fmt::Display for Explanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.seen {
-            Some(claim) => write!(f, "the payload identifies as {}=\"{}\"", claim.source, claim.value)?,
-            None => write!(f, "the payload carries no identity (looked for {})", self.looked_for.join(", "))?,
-        }
-        let shown: Vec<&str> = self.expected.iter().take(EXPECTED_SHOWN).map(String::as_str).collect();
-        let more = self.expected.len().saturating_sub(EXPECTED_SHOWN);
-        write!(f, "; expected one of: {}", shown.join(", "))?;
-        if more > 0 {
-            write!(f, " (and {more} more)")?;
-        }
-        write!(f, "; {}", self.hint.advice())
+        write!(f, "{}; {}", self.finding(), self.hint.advice())
     }
 }
 
@@ -211,6 +209,12 @@ pub fn names(claim: &Claim, target: &Target) -> bool {
             .as_deref()
             .is_some_and(|dns| !dns.is_empty() && host_part(dns) == host_part(&claim.value)),
     }
+}
+
+/// Whether `claim` names any of `fleet` (an instance discovery knows, when
+/// it names no member of the path).
+pub fn names_any(claim: &Claim, fleet: &[Target]) -> bool {
+    fleet.iter().any(|t| names(claim, t))
 }
 
 /// Attributes a payload to one of `members`.

@@ -30,6 +30,7 @@ pub mod client;
 pub mod convert;
 pub mod identity;
 mod round;
+pub(crate) use round::{listener_members, via};
 pub mod round_core;
 pub mod schedule;
 pub mod state;

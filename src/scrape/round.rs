@@ -242,11 +242,7 @@ impl Scraper {
         {
             let group: TargetGroups = target.paths.first().map(|p| p.target_group.clone()).into_iter().collect();
             self.state.count(|c| *c.unattributed.entry((group, "not_a_member")).or_default() += 1);
-            let known = self
-                .topology
-                .borrow()
-                .as_ref()
-                .is_some_and(|t| t.targets.iter().any(|other| identity::names(&claim, other)));
+            let known = self.topology.borrow().as_ref().is_some_and(|t| identity::names_any(&claim, &t.targets));
             let why = identity::explain(&Unattributed::NotAMember(claim), &self.settings.identity, &[target], known);
             self.note_identity(batch, target.instance.id.as_str(), Some(&why), sent.time);
             let failure = Failure::new(FailureReason::Unattributed, format!("payload not attributed: {why}"));
@@ -598,12 +594,12 @@ impl Scraper {
 }
 
 /// The path of `target` through a listener.
-fn via<'a>(target: &'a Target, dns: &str, port: u16) -> Option<&'a crate::discovery::topology::Path> {
+pub(crate) fn via<'a>(target: &'a Target, dns: &str, port: u16) -> Option<&'a crate::discovery::topology::Path> {
     target.paths.iter().find(|p| p.load_balancer_dns_name == dns && p.listener_port == port && p.weight != Some(0))
 }
 
 /// The scraped (running, kept) targets behind a listener.
-fn listener_members<'a>(topology: &'a Topology, dns: &str, port: u16) -> Vec<&'a Target> {
+pub(crate) fn listener_members<'a>(topology: &'a Topology, dns: &str, port: u16) -> Vec<&'a Target> {
     topology.scraped_targets().filter(|t| via(t, dns, port).is_some()).collect()
 }
 
@@ -628,15 +624,11 @@ pub(super) fn classify<'t>(
     match identity::attribute(payload, sources, &members) {
         Ok(target) => Verdict::Member(target),
         Err(reason) => {
-            let known = is_known(topology, payload, sources);
+            let known =
+                matches!(&reason, Unattributed::NotAMember(claim) if identity::names_any(claim, &topology.targets));
             let unknown = matches!(reason, Unattributed::NotAMember(_)) && !known;
             let why = Box::new(identity::explain(&reason, sources, &members, known));
             Verdict::NotAttributed { reason, unknown, why }
         }
     }
-}
-
-/// Whether the payload's identity names any instance discovery knows.
-fn is_known(topology: &Topology, payload: &Payload<'_>, sources: &[crate::config::IdentitySource]) -> bool {
-    identity::claim(payload, sources).is_some_and(|claim| topology.targets.iter().any(|t| identity::names(&claim, t)))
 }
