@@ -46,14 +46,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetscrape::exposition::{Limits, MetricType, parse};
-use fleetscrape::record::{FailureReason, Route};
+use fleetscrape::record::{FailureReason, Route, SelfMetricRecord};
 use fleetscrape::store::{
-    AlbRoundRecord, Batch, EventKind, EventRecord, InstanceRecord, Maintenance, MembershipRecord, Retention,
-    ScrapeRecord, SeriesList, StatusRecord, Store,
+    AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, Maintenance,
+    MembershipRecord, Retention, ScrapeRecord, SeriesList, StatusRecord, Store,
 };
 
 // The frontend's and the plugin's expansion of a panel's SQL, as the dashboard tests run it.
 #[path = "../tests/common/grafana.rs"]
+#[allow(dead_code, reason = "the bench uses the expansion and the alert rules' reader, not the test helpers")]
 mod grafana;
 
 const T0: &str = include_str!("../bench/data/node_exporter-t0.prom");
@@ -99,7 +100,25 @@ enum Payload {
     /// [`PANELS_PAYLOAD`], plus the scrape health, ASG and via-ALB rows the
     /// dashboards read.
     Panels,
+    /// [`ALERTS_PAYLOAD`], the same health rows, and fleetscrape's own rows
+    /// (`component_status`, `self_metrics`) the alert rules read.
+    Alerts,
 }
+
+/// The metrics the provisioned alert rules read (infra/grafana/alerting.toml).
+const ALERTS_PAYLOAD: [&str; 11] = [
+    "node_cpu_seconds_total",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_MemTotal_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_size_bytes",
+    "node_filesystem_files",
+    "node_filesystem_files_free",
+    "node_filesystem_readonly",
+    "node_timex_offset_seconds",
+    "node_timex_sync_status",
+    "node_timex_maxerror_seconds",
+];
 
 /// The metrics `--payload panels` keeps: every metric the provisioned
 /// dashboards read (infra/grafana/dashboards.py).
@@ -141,6 +160,7 @@ fn kept(payload: Payload, name: &str) -> bool {
         Payload::Full => true,
         Payload::Small => SMALL_PAYLOAD.iter().any(|p| name.starts_with(p)),
         Payload::Panels => PANELS_PAYLOAD.contains(&name) || PANELS_PAYLOAD_MORE.contains(&name),
+        Payload::Alerts => ALERTS_PAYLOAD.contains(&name),
     }
 }
 
@@ -361,11 +381,22 @@ async fn fill(
         let refresh = round % (60.0 / interval).max(1.0) as u64 == 0;
         let mut batch =
             Batch { instances: if refresh { instances(count, round_start) } else { vec![] }, ..Batch::default() };
-        batch.scrapes = if payload == Payload::Panels {
+        batch.scrapes = if matches!(payload, Payload::Panels | Payload::Alerts) {
             health_rows(&mut batch, scrapes, round, round_start, refresh)
         } else {
             scrapes
         };
+        if payload == Payload::Alerts && refresh {
+            batch.components.push(ComponentRecord {
+                component: Component::Discovery,
+                checked: round_start,
+                ok: true,
+                error: None,
+            });
+            for name in ["fleetscrape_remote_write_samples_dropped_total", "fleetscrape_log_lines_dropped_total"] {
+                batch.self_metrics.push(SelfMetricRecord { time: round_start, name, value: 0.0 });
+            }
+        }
         let t = Instant::now();
         store.write(&batch).await.expect("write");
         longest = longest.max(t.elapsed());
@@ -757,6 +788,8 @@ struct Args {
     retention: Retention,
     payload: Payload,
     prometheus: bool,
+    /// Fleet sizes whose filled databases time every provisioned alert rule.
+    alerts: Option<Vec<usize>>,
 }
 
 fn args() -> Args {
@@ -772,6 +805,7 @@ fn args() -> Args {
         retention: Retention::DEFAULT,
         payload: Payload::Full,
         prometheus: false,
+        alerts: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -790,10 +824,12 @@ fn args() -> Args {
                     "small" => Payload::Small,
                     "panels" => Payload::Panels,
                     "full" => Payload::Full,
-                    other => panic!("--payload small|panels|full, not {other}"),
+                    "alerts" => Payload::Alerts,
+                    other => panic!("--payload small|panels|alerts|full, not {other}"),
                 }
             }
             "--churn" => a.churn = Some(value().parse().expect("--churn N")),
+            "--alerts" => a.alerts = Some(value().split(',').map(|n| n.parse().expect("--alerts N,M")).collect()),
             "--tiers" => {
                 let hours: Vec<u64> = value().split(',').map(|h| h.parse().expect("--tiers RAW,1M,5M,1H")).collect();
                 let [raw, minute, five_minutes, hour] = hours[..] else {
@@ -808,6 +844,38 @@ fn args() -> Args {
         }
     }
     a
+}
+
+/// Every provisioned alert rule at its own range ending at the newest data,
+/// on a filled database per fleet size: median latency and rows (series).
+async fn alert_costs(dir: &Path, sizes: &[usize], args: &Args) {
+    let file: serde_json::Value =
+        serde_saphyr::from_str(include_str!("../infra/grafana/provisioning/alerting/fleetscrape-rules.yml"))
+            .expect("the provisioned rules parse");
+    let rules = grafana::alert_rules(&file);
+    let mut costs: BTreeMap<String, Vec<(f64, usize)>> = BTreeMap::new();
+    for &count in sizes {
+        let db = dir.join(format!("alerts-{count}.db"));
+        eprintln!("filling {count} instances × {} h at {} s (the rules' metrics)", args.hours, args.interval);
+        let filled = fill(&db, count, args.hours * 3600.0, args.interval, args.retention, Payload::Alerts, None).await;
+        let now_ms = ((filled.end + 1.0) * 1000.0) as i64;
+        for rule in &rules {
+            let cost = latency(&db, &rule.expanded(now_ms, rule.range_seconds));
+            costs.entry(rule.uid.clone()).or_default().push(cost);
+        }
+    }
+    println!(
+        "\nEach provisioned alert rule at its own range, {} h filled at {} s (median of 5, ms; rows)\n",
+        args.hours, args.interval
+    );
+    let header: Vec<String> = sizes.iter().map(|n| format!("{n} instances")).collect();
+    println!("| rule | range | {} |", header.join(" | "));
+    println!("|---|---|{}", "---|".repeat(sizes.len()));
+    for rule in &rules {
+        let cells: Vec<String> =
+            costs[&rule.uid].iter().map(|(ms, rows)| format!("{ms:.1} ms ({rows} rows)")).collect();
+        println!("| {} | {} s | {} |", rule.uid, rule.range_seconds, cells.join(" | "));
+    }
 }
 
 fn resident_kib() -> u64 {
@@ -887,6 +955,10 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     if let Some(total) = args.churn {
         churn(&dir.path().join("churn.db"), total).await;
+        return;
+    }
+    if let Some(sizes) = &args.alerts {
+        alert_costs(dir.path(), sizes, &args).await;
         return;
     }
     if let Some(sizes) = &args.scale {

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use common::e2e::{CPU_ROWS, config, emulator, reader, wait_rows};
 use common::fakehost::{FakeHost, Identity};
-use common::grafana::expand;
+use common::grafana::{Cell, Rows, expand, plan, plugin_reader, run};
 use common::seed::Seeder;
 use common::{Moto, isolate_network, set_test_env};
 use fleetscrape::emulator::Balancing;
 use regex::Regex;
 use serde_json::Value;
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
 const DATASOURCE_UID: &str = "fleetscrape-sqlite";
@@ -130,59 +130,6 @@ fn provisioning_has_the_keys_the_plugin_and_grafana_read() {
     let fleet = dashboard(FLEET_DASHBOARD).to_string();
     assert!(fleet.contains("/d/fleetscrape-instance/fleetscrape-instance?var-instance_id=${__value.raw}"), "row link");
     assert!(instance.to_string().contains("/d/fleetscrape-fleet/"), "back to the fleet");
-}
-
-/// A cell as the plugin's driver reads it.
-#[derive(Debug, Clone, PartialEq)]
-enum Cell {
-    Num(f64),
-    Text(String),
-    Null,
-}
-
-impl Cell {
-    fn num(&self) -> f64 {
-        match self {
-            Cell::Num(v) => *v,
-            other => panic!("a number expected, got {other:?}"),
-        }
-    }
-
-    fn text(&self) -> &str {
-        match self {
-            Cell::Text(t) => t,
-            other => panic!("text expected, got {other:?}"),
-        }
-    }
-}
-
-type Rows = Vec<BTreeMap<String, Cell>>;
-
-async fn run(pool: &SqlitePool, sql: &str) -> Result<Rows, sqlx::Error> {
-    use sqlx::{Column, TypeInfo, ValueRef};
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            row.columns()
-                .iter()
-                .map(|column| {
-                    let i = column.ordinal();
-                    let raw = row.try_get_raw(i).unwrap();
-                    let cell = if raw.is_null() {
-                        Cell::Null
-                    } else {
-                        match raw.type_info().name() {
-                            "INTEGER" => Cell::Num(row.get::<i64, _>(i) as f64),
-                            "REAL" => Cell::Num(row.get::<f64, _>(i)),
-                            _ => Cell::Text(row.get::<String, _>(i)),
-                        }
-                    };
-                    (column.name().to_string(), cell)
-                })
-                .collect()
-        })
-        .collect())
 }
 
 /// Values of `column` per `series` (the long format's label), in time order: (time, value).
@@ -704,17 +651,6 @@ async fn fleet_figures(
     }
 }
 
-/// A connection as the plugin opens one: read-write open (not `mode=ro`),
-/// then the provisioned `_pragma=busy_timeout(5000)&_pragma=query_only(1)`
-/// (modernc's URL syntax; sqlx takes the same pragmas as options).
-async fn plugin_reader(db: &Path) -> SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .busy_timeout(Duration::from_millis(5000))
-        .pragma("query_only", "1");
-    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.expect("plugin reader")
-}
-
 async fn assert_consistent(pool: &SqlitePool) {
     let mismatches: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM scrape_status st WHERE st.up = 1 AND st.samples !=
@@ -724,15 +660,4 @@ async fn assert_consistent(pool: &SqlitePool) {
     .await
     .expect("no `database is locked` for a reader during ingest");
     assert_eq!(mismatches, 0, "a reader saw half a transaction");
-}
-
-/// The `EXPLAIN QUERY PLAN` lines of `sql`.
-async fn plan(pool: &SqlitePool, sql: &str) -> Vec<String> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<String, _>("detail"))
-        .collect()
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Generates fleetscrape's provisioned Grafana dashboards from one set of SQL
-builders, so that every panel reads its tier the same way.
+"""Generates fleetscrape's provisioned Grafana dashboards and alert rules from
+one set of SQL builders, so that every panel and rule reads its tier the same way.
 
-    python3 infra/grafana/dashboards.py           # writes infra/grafana/dashboards/*.json
+    python3 infra/grafana/dashboards.py           # writes infra/grafana/dashboards/*.json and
+                                                  # provisioning/alerting/fleetscrape-rules.yml
     python3 infra/grafana/dashboards.py --check   # fails when a file differs from what it would write
 
-The dashboards are checked in (Grafana provisions them as files); edit this
-script, run it, commit both. docs/grafana.md explains every panel and how to
+The dashboards and rules are checked in (Grafana provisions them as files);
+edit this script (or the rules' thresholds, alerting.toml), run it, commit
+all. docs/alerting.md explains every rule. docs/grafana.md explains every panel and how to
 add one. The SQL follows the plugin's rules (docs/grafana.md, "Writing your
 own panel"): epoch-second REAL time, `$__from`/`$__to` in milliseconds, values
 cast to REAL, rows ordered by time.
@@ -34,10 +36,17 @@ ONE = "instance_id = ${instance_id:singlequote}"
 # raw up to 8 h, 1-minute up to 36 h, 5-minute up to 10 days, 1-hour beyond
 # (docs/sql.md, "Long ranges"). `b` is the chosen tier's bucket in seconds
 # (1 for raw), for tables that have no rollups (scrape_status, alb_rounds).
-TIER = """r (lo, width) AS (SELECT $__from / 1000.0, ($__to - $__from) / 1000.0),
+def tier_cte(raw_up_to="8 * 3600"):
+    """The CTE that names the range's tier (see TIER); `raw_up_to` is the
+    widest range, in seconds (an SQL expression), still read raw."""
+    return TIER_TEMPLATE.replace("width <= 8 * 3600 AND raw", f"width <= {raw_up_to} AND raw")
+
+
+TIER_TEMPLATE = """r (lo, width) AS (SELECT $__from / 1000.0, ($__to - $__from) / 1000.0),
 t (raw, m1, m5, h1) AS (SELECT (SELECT oldest FROM storage_tiers WHERE tier = 'raw'), (SELECT oldest FROM storage_tiers WHERE tier = '1m'), (SELECT oldest FROM storage_tiers WHERE tier = '5m'), (SELECT oldest FROM storage_tiers WHERE tier = '1h')),
 reach (lo, width, raw, m1, m5, h1) AS (SELECT lo, width, raw IS NOT NULL AND (lo >= raw OR raw <= first), m1 IS NOT NULL AND (lo >= m1 OR m1 <= first), m5 IS NOT NULL AND (lo >= m5 OR m5 <= first), h1 IS NOT NULL AND (lo >= h1 OR h1 <= first) FROM r, t, (SELECT min(coalesce(raw, 1e18), coalesce(m1, 1e18), coalesce(m5, 1e18), coalesce(h1, 1e18)) + 300 AS first FROM t)),
 tier (name, b) AS (SELECT name, CASE name WHEN 'raw' THEN 1 WHEN '1m' THEN 60 WHEN '5m' THEN 300 ELSE 3600 END FROM (SELECT CASE WHEN width <= 8 * 3600 AND raw THEN 'raw' WHEN width <= 36 * 3600 AND m1 THEN '1m' WHEN width <= 10 * 86400 AND m5 THEN '5m' WHEN h1 THEN '1h' WHEN m5 THEN '5m' WHEN m1 THEN '1m' ELSE 'raw' END AS name FROM reach))"""
+TIER = tier_cte()
 
 ROLLUPS = [("1m", "metric_samples_1m"), ("5m", "metric_samples_5m"), ("1h", "metric_samples_1h")]
 CPU_VIEWS = [("raw", "cpu_utilization", "value"), ("1m", "cpu_utilization_1m", "avg"),
@@ -105,8 +114,8 @@ def cpu_arms(instance=ONE):
     return "\nUNION ALL ".join(arms)
 
 
-def with_tier(body):
-    return f"WITH {TIER}\n{body}"
+def with_tier(body, tier=None):
+    return f"WITH {tier or TIER}\n{body}"
 
 
 def series_sql(arms, series, value, name):
@@ -544,13 +553,434 @@ def dashboard(uid, title, panels, variables, annotations, links):
             "panels": panels}
 
 
+# ---------------------------------------------------------------- alert rules
+#
+# Grafana's unified alerting runs each rule's query through the plugin with
+# only $__from/$__to replaced (epoch ms of the rule's relativeTimeRange), and
+# reads a table of string columns plus one number as one series per row,
+# labelled by the strings. So every query returns one row per instance (or
+# group, or filesystem) that could fire, with a non-firing value for the
+# rest, and one threshold expression decides. docs/alerting.md.
+
+ALERT_TOML = HERE / "alerting.toml"
+RULES_FILE = HERE / "provisioning" / "alerting" / "fleetscrape-rules.yml"
+NOTIFICATIONS_FILE = HERE / "alerting" / "notifications.example.yml"
+# Alert windows are short: raw up to an hour, then the 1-minute tier (36 h),
+# 5-minute (10 days), 1-hour (docs/alerting.md, "Which tier a rule reads").
+ALERT_TIER = tier_cte("3600")
+INSTANCE_LABELS = "x.instance_id, i.role, coalesce(i.asg_name, '-') AS asg_name"
+RUNNING = "JOIN instances i ON i.instance_id = x.instance_id AND i.state = 'running'"
+
+
+def range_of(column="time"):
+    return f"{column} >= $__from / 1000.0 AND {column} < $__to / 1000.0"
+
+
+def newest_membership():
+    """Each group's newest asg_membership row of the range."""
+    return ("SELECT asg_name, desired_capacity, max_size, target_metric, target_value FROM asg_membership a "
+            f"WHERE {range_of('a.time')} AND a.time = (SELECT max(b.time) FROM asg_membership b "
+            f"WHERE b.asg_name = a.asg_name AND {range_of('b.time')})")
+
+
+def cpu_busy_sql(c):
+    need = max(int(c["minutes"]) - 1, 1)
+    return with_tier(
+        f"SELECT {INSTANCE_LABELS}, CAST(CASE WHEN count(*) >= {need} THEN min(x.v) ELSE 0 END AS REAL) AS cpu_busy FROM (\n"
+        f"SELECT instance_id, cast(time / 60 as int) AS minute, avg(v) AS v FROM (\n{cpu_arms(instance='')}\n) "
+        f"GROUP BY instance_id, minute) x\n{RUNNING} GROUP BY x.instance_id ORDER BY x.instance_id", ALERT_TIER)
+
+
+def asg_at_ceiling_sql(c):
+    target = (f"CASE WHEN g.target_metric = 'ASGAverageCPUUtilization' AND g.target_value IS NOT NULL "
+              f"THEN g.target_value ELSE {float(c['default_target_percent'])} END")
+    return with_tier(
+        f"SELECT g.asg_name, CAST(CASE WHEN g.desired_capacity >= g.max_size AND m.cpu > {target} "
+        f"THEN m.cpu ELSE 0 END AS REAL) AS members_cpu FROM ({newest_membership()}) g\n"
+        "LEFT JOIN (SELECT i.asg_name, avg(x.v) AS cpu FROM (\n" + cpu_arms(instance="role = 'asg'") +
+        "\n) x JOIN instances i ON i.instance_id = x.instance_id GROUP BY i.asg_name) m ON m.asg_name = g.asg_name "
+        "ORDER BY g.asg_name", ALERT_TIER)
+
+
+def asg_capacity_sql(c):
+    return (f"SELECT g.asg_name, CAST(max(coalesce(g.desired_capacity, 0) - coalesce(r.reached, 0), 0) AS REAL) AS missing "
+            f"FROM ({newest_membership()}) g\n"
+            "LEFT JOIN (SELECT i.asg_name, count(DISTINCT s.instance_id) AS reached FROM scrape_status s "
+            "JOIN instances i ON i.instance_id = s.instance_id AND i.state = 'running' AND i.role = 'asg' "
+            f"WHERE s.up = 1 AND {range_of('s.time')} GROUP BY i.asg_name) r ON r.asg_name = g.asg_name "
+            "ORDER BY g.asg_name")
+
+
+def member_unreachable_sql(c):
+    # The intervals that stored nothing since the instance's last stored one
+    # (all of the range's when none): consecutive failures at the range's end.
+    return (f"SELECT {INSTANCE_LABELS}, coalesce((SELECT n.reason FROM scrape_status n WHERE n.instance_id = x.instance_id "
+            f"AND n.up = 0 AND {range_of('n.time')} ORDER BY n.time DESC LIMIT 1), '-') AS reason, "
+            "CAST(sum(x.up = 0 AND x.time > coalesce(x.last_up, 0)) AS REAL) AS failed_intervals FROM ("
+            "SELECT s.instance_id, s.time, s.up, max(CASE WHEN s.up = 1 THEN s.time END) OVER (PARTITION BY s.instance_id) AS last_up "
+            f"FROM scrape_status s WHERE {range_of('s.time')}) x\n{RUNNING} GROUP BY x.instance_id ORDER BY x.instance_id")
+
+
+def memory_low_sql(c):
+    avail, total = "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes"
+    return with_tier(
+        f"SELECT {INSTANCE_LABELS}, CAST(100.0 * {pick(avail)} / {pick(total)} AS REAL) AS available_percent FROM ("
+        f"SELECT instance_id, metric, avg(v) AS v FROM (\n{gauge_arms([avail, total], instance='')}\n) GROUP BY instance_id, metric) x\n"
+        f"{RUNNING} GROUP BY x.instance_id HAVING {pick(total)} > 0 ORDER BY x.instance_id", ALERT_TIER)
+
+
+def fs_filter(c):
+    cond = f"{label('fstype')} <> '' AND {label('mountpoint')} <> ''"
+    if c["exclude_fstypes"]:
+        cond += f" AND {label('fstype')} NOT IN (" + ", ".join(f"'{t}'" for t in c["exclude_fstypes"]) + ")"
+    return cond
+
+
+def x_label(name):
+    # `instances` has a `labels` column too: the series' labels are x's.
+    return f"json_extract(x.labels, '$.{name}')"
+
+
+FS_LABELS = (f"{INSTANCE_LABELS}, coalesce({x_label('device')}, '') AS device, "
+             f"coalesce({x_label('mountpoint')}, '') AS mountpoint, coalesce({x_label('fstype')}, '') AS fstype")
+
+
+def fs_newest(free, total, c):
+    """Per filesystem: the newest free and total of the range, whether it is
+    read-only, and the points of `free` (t from the range's start, v)."""
+    metrics = [free, total, "node_filesystem_readonly"]
+    return (f"SELECT instance_id, metric, labels, time - $__from / 1000.0 AS t, v, "
+            "row_number() OVER (PARTITION BY instance_id, metric, labels ORDER BY time DESC) AS newest FROM (\n"
+            f"{gauge_arms(metrics, instance='', extra=fs_filter(c))}\n)")
+
+
+def fs_sql(c, free, total, horizon_hours):
+    """The available percent of each filesystem when it fires (read-write and,
+    with a horizon, its least-squares trend of `free` over the range reaching
+    zero within the horizon, as predict_linear); 100 otherwise."""
+    trend = ""
+    if horizon_hours:
+        # Slope and mean of the points, then the line at the range's end + horizon.
+        horizon = float(horizon_hours) * 3600
+        trend = (f" AND (avg(CASE WHEN x.metric = '{free}' THEN x.v END) + (avg(CASE WHEN x.metric = '{free}' THEN x.t * x.v END) "
+                 f"- avg(CASE WHEN x.metric = '{free}' THEN x.t END) * avg(CASE WHEN x.metric = '{free}' THEN x.v END)) "
+                 f"/ nullif(avg(CASE WHEN x.metric = '{free}' THEN x.t * x.t END) - avg(CASE WHEN x.metric = '{free}' THEN x.t END) "
+                 f"* avg(CASE WHEN x.metric = '{free}' THEN x.t END), 0) "
+                 f"* (($__to - $__from) / 1000.0 + {horizon} - avg(CASE WHEN x.metric = '{free}' THEN x.t END))) < 0")
+    now_free = f"max(CASE WHEN x.metric = '{free}' AND x.newest = 1 THEN x.v END)"
+    now_total = f"max(CASE WHEN x.metric = '{total}' AND x.newest = 1 THEN x.v END)"
+    readonly = "coalesce(max(CASE WHEN x.metric = 'node_filesystem_readonly' AND x.newest = 1 THEN x.v END), 0)"
+    percent = f"100.0 * {now_free} / {now_total}"
+    return with_tier(
+        f"SELECT {FS_LABELS}, CAST(CASE WHEN {readonly} = 0{trend} THEN {percent} ELSE 100 END AS REAL) AS available_percent "
+        f"FROM ({fs_newest(free, total, c)}) x\n{RUNNING} GROUP BY x.instance_id, x.labels HAVING {now_total} > 0 "
+        "ORDER BY x.instance_id, mountpoint", ALERT_TIER)
+
+
+def clock_skew_sql(c):
+    off = "node_timex_offset_seconds"
+    skew = float(c["skew_seconds"])
+    slope = ("(avg(t * v) - avg(t) * avg(v)) / nullif(avg(t * t) - avg(t) * avg(t), 0)")
+    return with_tier(
+        f"SELECT {INSTANCE_LABELS}, CAST(CASE WHEN (x.now > {skew} AND coalesce(x.slope, 0) >= 0) "
+        f"OR (x.now < -{skew} AND coalesce(x.slope, 0) <= 0) THEN abs(x.now) ELSE 0 END AS REAL) AS offset_seconds FROM ("
+        f"SELECT instance_id, max(CASE WHEN newest = 1 THEN v END) AS now, {slope} AS slope FROM ("
+        "SELECT instance_id, time - $__from / 1000.0 AS t, v, row_number() OVER (PARTITION BY instance_id ORDER BY time DESC) AS newest "
+        f"FROM (\n{gauge_arms(off, instance='')}\n)) GROUP BY instance_id) x\n{RUNNING} ORDER BY x.instance_id", ALERT_TIER)
+
+
+def clock_sync_sql(c):
+    sync, err = "node_timex_sync_status", "node_timex_maxerror_seconds"
+    return with_tier(
+        f"SELECT {INSTANCE_LABELS}, CAST(CASE WHEN x.sync_max = 0 AND x.maxerror >= {float(c['max_error_seconds'])} "
+        "THEN x.maxerror ELSE 0 END AS REAL) AS maxerror_seconds FROM ("
+        f"SELECT instance_id, max(CASE WHEN metric = '{sync}' THEN v END) AS sync_max, "
+        f"max(CASE WHEN metric = '{err}' AND newest = 1 THEN v END) AS maxerror FROM ("
+        "SELECT instance_id, metric, v, row_number() OVER (PARTITION BY instance_id, metric ORDER BY time DESC) AS newest "
+        f"FROM (\n{gauge_arms([sync, err], instance='')}\n)) GROUP BY instance_id) x\n{RUNNING} ORDER BY x.instance_id",
+        ALERT_TIER)
+
+
+def store_stale_sql(c):
+    # One row whatever happens: no scrape in the range reads as the whole range.
+    return ("SELECT 'store' AS component, CAST($__to / 1000.0 - coalesce(max(time), $__from / 1000.0) AS REAL) "
+            f"AS seconds_since_newest_scrape FROM scrape_status WHERE {range_of()}")
+
+
+def discovery_stale_sql(c):
+    # component_status holds one row per component (no history to bound).
+    return ("SELECT component, CAST($__to / 1000.0 - coalesce(last_ok, 0) AS REAL) AS seconds_since_success "
+            "FROM component_status WHERE component = 'discovery'")
+
+
+DROPPED_COUNTERS = ["fleetscrape_remote_write_samples_dropped_total", "fleetscrape_remote_write_samples_failed_total",
+                    "fleetscrape_store_dropped_samples_total"]
+
+
+def counter_increase_sql(names):
+    """The reset-aware increase of fleetscrape's own counters over the range."""
+    return ("SELECT name AS counter, CAST(coalesce(sum(CASE WHEN value >= pv THEN value - pv ELSE value END), 0) AS REAL) "
+            "AS increase FROM (SELECT name, value, lag(value) OVER (PARTITION BY name ORDER BY time) AS pv "
+            f"FROM self_metrics WHERE {range_of()} AND name IN (" + ", ".join(f"'{n}'" for n in names) + ")) "
+            "WHERE pv IS NOT NULL GROUP BY name ORDER BY name")
+
+
+INSTANCE_LINK = f"/d/{INSTANCE_UID}/fleetscrape-instance?var-instance_id={{{{ $labels.instance_id }}}}"
+FLEET_LINK = f"/d/{FLEET_UID}/fleetscrape-fleet?var-asg_name={{{{ $labels.asg_name }}}}"
+VALUE = "{{ printf \"%.1f\" $values.A.Value }}"
+WHO = "{{ $labels.instance_id }} ({{ $labels.role }}{{ if ne $labels.asg_name \"-\" }} in {{ $labels.asg_name }}{{ end }})"
+FS = "{{ $labels.device }} mounted on {{ $labels.mountpoint }} of " + WHO
+
+
+INSTANCE_PANEL = "CPU busy %"
+FLEET_PANEL = "CPU busy % per instance"
+
+
+def panel_id(uid, title):
+    board = instance_dashboard() if uid == INSTANCE_UID else fleet_dashboard()
+    return next(p["id"] for p in board["panels"] if p.get("title") == title)
+
+
+def minutes(n):
+    return int(float(n) * 60)
+
+
+def alert_rule(uid, title, sql, seconds, op, threshold, c, summary, description, link, no_data="OK",
+               duration=None, severity=None, tier=""):
+    """A rule: query A (the SQL, over the last `seconds`), condition B (`op` threshold)."""
+    query = {"refId": "A", "datasource": DS, "queryType": "table", "timeColumns": [],
+             "rawQueryText": sql, "queryText": sql, "intervalMs": 1000, "maxDataPoints": 43200}
+    condition = {"refId": "B", "type": "threshold", "expression": "A",
+                 "datasource": {"type": "__expr__", "uid": "__expr__"},
+                 "conditions": [{"type": "query", "evaluator": {"type": op, "params": [threshold]},
+                                 "operator": {"type": "and"}, "query": {"params": ["B"]},
+                                 "reducer": {"type": "last", "params": []}}]}
+    annotations = {"summary": summary, "description": description, "dashboard": link, "reads": tier}
+    # Grafana links the rule to this panel ("View panel" in notifications).
+    dashboard_uid, panel = (INSTANCE_UID, INSTANCE_PANEL) if link.startswith(f"/d/{INSTANCE_UID}") else (FLEET_UID, FLEET_PANEL)
+    return {"uid": uid, "title": title, "condition": "B", "dashboardUid": dashboard_uid,
+            "panelId": panel_id(dashboard_uid, panel),
+            "data": [{"refId": "A", "relativeTimeRange": {"from": int(seconds), "to": 0},
+                      "datasourceUid": DS["uid"], "model": query},
+                     {"refId": "B", "relativeTimeRange": {"from": 0, "to": 0},
+                      "datasourceUid": "__expr__", "model": condition}],
+            "noDataState": no_data, "execErrState": "Error", "for": duration or c["for"],
+            "annotations": annotations, "labels": {"severity": severity or c["severity"], "source": "fleetscrape"},
+            "isPaused": False}
+
+
+def instance_rules(t):
+    rules = []
+    c = t["cpu_busy"]
+    if c["enabled"]:
+        rules.append(alert_rule(
+            "fleetscrape-cpu-busy", "Instance CPU busy", cpu_busy_sql(c), minutes(c["minutes"]), "gt", c["percent"], c,
+            f"CPU busy above {c['percent']} % for {c['minutes']} minutes on {{{{ $labels.instance_id }}}}",
+            f"{WHO} has been over {c['percent']} % CPU busy in every minute of the last {c['minutes']} minutes "
+            f"(the lowest minute: {VALUE} %).", INSTANCE_LINK, tier="raw (cpu_utilization)"))
+    c = t["member_unreachable"]
+    if c["enabled"]:
+        rules.append(alert_rule(
+            "fleetscrape-member-unreachable", "Instance not reached", member_unreachable_sql(c),
+            minutes(c["window_minutes"]), "gt", float(c["consecutive_intervals"]) - 0.5, c,
+            "{{ $labels.instance_id }} not scraped for {{ printf \"%.0f\" $values.A.Value }} intervals ({{ $labels.reason }})",
+            f"The last {{{{ printf \"%.0f\" $values.A.Value }}}} scrape intervals of {WHO} stored nothing: "
+            "{{ $labels.reason }}. not_reached_via_alb: its listener sent the round's requests to other members "
+            "(too few requests, or the balancer is sticky); connect/timeout/http: the exporter or the instance is down. "
+            "The fleet dashboard's 'Not reached now' table has the error.", INSTANCE_LINK, tier="scrape_status"))
+    c = t["memory_low"]
+    if c["enabled"]:
+        rules.append(alert_rule(
+            "fleetscrape-memory-low", "Instance memory low", memory_low_sql(c), minutes(c["window_minutes"]), "lt",
+            c["available_percent"], c, f"Under {c['available_percent']} % of memory available on {{{{ $labels.instance_id }}}}",
+            f"MemAvailable is {VALUE} % of MemTotal on {WHO} (average of the last {c['window_minutes']} minutes).",
+            INSTANCE_LINK, tier="raw (metric_samples)"))
+    c = t["clock"]
+    if c["enabled"]:
+        rules.append(alert_rule(
+            "fleetscrape-clock-skew", "Instance clock skewed", clock_skew_sql(c), minutes(c["window_minutes"]), "gt", 0, c,
+            "Clock skew on {{ $labels.instance_id }}",
+            f"The clock of {WHO} is off by {{{{ printf \"%.3f\" $values.A.Value }}}} s (node_timex_offset_seconds "
+            f"above {c['skew_seconds']} s and not shrinking). Check chrony/NTP (the Amazon Time Sync Service, 169.254.169.123).",
+            INSTANCE_LINK, tier="raw (metric_samples)"))
+        rules.append(alert_rule(
+            "fleetscrape-clock-not-synchronising", "Instance clock not synchronising", clock_sync_sql(c),
+            minutes(c["window_minutes"]), "gt", 0, c, "Clock not synchronising on {{ $labels.instance_id }}",
+            f"node_timex_sync_status was 0 for {c['window_minutes']} minutes on {WHO} and the maximum error is "
+            f"{VALUE} s. Check chrony/NTP.", INSTANCE_LINK, tier="raw (metric_samples)"))
+    return rules
+
+
+def asg_rules(t):
+    rules = []
+    c = t["asg_at_ceiling"]
+    if c["enabled"]:
+        rules.append(alert_rule(
+            "fleetscrape-asg-at-ceiling", "Auto Scaling group at its maximum and still busy", asg_at_ceiling_sql(c),
+            minutes(c["window_minutes"]), "gt", 0, c,
+            "{{ $labels.asg_name }} is at its maximum size and its members are above the CPU target",
+            f"The members of {{{{ $labels.asg_name }}}} average {VALUE} % CPU busy over the last {c['window_minutes']} "
+            "minutes, above the group's target-tracking target, and its desired capacity is its maximum: it cannot "
+            "scale out further. Raise MaxSize, or look at why the members are busy.", FLEET_LINK,
+            tier="raw (cpu_utilization), asg_membership"))
+    c = t["asg_capacity_unmet"]
+    if c["enabled"]:
+        rules.append(alert_rule(
+            "fleetscrape-asg-capacity-unmet", "Auto Scaling group short of reachable members", asg_capacity_sql(c),
+            minutes(c["window_minutes"]), "gt", 0, c,
+            "{{ $labels.asg_name }} is {{ printf \"%.0f\" $values.A.Value }} members short of its desired capacity",
+            f"{{{{ printf \"%.0f\" $values.A.Value }}}} of the desired members of {{{{ $labels.asg_name }}}} were not "
+            f"reached (no stored scrape) in the last {c['window_minutes']} minutes: launches failing, instances "
+            "unhealthy, or node_exporter not running on new members.", FLEET_LINK, tier="scrape_status, asg_membership"))
+    return rules
+
+
+def filesystem_rules(t):
+    c = t["filesystem"]
+    if not c["enabled"]:
+        return []
+    rules = []
+    trend = minutes(float(c["trend_hours"]) * 60)
+    for kind, free, total, what in [("space", "node_filesystem_avail_bytes", "node_filesystem_size_bytes", "space"),
+                                    ("files", "node_filesystem_files_free", "node_filesystem_files", "inodes")]:
+        for level, hours, percent in [("warning", c["filling_warning_hours"], c["filling_warning_percent"]),
+                                      ("critical", c["filling_critical_hours"], c["filling_critical_percent"])]:
+            rules.append(alert_rule(
+                f"fleetscrape-fs-{kind}-filling-{level}", f"Filesystem {what} filling up ({hours} h)",
+                fs_sql(c, free, total, hours), trend, "lt", percent, c,
+                f"Filesystem predicted to run out of {what} within {hours} hours",
+                f"Filesystem {FS} has {VALUE} % {what} left and its {c['trend_hours']}-hour trend reaches zero within "
+                f"{hours} hours.", INSTANCE_LINK, duration=c["filling_for"], severity=level,
+                tier="1-minute rollups (metric_samples_1m)"))
+        for level, percent in [("warning", c["almost_out_warning_percent"]), ("critical", c["almost_out_critical_percent"])]:
+            rules.append(alert_rule(
+                f"fleetscrape-fs-{kind}-almost-out-{level}", f"Filesystem almost out of {what} ({percent} %)",
+                fs_sql(c, free, total, None), 600, "lt", percent, c,
+                f"Filesystem has less than {percent} % {what} left",
+                f"Filesystem {FS} has only {VALUE} % {what} left.", INSTANCE_LINK,
+                duration=c["almost_out_space_for"] if kind == "space" else c["almost_out_files_for"], severity=level,
+                tier="raw (metric_samples)"))
+    return rules
+
+
+def fleetscrape_rules(t):
+    c = t["fleetscrape"]
+    if not c["enabled"]:
+        return []
+    window = minutes(c["dropped_window_minutes"])
+    return [
+        alert_rule("fleetscrape-store-stale", "fleetscrape is not storing scrapes", store_stale_sql(c), 900, "gt",
+                   c["store_stale_seconds"], c, "fleetscrape's newest stored scrape is {{ printf \"%.0f\" $values.A.Value }} s old",
+                   "Nothing was committed to the database for {{ printf \"%.0f\" $values.A.Value }} s: fleetscrape is down, "
+                   "its store is failing (full disk, permissions: see its log and /ready), or it has nothing to scrape.",
+                   f"/d/{FLEET_UID}/fleetscrape-fleet", no_data="Alerting", tier="scrape_status"),
+        alert_rule("fleetscrape-discovery-failing", "fleetscrape discovery failing", discovery_stale_sql(c), 900, "gt",
+                   c["discovery_stale_seconds"], c, "fleetscrape's discovery has not succeeded for {{ printf \"%.0f\" $values.A.Value }} s",
+                   "The last successful discovery refresh is {{ printf \"%.0f\" $values.A.Value }} s old: fleetscrape keeps "
+                   "scraping the topology it had (launches and terminations are not seen). The error is in "
+                   "component_status and fleetscrape's log; run `fleetscrape preflight` for the IAM side.",
+                   f"/d/{FLEET_UID}/fleetscrape-fleet", no_data="Alerting", tier="component_status"),
+        alert_rule("fleetscrape-samples-dropped", "fleetscrape dropping samples", counter_increase_sql(DROPPED_COUNTERS),
+                   window, "gt", 0, c, "fleetscrape dropped {{ printf \"%.0f\" $values.A.Value }} samples ({{ $labels.counter }})",
+                   f"{{{{ $labels.counter }}}} grew by {{{{ printf \"%.0f\" $values.A.Value }}}} in the last "
+                   f"{c['dropped_window_minutes']} minutes: remote_write's queue overflowed or its receiver rejected "
+                   "samples, or the store lost samples it could not write. See /metrics and the log.",
+                   f"/d/{FLEET_UID}/fleetscrape-fleet", tier="self_metrics"),
+        alert_rule("fleetscrape-log-lines-dropped", "fleetscrape dropping log lines",
+                   counter_increase_sql(["fleetscrape_log_lines_dropped_total"]), window, "gt", 0, c,
+                   "fleetscrape dropped {{ printf \"%.0f\" $values.A.Value }} log lines",
+                   "fleetscrape's stderr did not keep up and {{ printf \"%.0f\" $values.A.Value }} log lines were dropped "
+                   "(scraping went on): the container runtime's log driver is blocked or slow.",
+                   f"/d/{FLEET_UID}/fleetscrape-fleet", severity="warning", tier="self_metrics"),
+    ]
+
+
+def load_thresholds(path=ALERT_TOML):
+    import tomllib
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def alert_groups(t):
+    g = t["groups"]
+    groups = [("fleetscrape-instances", g["interval"], instance_rules(t)),
+              ("fleetscrape-autoscaling", g["interval"], asg_rules(t)),
+              ("fleetscrape-filesystems", g["filesystem_interval"], filesystem_rules(t)),
+              ("fleetscrape-self", g["interval"], fleetscrape_rules(t))]
+    return {"apiVersion": 1, "groups": [{"orgId": 1, "name": name, "folder": g["folder"], "interval": interval,
+                                         "rules": rules} for name, interval, rules in groups if rules]}
+
+
+def notifications():
+    """Opt-in: a contact point and a policy tree that routes fleetscrape's rules to it.
+    A provisioned policy tree replaces the operator's whole tree."""
+    return {"apiVersion": 1,
+            "contactPoints": [{"orgId": 1, "name": "fleetscrape-oncall", "receivers": [
+                {"uid": "fleetscrape-oncall-email", "type": "email",
+                 "settings": {"addresses": "oncall@example.com", "singleEmail": True}}]}],
+            "policies": [{"orgId": 1, "receiver": "fleetscrape-oncall",
+                          "group_by": ["grafana_folder", "alertname"],
+                          "routes": [{"receiver": "fleetscrape-oncall", "object_matchers": [["severity", "=", "critical"]],
+                                      "group_by": ["grafana_folder", "alertname", "instance_id", "asg_name"],
+                                      "group_wait": "30s", "repeat_interval": "1h"}],
+                          "group_wait": "1m", "group_interval": "5m", "repeat_interval": "4h"}]}
+
+
+def yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return json.dumps(v)
+    return json.dumps(v, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
+
+
+def to_yaml(v, indent=0):
+    """Block YAML; multi-line strings (the SQL) as literal blocks."""
+    pad = "  " * indent
+    if isinstance(v, dict):
+        if not v:
+            return " {}"
+        out = ""
+        for k, x in v.items():
+            out += f"\n{pad}{k}:" + to_yaml(x, indent + 1)
+        return out
+    if isinstance(v, list):
+        if not v:
+            return " []"
+        out = ""
+        for x in v:
+            body = to_yaml(x, indent + 1)
+            if isinstance(x, dict) and x:
+                out += f"\n{pad}- " + body.lstrip("\n").lstrip()
+            else:
+                out += f"\n{pad}-" + body
+        return out
+    if isinstance(v, str) and "\n" in v and not v.endswith("\n") and not any(l != l.rstrip() for l in v.split("\n")):
+        return " |-\n" + "\n".join(pad + line if line else "" for line in v.split("\n"))
+    return " " + yaml_scalar(v)
+
+
+def render_yaml(d, header):
+    return header + to_yaml(d).lstrip("\n") + "\n"
+
+
+RULES_HEADER = ("# Generated by infra/grafana/dashboards.py from infra/grafana/alerting.toml: edit those,\n"
+                "# then run python3 infra/grafana/dashboards.py (docs/alerting.md).\n")
+NOTIFICATIONS_HEADER = ("# Opt-in (docs/alerting.md, \"Routing\"): a contact point and a notification policy tree for\n"
+                        "# fleetscrape's rules. A provisioned policy tree REPLACES the organisation's whole tree: copy\n"
+                        "# this file into provisioning/alerting/ only when Grafana serves fleetscrape alone, and set\n"
+                        "# the addresses. Generated by infra/grafana/dashboards.py.\n")
+
+
 def render(d):
     return json.dumps(d, indent=2, ensure_ascii=False) + "\n"
 
 
 def main():
     outputs = {HERE / "dashboards" / "fleetscrape-instance.json": render(instance_dashboard()),
-               HERE / "dashboards" / "fleetscrape-fleet.json": render(fleet_dashboard())}
+               HERE / "dashboards" / "fleetscrape-fleet.json": render(fleet_dashboard()),
+               RULES_FILE: render_yaml(alert_groups(load_thresholds()), RULES_HEADER),
+               NOTIFICATIONS_FILE: render_yaml(notifications(), NOTIFICATIONS_HEADER)}
     check = "--check" in sys.argv[1:]
     stale = []
     for path, text in outputs.items():
@@ -558,6 +988,7 @@ def main():
             if not path.exists() or path.read_text() != text:
                 stale.append(path)
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             print(f"wrote {path}")
     if stale:

@@ -14,6 +14,7 @@
 //! flush and the database close get the rest. `run --once` honours it too.
 
 pub mod output;
+pub mod self_record;
 mod topology_sink;
 
 use std::sync::Arc;
@@ -137,6 +138,12 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let early = (!once).then(|| refresher.early_refresh());
     let scraper = Scraper::new(Settings::from_config(&config), client, topology.clone(), output.clone(), early);
 
+    let self_sources = writer.as_ref().map(|w| self_record::Sources {
+        remote: Some(remote.clone()),
+        writer: Arc::clone(&w.stats),
+        room: Arc::clone(w.room()),
+        discovery: refresher.stats(),
+    });
     let http_state = serve::State {
         scrape: scraper.state(),
         discovery: refresher.stats(),
@@ -175,6 +182,10 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         ];
         if config.scrape.enabled {
             tasks.push(tokio::spawn(scraper.clone().run(shutdown.clone())));
+        }
+        if let Some(sources) = self_sources {
+            let interval = self_record::INTERVAL;
+            tasks.push(tokio::spawn(self_record::run(sources, output.clone(), interval, shutdown.clone())));
         }
         shutdown.cancelled().await;
         info!(budget_seconds = budget.as_secs_f64(), "shutting down");

@@ -310,6 +310,19 @@ pub struct IdentityIssueRecord {
     pub detail: String,
 }
 
+/// One reading of one of fleetscrape's own counters (`self_metrics`):
+/// alert rules read only the database, so what they watch of the daemon
+/// itself is written there once a minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfMetricRecord {
+    /// Epoch seconds of the reading.
+    pub time: f64,
+    /// The counter's name on `/metrics` (summed over its labels).
+    pub name: &'static str,
+    /// Its value since fleetscrape started.
+    pub value: f64,
+}
+
 /// Records written together in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
@@ -329,6 +342,8 @@ pub struct Batch {
     pub components: Vec<ComponentRecord>,
     /// Changes of attribution problems (`identity_issues`).
     pub identity_issues: Vec<IdentityIssueRecord>,
+    /// fleetscrape's own counters (`self_metrics`).
+    pub self_metrics: Vec<SelfMetricRecord>,
 }
 
 impl Batch {
@@ -347,6 +362,7 @@ impl Batch {
             && self.events.is_empty()
             && self.components.is_empty()
             && self.identity_issues.is_empty()
+            && self.self_metrics.is_empty()
     }
 
     /// Moves everything from `other` into this batch.
@@ -359,5 +375,6 @@ impl Batch {
         self.events.extend(other.events);
         self.components.extend(other.components);
         self.identity_issues.extend(other.identity_issues);
+        self.self_metrics.extend(other.self_metrics);
     }
 }

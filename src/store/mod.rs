@@ -36,7 +36,7 @@ use crate::record::FailureReason;
 
 pub use crate::record::{
     AlbRoundRecord, Batch, Component, ComponentRecord, EventKind, EventRecord, InstanceRecord, MembershipRecord,
-    SampleRecord, ScrapeRecord, SeriesList, StatusRecord,
+    SampleRecord, ScrapeRecord, SelfMetricRecord, SeriesList, StatusRecord,
 };
 use blocks::BlockWriter;
 use compact::Compactor;
@@ -601,6 +601,7 @@ impl Store {
         write_events(tx, &batch.events).await?;
         write_components(tx, &batch.components).await?;
         write_identity_issues(tx, &batch.identity_issues).await?;
+        write_self_metrics(tx, &batch.self_metrics).await?;
         Ok(WriteStats { samples, new_series, cpu_rows: cpu.len(), late_samples })
     }
 
@@ -839,6 +840,21 @@ async fn write_identity_issues(
         .bind(&i.detail)
         .execute(&mut *tx)
         .await?;
+    }
+    Ok(())
+}
+
+async fn write_self_metrics(
+    tx: &mut sqlx::SqliteConnection,
+    readings: &[crate::record::SelfMetricRecord],
+) -> Result<(), Error> {
+    for r in readings {
+        sqlx::query("INSERT OR REPLACE INTO self_metrics (time, name, value) VALUES (?, ?, ?)")
+            .bind(r.time)
+            .bind(r.name)
+            .bind(r.value)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }

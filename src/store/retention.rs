@@ -36,7 +36,7 @@ enum Tier {
     Hour,
 }
 
-const TARGETS: [Target; 14] = [
+const TARGETS: [Target; 15] = [
     Target { table: "points", key: "block, series_id, toff", time: "block", tier: Tier::RawBlocks },
     Target { table: "cpu_samples", key: "time, instance_id", time: "time", tier: Tier::Raw },
     Target { table: "rollup_1m", key: "time, series_id", time: "time", tier: Tier::Minute },
@@ -46,6 +46,7 @@ const TARGETS: [Target; 14] = [
     Target { table: "asg_membership", key: "time, asg_name", time: "time", tier: Tier::Minute },
     Target { table: "events", key: "rowid", time: "time", tier: Tier::Minute },
     Target { table: "identity_issues", key: "time, path", time: "time", tier: Tier::Minute },
+    Target { table: "self_metrics", key: "time, name", time: "time", tier: Tier::Minute },
     Target { table: "rollup_5m", key: "time, series_id", time: "time", tier: Tier::FiveMinutes },
     Target { table: "cpu_rollup_5m", key: "time, instance_id", time: "time", tier: Tier::FiveMinutes },
     Target { table: "scrape_status_5m", key: "instance_id, time", time: "time", tier: Tier::FiveMinutes },
