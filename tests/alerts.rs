@@ -519,36 +519,18 @@ async fn evaluate_all(
 /// without firing.
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_fire_on_a_live_scale_out_to_the_groups_maximum() {
-    use common::e2e::{CPU_ROWS, config, count, emulator, reader, wait_rows};
+    use common::e2e::{CPU_ROWS, SeedFleet, config, count, reader, wait_rows};
     use common::fakehost::{FakeHost, Identity, MEMINFO_KB, MOUNTS};
-    use common::seed::Seeder;
-    use common::{Moto, free_port, isolate_network, set_test_env};
+    use common::{free_port, isolate_network};
     use fleetscrape::emulator::Balancing;
     use tokio_util::sync::CancellationToken;
 
     if isolate_network("rules_fire_on_a_live_scale_out_to_the_groups_maximum") {
         return;
     }
-    set_test_env();
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    let first = seeder.members(&seed.asg_name).await.remove(0);
-    let mut hosts = vec![
-        FakeHost::start_with_figures(&seed.basic_a, 0.3, 100),
-        FakeHost::start(&seed.basic_b, 0.2, 200, Identity::Dmi),
-        FakeHost::start(&first, 0.8, 300, Identity::Dmi),
-    ];
-    let emulator = emulator(
-        Balancing::Random,
-        [
-            (9100, vec![hosts[0].address.clone()]),
-            (9101, vec![hosts[1].address.clone()]),
-            (9102, vec![hosts[2].address.clone()]),
-        ]
-        .into(),
-    )
-    .await;
+    // Basic A reports known memory and filesystem figures.
+    let SeedFleet { moto, seeder, seed, first_member: first, hosts, emulator } =
+        SeedFleet::start_with(Balancing::Random, [(0.3, true), (0.2, false), (0.8, false)]).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("live.db");
     let shutdown = CancellationToken::new();
@@ -564,10 +546,10 @@ async fn rules_fire_on_a_live_scale_out_to_the_groups_maximum() {
     seeder.set_desired(&seed.asg_name, 4).await;
     let new: Vec<String> = seeder.members(&seed.asg_name).await.into_iter().filter(|m| *m != first).collect();
     assert_eq!(new.len(), 3);
-    hosts.push(FakeHost::start_with_figures(&new[0], 0.7, 400));
-    hosts.push(FakeHost::start(&new[1], 0.9, 500, Identity::Dmi));
+    let second = FakeHost::start_with_figures(&new[0], 0.7, 4000);
+    let third = FakeHost::start(&new[1], 0.9, 5000, Identity::Dmi);
     let silent = format!("127.0.0.1:{}", free_port());
-    emulator.set_members(9102, &[hosts[2].address.clone(), hosts[3].address.clone(), hosts[4].address.clone(), silent]);
+    emulator.set_members(9102, &[hosts[&first].address.clone(), second.address.clone(), third.address.clone(), silent]);
     wait_rows(&db, "CPU values", CPU_ROWS, &new[0], 5).await;
     wait_rows(&db, "CPU values", CPU_ROWS, &new[1], 5).await;
     let failed = "SELECT count(*) FROM scrape_status WHERE up = 0 AND instance_id = ?";
@@ -603,7 +585,7 @@ async fn rules_fire_on_a_live_scale_out_to_the_groups_maximum() {
         format!("asg_name=-,device=/dev/nvme0n1p1,fstype=ext4,instance_id={},mountpoint=/,role=basic", seed.basic_a);
     let out = std::process::Command::new("stat")
         .args(["-f", "-L", "-c", "%b %a"])
-        .arg(hosts[0].statfs_path(&MOUNTS[1]))
+        .arg(hosts[&seed.basic_a].statfs_path(&MOUNTS[1]))
         .output()
         .unwrap();
     let blocks: Vec<f64> =

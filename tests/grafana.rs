@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::e2e::{CPU_ROWS, config, emulator, reader, wait_rows};
-use common::fakehost::{FakeHost, Identity};
+use common::e2e::{CPU_ROWS, SeedFleet, config, reader, wait_rows};
+use common::fakehost::FakeHost;
 use common::grafana::{Cell, Rows, expand, plan, plugin_reader, run};
-use common::seed::Seeder;
-use common::{Moto, isolate_network, set_test_env};
+use common::{Moto, isolate_network};
 use fleetscrape::emulator::Balancing;
 use regex::Regex;
 use serde_json::Value;
@@ -189,27 +188,10 @@ struct Live {
 /// once the data is older than the compaction delay, so the rollup tiers
 /// hold the same run.
 async fn live_database(dir: &Path) -> Live {
-    set_test_env();
-    let moto = Moto::start();
-    let seeder = Seeder::new(&moto.url).await;
-    let seed = seeder.seed_topology().await;
-    let first = seeder.members(&seed.asg_name).await.remove(0);
+    let SeedFleet { moto, seeder, seed, first_member: first, hosts: mut by_id, emulator } =
+        SeedFleet::start_with(Balancing::Random, [(0.8, true), (0.2, false), (0.5, false)]).await;
     let levels = [(seed.basic_a.clone(), 0.8), (seed.basic_b.clone(), 0.2), (first.clone(), 0.5)];
-    let mut hosts: Vec<FakeHost> = vec![
-        FakeHost::start_with_figures(&levels[0].0, levels[0].1, 100),
-        FakeHost::start(&levels[1].0, levels[1].1, 200, Identity::Dmi),
-        FakeHost::start(&levels[2].0, levels[2].1, 300, Identity::Dmi),
-    ];
-    let emulator = emulator(
-        Balancing::Random,
-        [
-            (9100, vec![hosts[0].address.clone()]),
-            (9101, vec![hosts[1].address.clone()]),
-            (9102, vec![hosts[2].address.clone()]),
-        ]
-        .into(),
-    )
-    .await;
+    let mut hosts: Vec<FakeHost> = levels.iter().map(|(id, _)| by_id.remove(id).unwrap()).collect();
     let db = dir.join("grafana.db");
     let shutdown = CancellationToken::new();
     let daemon =

@@ -29,16 +29,28 @@ pub struct SeedFleet {
 impl SeedFleet {
     /// Seeds moto, starts the exporters and the emulator with `balancing`.
     pub async fn start(balancing: Balancing) -> Self {
+        Self::start_with(balancing, [(0.9, false), (0.1, false), (0.6, false)]).await
+    }
+
+    /// The same with each host's busy share (0..1) and whether it reports
+    /// known figures ([`FakeHost::start_with_figures`]): Basic A, Basic B, the
+    /// group's first member, in that order.
+    pub async fn start_with(balancing: Balancing, levels: [(f64, bool); 3]) -> Self {
         set_test_env();
         let moto = Moto::start();
         let seeder = Seeder::new(&moto.url).await;
         let seed = seeder.seed_topology().await;
         let first_member = seeder.members(&seed.asg_name).await.remove(0);
         let mut hosts = BTreeMap::new();
-        for (i, (id, busy)) in
-            [(&seed.basic_a, 0.9), (&seed.basic_b, 0.1), (&first_member, 0.6)].into_iter().enumerate()
+        for (i, (id, (busy, figures))) in
+            [&seed.basic_a, &seed.basic_b, &first_member].into_iter().zip(levels).enumerate()
         {
-            hosts.insert(id.clone(), FakeHost::start(id, busy, 1000 * (i as u32 + 1), Identity::Dmi));
+            let signature = 1000 * (i as u32 + 1);
+            let host = match figures {
+                true => FakeHost::start_with_figures(id, busy, signature),
+                false => FakeHost::start(id, busy, signature, Identity::Dmi),
+            };
+            hosts.insert(id.clone(), host);
         }
         let listeners = [
             (9100, vec![hosts[&seed.basic_a].address.clone()]),
