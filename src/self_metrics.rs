@@ -10,7 +10,7 @@
 //! A family's label names are an array whose length is part of its type, so a
 //! sample with a missing or extra label value does not compile.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -77,11 +77,13 @@ pub trait Collect {
 
 /// Renders families in the text format; each family's header is written
 /// once, and a family started twice is a programming error (it panics in
-/// debug builds, where the tests run).
+/// debug builds, where the tests run). It also sums each family's samples
+/// over their labels ([`Encoder::total`]).
 #[derive(Debug, Default)]
 pub struct Encoder {
     out: String,
     started: BTreeSet<&'static str>,
+    totals: BTreeMap<&'static str, f64>,
 }
 
 impl Encoder {
@@ -91,12 +93,18 @@ impl Encoder {
         debug_assert!(self.started.insert(family.name), "family {} written twice", family.name);
         let _ = writeln!(self.out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(self.out, "# TYPE {} {}", family.name, family.kind.as_str());
-        Samples { out: &mut self.out, family }
+        Samples { out: &mut self.out, totals: &mut self.totals, family }
     }
 
     /// A family of one sample without labels.
     pub fn single(&mut self, family: &'static Family<0>, value: f64) {
         self.family(family).sample([], value);
+    }
+
+    /// The sum of the family `name`'s samples over their labels; `None`
+    /// when it has none (e.g. remote_write's families with no receiver).
+    pub fn total(&self, name: &str) -> Option<f64> {
+        self.totals.get(name).copied()
     }
 
     /// The page.
@@ -109,6 +117,7 @@ impl Encoder {
 #[derive(Debug)]
 pub struct Samples<'a, const N: usize> {
     out: &'a mut String,
+    totals: &'a mut BTreeMap<&'static str, f64>,
     family: &'static Family<N>,
 }
 
@@ -125,6 +134,7 @@ impl<const N: usize> Samples<'_, N> {
             self.out.push('}');
         }
         let _ = writeln!(self.out, " {}", Number(value));
+        *self.totals.entry(self.family.name).or_default() += value;
         self
     }
 }
@@ -161,6 +171,18 @@ mod tests {
              # HELP test_level A level.\n# TYPE test_level gauge\n\
              test_level{queue=\"a\",reason=\"say \\\"hi\\\"\\n\"} 0.5\ntest_level{queue=\"b\",reason=\"\"} +Inf\n"
         );
+    }
+
+    #[test]
+    fn totals_sum_a_familys_samples_over_their_labels() {
+        let mut encoder = Encoder::default();
+        encoder.single(&PLAIN, 3.0);
+        encoder.family(&LABELLED).sample(["a", "x"], 0.5).sample(["b", "y"], 2.0);
+        assert_eq!(encoder.total("test_events_total"), Some(3.0));
+        assert_eq!(encoder.total("test_level"), Some(2.5));
+        let mut empty = Encoder::default();
+        empty.family(&LABELLED);
+        assert_eq!(empty.total("test_level"), None, "no sample, no total");
     }
 
     #[test]

@@ -562,6 +562,16 @@ async fn rules_fire_on_a_live_scale_out_to_the_groups_maximum() {
     let got = evaluate_all(&pool, &rules, now_ms).await;
     shutdown.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(30), daemon).await.unwrap().unwrap().unwrap();
+    // `run` wrote its own counters at start: every one of them but
+    // remote_write's (no receiver configured).
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT name FROM self_metrics ORDER BY name").fetch_all(&pool).await.unwrap();
+    let mut want: Vec<&str> = fleetscrape::daemon::self_record::COUNTERS
+        .into_iter()
+        .filter(|n| !n.starts_with("fleetscrape_remote_write_"))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(names, want);
 
     let firing = |uid: &str| got[uid].1.clone();
     assert_eq!(firing("fleetscrape-asg-at-ceiling"), BTreeSet::from(["asg_name=web".to_string()]), "{got:#?}");

@@ -138,12 +138,6 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
     let early = (!once).then(|| refresher.early_refresh());
     let scraper = Scraper::new(Settings::from_config(&config), client, topology.clone(), output.clone(), early);
 
-    let self_sources = writer.as_ref().map(|w| self_record::Sources {
-        remote: Some(remote.clone()),
-        writer: Arc::clone(&w.stats),
-        room: Arc::clone(w.room()),
-        discovery: refresher.stats(),
-    });
     let http_state = serve::State {
         scrape: scraper.state(),
         discovery: refresher.stats(),
@@ -159,6 +153,8 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
             refresh_interval: config.discovery.refresh_interval.as_std().as_secs_f64(),
         },
     };
+    // What `/metrics` reads, its counters copied to `self_metrics` when there is a database.
+    let self_state = writer.is_some().then(|| http_state.clone());
     let http_stop = shutdown.clone();
     let http = listener.map(|listener| {
         info!(address = %config.http.listen_address, "serving /metrics, /healthz, /ready, /api/targets, /api/sd");
@@ -183,9 +179,9 @@ pub async fn run(config: Config, once: bool, shutdown: CancellationToken) -> Res
         if config.scrape.enabled {
             tasks.push(tokio::spawn(scraper.clone().run(shutdown.clone())));
         }
-        if let Some(sources) = self_sources {
+        if let Some(state) = self_state {
             let interval = self_record::INTERVAL;
-            tasks.push(tokio::spawn(self_record::run(sources, output.clone(), interval, shutdown.clone())));
+            tasks.push(tokio::spawn(self_record::run(state, output.clone(), interval, shutdown.clone())));
         }
         shutdown.cancelled().await;
         info!(budget_seconds = budget.as_secs_f64(), "shutting down");

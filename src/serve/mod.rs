@@ -261,15 +261,33 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> im
 /// The `/metrics` page: every component's families, through one encoder.
 fn metrics_page(state: &State, remote: &[crate::remote_write::ReceiverStats]) -> String {
     let mut encoder = Encoder::default();
-    state.scrape.collect(&mut encoder);
-    state.discovery.collect(&mut encoder);
-    state.topology.collect(&mut encoder);
-    state.writer.collect(&mut encoder);
-    state.writer_queue.collect(&mut encoder);
-    readiness::collect(&not_ready(state), &mut encoder);
-    crate::logging::LogMetrics.collect(&mut encoder);
-    remote.collect(&mut encoder);
+    collect_metrics(state, remote, &mut encoder);
     encoder.finish()
+}
+
+/// Every component's families into `encoder`.
+fn collect_metrics(state: &State, remote: &[crate::remote_write::ReceiverStats], encoder: &mut Encoder) {
+    state.scrape.collect(encoder);
+    state.discovery.collect(encoder);
+    state.topology.collect(encoder);
+    state.writer.collect(encoder);
+    state.writer_queue.collect(encoder);
+    readiness::collect(&not_ready(state), encoder);
+    crate::logging::LogMetrics.collect(encoder);
+    remote.collect(encoder);
+}
+
+/// The families `names` of the `/metrics` page, each summed over its labels
+/// (a family with no sample is left out): what `run` copies into
+/// `self_metrics` for the alert rules, read exactly as the page reads it.
+pub fn metric_totals(
+    state: &State,
+    remote: &[crate::remote_write::ReceiverStats],
+    names: &[&'static str],
+) -> Vec<(&'static str, f64)> {
+    let mut encoder = Encoder::default();
+    collect_metrics(state, remote, &mut encoder);
+    names.iter().filter_map(|&name| Some((name, encoder.total(name)?))).collect()
 }
 
 #[cfg(test)]

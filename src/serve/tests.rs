@@ -179,3 +179,19 @@ fn metrics_page_keeps_every_family_label_and_value() {
     assert!(missing.is_empty() && extra.is_empty(), "missing lines: {missing:#?}\nnew lines: {extra:#?}");
     assert_eq!(got, want, "the same lines, but some repeated");
 }
+
+/// The totals `run` copies into `self_metrics` are the page's families summed
+/// over their labels; a family without samples (no receiver) has none.
+#[test]
+fn metric_totals_sum_the_pages_families_over_their_labels() {
+    let (state, receivers) = (state(), receivers());
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    let names = ["fleetscrape_store_dropped_samples_total", "fleetscrape_remote_write_samples_dropped_total"];
+    let dropped: f64 =
+        receivers.iter().map(|r| load(&r.stats.dropped_queue_full) + load(&r.stats.dropped_shutdown)).sum();
+    assert_eq!(
+        metric_totals(&state, &receivers, &names),
+        [(names[0], load(&state.writer.dropped_samples)), (names[1], dropped)]
+    );
+    assert_eq!(metric_totals(&state, &[], &names), [(names[0], load(&state.writer.dropped_samples))]);
+}
