@@ -659,19 +659,24 @@ def fs_newest(free, total, c):
             f"{gauge_arms(metrics, instance='', extra=fs_filter(c))}\n)")
 
 
+def least_squares_slope(avg, t, v):
+    """The slope of the least-squares line of `v` over `t` (as PromQL's
+    deriv()), from the averages `avg(expr)` builds."""
+    return (f"({avg(f'{t} * {v}')} - {avg(t)} * {avg(v)}) / nullif({avg(f'{t} * {t}')} - {avg(t)} * {avg(t)}, 0)")
+
+
 def fs_sql(c, free, total, horizon_hours):
     """The available percent of each filesystem when it fires (read-write and,
     with a horizon, its least-squares trend of `free` over the range reaching
     zero within the horizon, as predict_linear); 100 otherwise."""
     trend = ""
     if horizon_hours:
-        # Slope and mean of the points, then the line at the range's end + horizon.
+        # The least-squares line through the points of `free`, at the range's end + horizon.
+        def avg(expr):
+            return f"avg(CASE WHEN x.metric = '{free}' THEN {expr} END)"
         horizon = float(horizon_hours) * 3600
-        trend = (f" AND (avg(CASE WHEN x.metric = '{free}' THEN x.v END) + (avg(CASE WHEN x.metric = '{free}' THEN x.t * x.v END) "
-                 f"- avg(CASE WHEN x.metric = '{free}' THEN x.t END) * avg(CASE WHEN x.metric = '{free}' THEN x.v END)) "
-                 f"/ nullif(avg(CASE WHEN x.metric = '{free}' THEN x.t * x.t END) - avg(CASE WHEN x.metric = '{free}' THEN x.t END) "
-                 f"* avg(CASE WHEN x.metric = '{free}' THEN x.t END), 0) "
-                 f"* (($__to - $__from) / 1000.0 + {horizon} - avg(CASE WHEN x.metric = '{free}' THEN x.t END))) < 0")
+        trend = (f" AND ({avg('x.v')} + {least_squares_slope(avg, 'x.t', 'x.v')} "
+                 f"* (($__to - $__from) / 1000.0 + {horizon} - {avg('x.t')})) < 0")
     now_free = f"max(CASE WHEN x.metric = '{free}' AND x.newest = 1 THEN x.v END)"
     now_total = f"max(CASE WHEN x.metric = '{total}' AND x.newest = 1 THEN x.v END)"
     readonly = "coalesce(max(CASE WHEN x.metric = 'node_filesystem_readonly' AND x.newest = 1 THEN x.v END), 0)"
@@ -685,7 +690,7 @@ def fs_sql(c, free, total, horizon_hours):
 def clock_skew_sql(c):
     off = "node_timex_offset_seconds"
     skew = float(c["skew_seconds"])
-    slope = ("(avg(t * v) - avg(t) * avg(v)) / nullif(avg(t * t) - avg(t) * avg(t), 0)")
+    slope = least_squares_slope(lambda expr: f"avg({expr})", "t", "v")
     return with_tier(
         f"SELECT {INSTANCE_LABELS}, CAST(CASE WHEN (x.now > {skew} AND coalesce(x.slope, 0) >= 0) "
         f"OR (x.now < -{skew} AND coalesce(x.slope, 0) <= 0) THEN abs(x.now) ELSE 0 END AS REAL) AS offset_seconds FROM ("
