@@ -181,6 +181,36 @@ def prom_scalar(port, query, at):
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def watch_cpu(pids, until, step, timeline):
+    """Every `step` seconds until `until`: each process's cores used since the last reading (what grows with time)."""
+    last = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    last_t = time.time()
+    while time.time() + step <= until + 1:
+        time.sleep(step)
+        now = time.time()
+        current = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        timeline.append({k: (current[k] - last[k]) / (now - last_t) for k in pids})
+        last, last_t = current, now
+
+
+def table_bytes(db):
+    """Bytes on disk by table (indexes counted with their table), from SQLite's dbstat."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        owners = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index')"))
+        sizes = {}
+        for name, pages in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            table = owners.get(name, name)
+            sizes[table] = sizes.get(table, 0) + pages
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        sizes["(free pages)"] = free
+        return sizes
+    except sqlite3.Error as e:
+        return {f"(dbstat unavailable: {e})": 0}
+    finally:
+        conn.close()
+
+
 def watch_freshness(db, prom_port, until, ages):
     """Every 5 s until `until`: how old each engine's newest stored scrape is."""
     while time.time() < until:
@@ -374,6 +404,9 @@ def main():
         ages = {"prometheus": [], "fleetscrape": []}
         freshness = threading.Thread(target=watch_freshness, args=(db, prom_port, t0 + args.window, ages), daemon=True)
         freshness.start()
+        timeline = []
+        cpu_watch = threading.Thread(target=watch_cpu, args=({"prometheus": prom.pid, "fleetscrape": fleet.pid}, t0 + args.window, 60, timeline), daemon=True)
+        cpu_watch.start()
         say(f"steady-state window: {args.window} s")
         if args.perf:
             perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(fleet.pid), "-o", args.perf, "--", "sleep", str(args.window)],
@@ -383,6 +416,7 @@ def main():
         cpu1 = {"prometheus": cpu_seconds(prom.pid), "fleetscrape": cpu_seconds(fleet.pid)}
         fixture_cpu = (cpu_seconds(fixture.pid) - fixture_cpu0) if args.scale else None
         freshness.join()
+        cpu_watch.join()
         store_counters = fleetscrape_counters(fs_http)
         peak = {"prometheus": memory_kib(prom.pid, "VmHWM"), "fleetscrape": memory_kib(fleet.pid, "VmHWM")}
         rss = {"prometheus": memory_kib(prom.pid, "VmRSS"), "fleetscrape": memory_kib(fleet.pid, "VmRSS")}
@@ -464,6 +498,11 @@ def main():
         print("|---|---|---|---|")
         for name, prom_value, fs_value, ratio in rows:
             print(f"| {name} | {prom_value} | {fs_value} | {ratio:.2f}× |")
+        if timeline:
+            print("\nCores used, minute by minute in the window (Prometheus / fleetscrape = ratio):")
+            print("  " + "  ".join(f"{m['prometheus']:.3f}/{m['fleetscrape']:.3f}={m['fleetscrape'] / max(m['prometheus'], 1e-9):.2f}" for m in timeline))
+        sizes = table_bytes(db)
+        print("\nfleetscrape's file by table (MiB): " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if v >= 2**20 / 10))
         if fixture_cpu is not None:
             print(f"\nThe fixture server used {fixture_cpu / (t1 - t0):.3f} cores of the same machine in the window.")
         print("fleetscrape's store at the end: " + ", ".join(f"{k.removeprefix('fleetscrape_store_')} {v:g}" for k, v in store_counters.items()))
@@ -471,7 +510,7 @@ def main():
             with open(args.json, "w") as f:
                 json.dump({"targets": args.targets, "interval": args.interval, "window": t1 - t0, "rows": rows,
                            "fixture_cores": fixture_cpu / (t1 - t0) if fixture_cpu is not None else None,
-                           "store": store_counters}, f, indent=2)
+                           "store": store_counters, "cpu_timeline": timeline, "table_bytes": sizes}, f, indent=2)
     finally:
         procs.stop()
         log.close()

@@ -14,42 +14,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fleetscrape::store::{Batch, Maintenance, Retention, SampleRecord, ScrapeRecord, Store};
+use fleetscrape::store::{Maintenance, Retention, Store};
+
+#[path = "common/history.rs"]
+mod history;
+use history::history;
 
 const WRITER_ENV: &str = "FLEETSCRAPE_KILL_TEST_DB";
-const T0: f64 = 1_764_000_000.0;
-
-/// 40 minutes of 12 instances at 15 s, 60 series each: counters (one resets),
-/// gauges, a NaN, a series that comes and goes.
-fn history() -> Vec<Batch> {
-    (0..160u32)
-        .map(|k| {
-            let scrapes = (0..12u32)
-                .map(|i| {
-                    let time = T0 + 15.0 * f64::from(k) + 0.01 * f64::from(i);
-                    let mut samples: Vec<SampleRecord> = (0..50u32)
-                        .map(|s| SampleRecord {
-                            metric: "node_cpu_seconds_total".into(),
-                            labels: format!(r#"{{"cpu":"{s}","mode":"idle"}}"#).into(),
-                            value: if i == 3 && k == 90 { 1.0 } else { f64::from(k * (s % 5) + i) },
-                        })
-                        .collect();
-                    samples.extend((0..9u32).map(|s| SampleRecord {
-                        metric: "node_load1".into(),
-                        labels: format!(r#"{{"n":"{s}"}}"#).into(),
-                        value: if (k + s) % 13 == 0 { f64::NAN } else { f64::from((k / 3 + s) % 4) },
-                    }));
-                    if k % 11 > 2 {
-                        samples.push(SampleRecord { metric: "node_flaky".into(), labels: "{}".into(), value: 1.0 });
-                    }
-                    let types = vec![("node_cpu_seconds_total".into(), "counter"), ("node_load1".into(), "gauge")];
-                    ScrapeRecord::new(format!("i-{i:02}").as_str().into(), time, samples, types)
-                })
-                .collect();
-            Batch { scrapes, ..Batch::default() }
-        })
-        .collect()
-}
 
 /// Writes what `db` does not hold yet of the history, with upkeep between batches.
 async fn write_history(db: &Path) {
@@ -71,7 +42,8 @@ fn state(db: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
         "SELECT block, series_id, toff, quote(value) FROM points ORDER BY 1, 2, 3",
-        "SELECT instance_id, time, block, toff FROM frames ORDER BY 1, 2",
+        "SELECT id, quote(vals) FROM chunks ORDER BY 1",
+        "SELECT instance_id, time, block, toff, idx FROM frames ORDER BY 1, 2",
         "SELECT time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_1m ORDER BY 1, 2",
         "SELECT time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_5m ORDER BY 1, 2",
         "SELECT width, time FROM rollup_buckets ORDER BY 1, 2",

@@ -1,10 +1,11 @@
 //! Writes a 5-minute block of the scrape log as the compacted tier: per
-//! instance, its logged scrapes are decoded once and each series' change
-//! points and 5-minute rollup computed in memory ([`compact_series`]), then
-//! written in key order. Nothing is read back per sample and nothing deleted
-//! per row: the block's log table is emptied whole.
+//! instance, its logged scrapes are decoded once and each series' values
+//! written as one row of `chunks` (its value at each of the instance's frames
+//! of the block, or the one value it kept), and its 5-minute rollup computed
+//! in memory ([`block_rollup`]). Nothing is read back per sample and nothing
+//! deleted per row: the block's log table is emptied whole.
 //!
-//! Steps of bounded work (a few instances each) write points and 5-minute
+//! Steps of bounded work (a few instances each) write chunks and 5-minute
 //! rollups, invisible until the block's last transaction writes its frames,
 //! its rollup buckets, the CPU and hour rollups, empties the log table and
 //! moves `log_written_until`: the views see the block either in the log or
@@ -14,22 +15,23 @@
 use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::OptionalExtension;
+use rusqlite::types::Value;
 use sqlx::SqlitePool;
 use tracing::debug;
 
 use super::Error;
-use super::compact::core::{Bucket, PointValue, Previous, block_of, compact_series};
+use super::compact::core::{Bucket, Previous, block_of, block_rollup};
 use super::compact::{
-    StepReport, block_range, insert_buckets, insert_points, previous_sample, roll_up_cpu, roll_up_hour, roll_up_status,
+    StepReport, block_range, insert_buckets, previous_sample, roll_up_cpu, roll_up_hour, roll_up_status,
 };
 use super::log::{self, Slot};
-use super::raw;
+use super::raw::{self, Number};
 
 /// `store_state` key: the scrape log holds nothing older.
 pub(super) const WRITTEN_UNTIL: &str = "log_written_until";
 
-/// Points a step writes before it yields (at least one instance's).
-pub const STEP_POINTS: usize = 60_000;
+/// Values a step writes before it yields (at least one instance's).
+pub const STEP_POINTS: usize = 200_000;
 
 #[derive(Debug)]
 struct Job {
@@ -115,7 +117,7 @@ impl BlockWriter {
         self.previous.len()
     }
 
-    /// Sets the points a step writes before it yields.
+    /// Sets the values a step writes before it yields.
     pub fn set_step_points(&mut self, points: usize) {
         self.step_points = points.max(1);
     }
@@ -200,12 +202,12 @@ impl BlockWriter {
         if !job.rollups_only {
             raw::with_handle(&mut tx, |db| {
                 let mut insert = db.prepare_cached(
-                    "INSERT OR IGNORE INTO frames (instance_id, time, block, toff) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR IGNORE INTO frames (instance_id, time, block, toff, idx) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for (instance, times) in &job.frames {
-                    for time in times {
+                    for (idx, time) in times.iter().enumerate() {
                         let toff = super::compact::core::offset_ms(job.block, *time);
-                        insert.execute(rusqlite::params![instance, time, job.block, toff])?;
+                        insert.execute(rusqlite::params![instance, time, job.block, toff, idx as i64])?;
                     }
                 }
                 Ok(())
@@ -272,21 +274,38 @@ pub(super) fn counters_before(
     instance: &str,
     time: f64,
 ) -> rusqlite::Result<Vec<(i64, Previous)>> {
-    let frame: Option<(f64, i64, i64)> = db
+    let frame: Option<(f64, i64, i64, Option<i64>)> = db
         .prepare_cached(
-            "SELECT time, block, toff FROM frames WHERE instance_id = ?1 AND time < ?2 ORDER BY time DESC LIMIT 1",
+            "SELECT time, block, toff, idx FROM frames WHERE instance_id = ?1 AND time < ?2 ORDER BY time DESC LIMIT 1",
         )?
-        .query_row(rusqlite::params![instance, time], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row(rusqlite::params![instance, time], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
         .optional()?;
-    let Some((frame_time, block, toff)) = frame else { return Ok(Vec::new()) };
-    let mut select = db.prepare_cached(
-        "SELECT se.series_id,
-                (SELECT CASE WHEN typeof(p.value) IN ('integer', 'real') THEN CAST(p.value AS REAL) END FROM points p
-                 WHERE p.block = ?2 AND p.series_id = se.series_id AND p.toff <= ?3 ORDER BY p.toff DESC LIMIT 1)
-         FROM series se JOIN metrics m ON m.metric_id = se.metric_id
-         WHERE se.instance_id = ?1 AND m.type = 'counter'",
-    )?;
-    let rows = select.query_map(rusqlite::params![instance, block, toff], |row| {
+    let Some((frame_time, block, toff, idx)) = frame else { return Ok(Vec::new()) };
+    // The frame's element of the series' chunk, or (a block written before
+    // chunks) the block's latest point at or before the frame.
+    let (sql, at) = match idx {
+        Some(idx) => (
+            "SELECT se.series_id,
+                    (SELECT CASE WHEN typeof(c.vals) = 'text' THEN
+                                   CASE WHEN json_type(c.vals, '$[' || ?3 || ']') IN ('integer', 'real')
+                                        THEN CAST(json_extract(c.vals, '$[' || ?3 || ']') AS REAL) END
+                                 WHEN typeof(c.vals) IN ('integer', 'real') THEN CAST(c.vals AS REAL) END
+                     FROM chunks c WHERE c.id = ?2 * 4294967296 + se.series_id)
+             FROM series se JOIN metrics m ON m.metric_id = se.metric_id
+             WHERE se.instance_id = ?1 AND m.type = 'counter'",
+            idx,
+        ),
+        None => (
+            "SELECT se.series_id,
+                    (SELECT CASE WHEN typeof(p.value) IN ('integer', 'real') THEN CAST(p.value AS REAL) END FROM points p
+                     WHERE p.block = ?2 AND p.series_id = se.series_id AND p.toff <= ?3 ORDER BY p.toff DESC LIMIT 1)
+             FROM series se JOIN metrics m ON m.metric_id = se.metric_id
+             WHERE se.instance_id = ?1 AND m.type = 'counter'",
+            toff,
+        ),
+    };
+    let mut select = db.prepare_cached(sql)?;
+    let rows = select.query_map(rusqlite::params![instance, block, at], |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, Option<f64>>(1)?))
     })?;
     let mut out = Vec::new();
@@ -318,8 +337,8 @@ pub(super) fn logged_scrapes(
     Ok(out)
 }
 
-/// Writes one instance's points and 5-minute rollups of the job's block;
-/// returns (its frames, scrapes read, points written).
+/// Writes one instance's chunks and 5-minute rollups of the job's block;
+/// returns (its frames, scrapes read, values written).
 fn write_instance(
     db: &rusqlite::Connection,
     job: &Job,
@@ -332,9 +351,12 @@ fn write_instance(
         .filter(|(time, _)| (from..to).contains(time))
         .collect();
     let frames: Vec<f64> = scrapes.iter().map(|(time, _)| *time).collect();
-    let mut points: Vec<(i64, i64, PointValue)> = Vec::new();
+    let mut chunks: Vec<(i64, Value)> = Vec::new();
     let mut blocks: Vec<(i64, Bucket)> = Vec::new();
     let mut rows = Vec::with_capacity(frames.len());
+    let mut column: Vec<Slot> = Vec::with_capacity(frames.len());
+    let mut text = String::new();
+    let mut values = 0;
     for (slot, series_id, counter) in slotted_series(db, instance)? {
         rows.clear();
         rows.extend(scrapes.iter().filter_map(|(time, slots)| slots.get(slot).copied().flatten().map(|v| (*time, v))));
@@ -346,16 +368,98 @@ fn write_instance(
             None if counter => previous_sample(db, job.block, series_id, instance)?,
             None => None,
         };
-        let out = compact_series(job.block, &frames, &rows, before, counter);
-        if let Some(last) = out.last.filter(|_| counter) {
+        let (bucket, last) = block_rollup(job.block, &rows, before, counter);
+        if let Some(last) = last.filter(|_| counter) {
             previous.insert(series_id, (last, job.block));
         }
         if !job.rollups_only {
-            points.extend(out.points.iter().map(|(toff, value)| (series_id, *toff, *value)));
+            column.clear();
+            column.extend(scrapes.iter().map(|(_, slots)| slots.get(slot).copied().flatten()));
+            chunks.push((series_id, chunk(&column, &mut text)));
+            values += rows.len();
         }
-        blocks.extend(out.block_bucket(job.block).map(|b| (series_id, b)));
+        blocks.extend(bucket.map(|b| (series_id, b)));
     }
-    insert_points(db, job.block, &points)?;
+    insert_chunks(db, job.block, &chunks)?;
     insert_buckets(db, "rollup_5m", &blocks)?;
-    Ok((frames, scrapes.len(), points.len()))
+    Ok((frames, scrapes.len(), values))
+}
+
+/// The key of a series' chunk of `block`.
+fn chunk_id(block: i64, series_id: i64) -> i64 {
+    (block << 32) + series_id
+}
+
+/// A series' chunk: its one value when it had that value at every frame
+/// (NaN: NULL), else its values by frame as the scrape log spells them.
+fn chunk(column: &[Slot], text: &mut String) -> Value {
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    match column.split_first() {
+        Some((Some(first), rest)) if rest.iter().all(|v| v.is_some_and(|v| same(v, *first))) => Number(*first).value(),
+        _ => {
+            log::encode(column, text);
+            Value::Text(text.clone())
+        }
+    }
+}
+
+fn insert_chunks(db: &rusqlite::Connection, block: i64, chunks: &[(i64, Value)]) -> rusqlite::Result<()> {
+    let mut insert = db.prepare_cached("INSERT OR REPLACE INTO chunks (id, vals) VALUES (?1, ?2)")?;
+    for (series_id, vals) in chunks {
+        insert.execute(rusqlite::params![chunk_id(block, *series_id), vals])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the `metric_samples` view reads from a chunk at each frame index
+    /// (None: no row), through SQLite.
+    fn read_back(column: &[Slot]) -> Vec<Option<Option<f64>>> {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch("CREATE TABLE chunks (id INTEGER PRIMARY KEY, vals)").unwrap();
+        insert_chunks(&db, 5_900_000, &[(77, chunk(column, &mut String::new()))]).unwrap();
+        (0..column.len() as i64)
+            .map(|idx| {
+                db.query_row(
+                    "SELECT CASE WHEN typeof(c.vals) = 'text' THEN CAST(json_extract(c.vals, '$[' || ?1 || ']') AS REAL)
+                                 ELSE CAST(c.vals AS REAL) END
+                     FROM chunks c WHERE c.id = ?2 * 4294967296 + ?3
+                       AND (typeof(c.vals) <> 'text' OR json_type(c.vals, '$[' || ?1 || ']') <> 'false')",
+                    rusqlite::params![idx, 5_900_000_i64, 77_i64],
+                    |r| r.get::<_, Option<f64>>(0),
+                )
+                .optional()
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_reads_back_every_frame_as_written() {
+        let cases: [&[Slot]; 6] = [
+            &[Some(3.0), Some(3.0), Some(3.0)],
+            &[Some(f64::NAN), Some(f64::NAN)],
+            &[Some(1.5), Some(2.5), None, Some(f64::NAN), Some(1e300)],
+            &[None, Some(4.0), Some(4.0)],
+            &[Some(4.0), Some(4.0), None],
+            &[Some(0.1)],
+        ];
+        for column in cases {
+            let expected: Vec<Option<Option<f64>>> =
+                column.iter().map(|v| v.map(|v| if v.is_nan() { None } else { Some(v) })).collect();
+            assert_eq!(read_back(column), expected, "{column:?}");
+        }
+    }
+
+    #[test]
+    fn a_series_that_kept_one_value_is_that_value_alone() {
+        assert_eq!(chunk(&[Some(7.0); 20], &mut String::new()), Value::Integer(7));
+        assert_eq!(chunk(&[Some(f64::NAN); 3], &mut String::new()), Value::Null);
+        assert!(matches!(chunk(&[Some(7.0), Some(7.5)], &mut String::new()), Value::Text(_)));
+        assert!(matches!(chunk(&[Some(7.0), None], &mut String::new()), Value::Text(_)), "absent once: an array");
+        assert!(matches!(chunk(&[Some(0.0), Some(-0.0)], &mut String::new()), Value::Text(_)));
+    }
 }

@@ -357,8 +357,9 @@ fn move_metric(
 }
 
 /// A counter's last sample in the previous block, read back from the
-/// compacted tier (after a restart the compactor remembers nothing): the
-/// value of the block's last point, at its instance's last frame.
+/// compacted tier (after a restart the compactor remembers nothing): its
+/// value at its instance's last frame of that block, the last element of its
+/// chunk (or, for a block written before chunks, the block's last point).
 pub(super) fn previous_sample(
     db: &rusqlite::Connection,
     block: i64,
@@ -366,8 +367,14 @@ pub(super) fn previous_sample(
     instance: &str,
 ) -> rusqlite::Result<Option<Previous>> {
     let mut select = db.prepare_cached(
-        "SELECT (SELECT CASE WHEN typeof(value) IN ('integer', 'real') THEN CAST(value AS REAL) END
-                 FROM points WHERE block = ?1 AND series_id = ?2 ORDER BY toff DESC LIMIT 1),
+        "SELECT coalesce(
+                  (SELECT CASE WHEN typeof(vals) = 'text' THEN
+                                 CASE WHEN json_type(vals, '$[#-1]') IN ('integer', 'real')
+                                      THEN CAST(json_extract(vals, '$[#-1]') AS REAL) END
+                               WHEN typeof(vals) IN ('integer', 'real') THEN CAST(vals AS REAL) END
+                   FROM chunks WHERE id = ?1 * 4294967296 + ?2),
+                  (SELECT CASE WHEN typeof(value) IN ('integer', 'real') THEN CAST(value AS REAL) END
+                   FROM points WHERE block = ?1 AND series_id = ?2 ORDER BY toff DESC LIMIT 1)),
                 (SELECT max(time) FROM frames WHERE instance_id = ?3 AND block = ?1)",
     )?;
     // An absent marker or a NaN reads as no number.

@@ -22,7 +22,7 @@ struct Target {
     table: &'static str,
     /// The primary key (`rowid` for rowid tables).
     key: &'static str,
-    /// Compared with the cutoff; in blocks for `points`.
+    /// Compared with the cutoff; in blocks for `points`, chunk ids for `chunks`.
     time: &'static str,
     tier: Tier,
 }
@@ -31,12 +31,15 @@ struct Target {
 enum Tier {
     Raw,
     RawBlocks,
+    /// `chunks`, keyed by block × 2^32 + series id.
+    RawChunks,
     Minute,
     FiveMinutes,
     Hour,
 }
 
-const TARGETS: [Target; 15] = [
+const TARGETS: [Target; 16] = [
+    Target { table: "chunks", key: "id", time: "id", tier: Tier::RawChunks },
     Target { table: "points", key: "block, series_id, toff", time: "block", tier: Tier::RawBlocks },
     Target { table: "cpu_samples", key: "time, instance_id", time: "time", tier: Tier::Raw },
     Target { table: "rollup_1m", key: "time, series_id", time: "time", tier: Tier::Minute },
@@ -85,6 +88,8 @@ impl Cutoffs {
             Tier::Raw => self.raw,
             // A block goes whole once its end is past the cutoff.
             Tier::RawBlocks => (self.raw / BLOCK_SECONDS as f64).floor(),
+            // Exact in an f64: a block number (< 2^24) times 2^32.
+            Tier::RawChunks => (self.raw / BLOCK_SECONDS as f64).floor() * 4_294_967_296.0,
             Tier::Minute => self.minute,
             Tier::FiveMinutes => self.five_minutes,
             Tier::Hour => self.hour,
@@ -94,7 +99,7 @@ impl Cutoffs {
 
 /// Deletes one chunk from the first table that has rows past its cutoff;
 /// returns the rows deleted, 0 when the sweep is complete. Frames go with
-/// their instance's points, `rollup_buckets` per width.
+/// their instance's chunks, `rollup_buckets` per width.
 ///
 /// # Errors
 /// [`Error::Sql`].

@@ -130,12 +130,14 @@ async fn integral_values_are_stored_as_integers_and_nan_as_null() {
     // Another instance's scrape a block later makes the first block due.
     store.write(&Batch { scrapes: vec![scrape("i-b", 400.0, vec![])], ..Batch::default() }).await.unwrap();
     compact_all(&mut store).await;
-    assert_eq!(read().await, expected, "from the change points");
-    let kinds: Vec<String> =
-        sqlx::query_scalar("SELECT typeof(p.value) FROM points p JOIN series se USING (series_id) ORDER BY se.labels")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+    assert_eq!(read().await, expected, "from the chunks");
+    // One scrape in the block: each chunk is its one value.
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT typeof(c.vals) FROM chunks c JOIN series se ON se.series_id = c.id % 4294967296 ORDER BY se.labels",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
     assert_eq!(kinds, ["integer", "real", "null", "real", "integer", "real"]);
 }
 
@@ -184,7 +186,7 @@ async fn compact_all(store: &mut Store) -> usize {
 
 type Row5 = (f64, String, String, String, Option<f64>);
 
-/// Scrapes still in the scrape log (not yet written as change points).
+/// Scrapes still in the scrape log (not yet written as chunks).
 async fn in_the_log(store: &Store) -> i64 {
     sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM scrape_log_0) + (SELECT count(*) FROM scrape_log_1)
@@ -259,21 +261,26 @@ async fn the_compacted_tier_reads_back_exactly_what_was_stored() {
         assert_eq!(a, b);
     }
     assert_eq!(in_the_log(&store).await, 20 * 2, "25 minutes: four whole blocks written, the fifth still in the log");
-    let left = 20 * 2 * 7;
-    let points: i64 = sqlx::query_scalar("SELECT count(*) FROM points").fetch_one(store.pool()).await.unwrap();
-    let moved = before.len() as i64 - left;
-    assert!(points < moved, "{points} points for {moved} samples");
-    // A constant is one keyframe per block; missing mid-block, an absent marker and a new point.
-    for (metric, expected) in [("node_memory_MemTotal_bytes", 4 * 2), ("node_netstat_Tcp_CurrEstab", 4 * 2 + 2 * 2)] {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM points p JOIN series se USING (series_id) JOIN metrics m USING (metric_id) WHERE m.name = ?",
+    // One chunk per series per written block (4 blocks, 2 instances, 7
+    // series); a series with one value at every frame of a block is that value
+    // alone, missing mid-block (k 42–47, block 2) an array.
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(chunks, 4 * 2 * 7);
+    for (metric, arrays) in
+        [("node_memory_MemTotal_bytes", 0), ("node_netstat_Tcp_CurrEstab", 2), ("node_load1", 4 * 2)]
+    {
+        let (n, text): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE typeof(c.vals) = 'text') FROM chunks c
+             JOIN series se ON se.series_id = c.id % 4294967296 JOIN metrics m USING (metric_id) WHERE m.name = ?",
         )
         .bind(metric)
         .fetch_one(store.pool())
         .await
         .unwrap();
-        assert_eq!(n, expected, "{metric}");
+        assert_eq!((n, text), (4 * 2, arrays), "{metric}");
     }
+    let points: i64 = sqlx::query_scalar("SELECT count(*) FROM points").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(points, 0, "blocks are written as chunks");
     // Compacting again finds nothing to do and changes nothing.
     assert_eq!(compact_all(&mut store).await, 0);
     assert_eq!(every_sample(&store).await, after);
@@ -421,6 +428,9 @@ async fn retention_trims_each_tier_in_small_steps_and_forgets_gone_instances() {
             instances.push(InstanceRecord { seen: time, ..instance("i-gone", "asg") });
         }
         store.write(&Batch { instances, scrapes, ..Batch::default() }).await.unwrap();
+        // Blocks written as they end (as the writer does), so the sweep has
+        // chunks to delete, not only blocks past raw retention at their write.
+        while !matches!(store.maintain(&retention, 30.0, false).await.unwrap(), Maintenance::Idle) {}
     }
     let mut steps = 0;
     loop {
@@ -438,6 +448,8 @@ async fn retention_trims_each_tier_in_small_steps_and_forgets_gone_instances() {
         ("SELECT min(time) FROM metric_samples_5m WHERE metric = 'node_load1' AND time >= 0", 2.0 * 3600.0),
         ("SELECT min(time) FROM metric_samples_1h WHERE metric = 'node_load1' AND time >= 0", 3.0 * 3600.0),
         ("SELECT min(time) FROM cpu_utilization WHERE time >= 0", 1800.0),
+        // The raw tier's own rows, not only what the view still joins.
+        ("SELECT (min(id) >> 32) * 300.0 FROM chunks", 1800.0 + 300.0),
     ] {
         let oldest: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(store.pool()).await.unwrap();
         assert!(oldest >= newest - kept, "{sql}: {oldest} is older than {kept} s before {newest}");
@@ -474,6 +486,8 @@ async fn range_queries_are_bounded_by_the_range_in_their_plan() {
     assert!(metric.contains("SEARCH s USING PRIMARY KEY (metric_id=? AND time>? AND time<?)"), "{metric}");
     // The compacted tier: the instance's frames in the range, then one seek per frame.
     assert!(metric.contains("SEARCH f USING PRIMARY KEY (instance_id=? AND time>? AND time<?)"), "{metric}");
+    assert!(metric.contains("SEARCH c USING INTEGER PRIMARY KEY (rowid=?)"), "{metric}");
+    // Blocks written before chunks: their points.
     assert!(metric.contains("SEARCH q USING PRIMARY KEY (block=? AND series_id=? AND toff<?)"), "{metric}");
     assert!(!metric.contains("SCAN"), "{metric}");
     for tier in ["1m", "5m", "1h"] {
@@ -884,7 +898,7 @@ async fn batches_of_every_size_leave_a_fixed_set_of_prepared_statements() {
         store.write(&batch).await.unwrap();
         maintain_until_idle(&mut store).await;
     }
-    let compacted: i64 = sqlx::query_scalar("SELECT count(*) FROM points").fetch_one(store.pool()).await.unwrap();
+    let compacted: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks").fetch_one(store.pool()).await.unwrap();
     assert!(compacted > 0, "blocks were compacted too");
     let cached = store.pool().acquire().await.unwrap().cached_statements_size();
     assert!(cached <= 40, "{cached} statements cached by the writer's connection");
@@ -935,7 +949,8 @@ async fn compacted_state(store: &Store) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
         "SELECT block, series_id, toff, quote(value) FROM points ORDER BY 1, 2, 3",
-        "SELECT instance_id, time, block, toff FROM frames ORDER BY 1, 2",
+        "SELECT id, quote(vals) FROM chunks ORDER BY 1",
+        "SELECT instance_id, time, block, toff, idx FROM frames ORDER BY 1, 2",
         "SELECT 'm', time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_1m ORDER BY 2, 3",
         "SELECT '5', time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_5m ORDER BY 2, 3",
         "SELECT width, time FROM rollup_buckets ORDER BY 1, 2",
@@ -996,8 +1011,8 @@ async fn run_with_crash(dir: &std::path::Path, crash_at: Option<usize>) -> (Vec<
 }
 
 /// Issue #22: a crash at any step boundary of the v3 write path (a scrape
-/// logged, a minute closed, a block's points written in steps, the block's
-/// last transaction) loses nothing and leaves points and rollups exactly as
+/// logged, a minute closed, a block's chunks written in steps, the block's
+/// last transaction) loses nothing and leaves chunks and rollups exactly as
 /// an uninterrupted run over the same batches writes them.
 #[tokio::test]
 async fn a_crash_at_any_step_of_the_write_path_changes_nothing() {

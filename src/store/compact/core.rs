@@ -169,6 +169,34 @@ pub fn compact_series(
     out
 }
 
+/// One series' 5-minute bucket of a block and its last sample that is not
+/// NaN: what [`compact_series`] gives as [`Compacted::block_bucket`] and
+/// [`Compacted::last`] (its minutes merged in the same order, so the same
+/// bits), without the change points and minutes the block writer does not
+/// write. `rows`: the series' samples in the block, sorted by time.
+pub fn block_rollup(
+    block: i64,
+    rows: &[(f64, f64)],
+    previous: Option<Previous>,
+    counter: bool,
+) -> (Option<Bucket>, Option<Previous>) {
+    let mut rollup = MinuteRollup::resume(previous);
+    let mut merged: Option<Bucket> = None;
+    let mut fold = |minute: Bucket| match merged.as_mut() {
+        Some(bucket) => bucket.merge(&minute),
+        None => merged = Some(Bucket { start: block * BLOCK_SECONDS, ..minute }),
+    };
+    for &(time, value) in rows {
+        if let Some(minute) = rollup.add(time, value, counter) {
+            fold(minute);
+        }
+    }
+    if let Some(minute) = rollup.close() {
+        fold(minute);
+    }
+    (merged, rollup.last())
+}
+
 /// A series' open 1-minute bucket, fed one sample at a time in time order:
 /// what compaction computes over a block's rows, and what the store's head
 /// computes at ingest, by the same code.

@@ -127,5 +127,13 @@ fn every_frame_reads_back_what_was_stored() {
         );
         let counted: u32 = out.minutes.iter().map(|b| b.count).sum();
         assert_eq!(counted as usize, numbers.len());
+        // The block writer's shortcut gives the same bucket, bit for bit.
+        let previous = rng.bool().then(|| Previous { time: at(-1.0), value: palette[rng.usize(..palette.len())] });
+        let out = compact_series(BLOCK, &frames, &rows, previous, true);
+        let (bucket, last) = block_rollup(BLOCK, &rows, previous, true);
+        assert_eq!(format!("{bucket:?} {last:?}"), format!("{:?} {:?}", out.block_bucket(BLOCK), out.last));
+        let out = compact_series(BLOCK, &frames, &rows, None, false);
+        let (bucket, last) = block_rollup(BLOCK, &rows, None, false);
+        assert_eq!(format!("{bucket:?} {last:?}"), format!("{:?} {:?}", out.block_bucket(BLOCK), out.last));
     }
 }
