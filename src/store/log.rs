@@ -68,8 +68,7 @@ pub fn decode(text: &str) -> Result<Vec<Slot>, Malformed> {
     if inner.is_empty() {
         return Ok(Vec::new());
     }
-    inner
-        .split(',')
+    fleetscrape_exposition::split_ascii(inner, b',')
         .map(|item| match item {
             "false" => Ok(None),
             "null" => Ok(Some(f64::NAN)),

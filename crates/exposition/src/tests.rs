@@ -344,3 +344,14 @@ fn known_series_checked_under_other_limits_are_checked_again() {
     let known_one = KnownSeries::of(&parse(text.split_once('\n').unwrap().0, &one).unwrap());
     assert_eq!(parse_known(text, &one, &known_one).unwrap_err().kind, ErrorKind::SampleLimit(1), "counted");
 }
+
+#[test]
+fn lines_split_as_str_split_does() {
+    for text in ["", "\n", "a", "a\n", "\na", "a\nb", "a\n\nb\n", "é\nü\r\n€", "x\n\n\n"] {
+        let ours: Vec<&str> = super::lines(text).collect();
+        let split: Vec<&str> = text.split('\n').collect();
+        assert_eq!(ours, split, "{text:?}");
+    }
+    let long: String = (0..500).map(|i| format!("line {i}{}\n", "x".repeat(i % 70))).collect();
+    assert_eq!(super::lines(&long).collect::<Vec<_>>(), long.split('\n').collect::<Vec<_>>());
+}
