@@ -755,16 +755,18 @@ fn open_read_only(db: &Path) -> rusqlite::Connection {
     conn
 }
 
+/// Rows and bytes (SQLite's `dbstat`, indexes with their table) per table.
 fn tier_rows(db: &Path) {
     let conn = open_read_only(db);
-    println!("| table | rows |");
-    println!("|---|---|");
+    println!("| table | rows | MiB | bytes per row |");
+    println!("|---|---|---|---|");
     for table in [
         "scrape_log_0",
         "scrape_log_1",
         "scrape_log_2",
         "samples",
         "frames",
+        "chunks",
         "points",
         "rollup_1m",
         "rollup_5m",
@@ -772,7 +774,16 @@ fn tier_rows(db: &Path) {
         "series",
     ] {
         let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).expect("count");
-        println!("| {table} | {n} |");
+        let bytes: i64 = conn
+            .query_row(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat
+                 WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = ?1)",
+                [table],
+                |row| row.get(0),
+            )
+            .unwrap_or(0);
+        let per_row = if n > 0 { format!("{:.1}", bytes as f64 / n as f64) } else { "".into() };
+        println!("| {table} | {n} | {:.1} | {per_row} |", bytes as f64 / 1048576.0);
     }
 }
 

@@ -510,26 +510,7 @@ pub(super) async fn roll_up_status(tx: &mut SqliteConnection, from: f64, to: f64
 
 /// The 1-hour rollups of the hour starting at `hour`, merged from its 5-minute ones.
 pub(super) async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result<(), Error> {
-    let merged = raw::with_handle(tx, |db| {
-        let mut select = db.prepare(
-            "SELECT series_id, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),
-                    CAST(coalesce(max, last) AS REAL), CAST(last AS REAL), CAST(increase AS REAL), CAST(span AS REAL)
-             FROM rollup_5m WHERE time >= ?1 AND time < ?2 ORDER BY series_id, time",
-        )?;
-        let mut rows = select.query(rusqlite::params![hour, hour + 3600.0])?;
-        let mut merged: Vec<(i64, Bucket)> = Vec::new();
-        while let Some(row) = rows.next()? {
-            let series_id: i64 = row.get(0)?;
-            let bucket = bucket_from_row(row, hour as i64)?;
-            match merged.last_mut() {
-                Some((id, into)) if *id == series_id => into.merge(&bucket),
-                _ => merged.push((series_id, bucket)),
-            }
-        }
-        insert_buckets(db, "rollup_1h", &merged)?;
-        Ok(merged.len())
-    })
-    .await?;
+    let merged = raw::with_handle(tx, |db| roll_up_hour_series(db, hour as i64)).await?;
     sqlx::query(
         "INSERT OR REPLACE INTO cpu_rollup_1h (time, instance_id, count, sum, min, max)
          SELECT ?1, instance_id, sum(count), sum(sum), min(min), max(max) FROM cpu_rollup_5m
@@ -552,7 +533,62 @@ pub(super) async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result
 
 /// A 5-minute bucket read back: series_id, count, then sum, min, max, last
 /// (implied values filled in), increase, span.
-fn bucket_from_row(row: &rusqlite::Row<'_>, start: i64) -> rusqlite::Result<Bucket> {
+/// One 5-minute bucket's rows of a range of series, in key order.
+pub(super) const HOUR_ROWS: &str =
+    "SELECT series_id, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),
+            CAST(coalesce(max, last) AS REAL), CAST(last AS REAL), CAST(increase AS REAL), CAST(span AS REAL)
+     FROM rollup_5m WHERE time = ?1 AND series_id >= ?2 AND series_id < ?3";
+
+/// Series whose hour one step of [`roll_up_hour_series`] merges in memory.
+const HOUR_SERIES_RANGE: i64 = 65_536;
+
+/// Writes the `rollup_1h` rows of the hour starting at `hour` from its
+/// 5-minute rows; returns how many. The 5-minute rows are read in their key
+/// order (time, then series), one range of series ids at a time, and merged
+/// per series in time order (as ever, so the same bits): sorting the hour's
+/// rows by series instead held all of them in SQLite's sorter at once, ~13 M
+/// rows and ~600 MB at 1,000 targets (BENCHMARKS.md, 2026-12-06).
+pub(super) fn roll_up_hour_series(db: &rusqlite::Connection, hour: i64) -> rusqlite::Result<usize> {
+    let mut bounds = db.prepare_cached("SELECT min(series_id), max(series_id) FROM rollup_5m WHERE time = ?1")?;
+    let mut select = db.prepare_cached(HOUR_ROWS)?;
+    let starts: Vec<i64> = (hour..hour + 3600).step_by(BLOCK_SECONDS as usize).collect();
+    let (mut low, mut high) = (i64::MAX, i64::MIN);
+    for start in &starts {
+        let (min, max): (Option<i64>, Option<i64>) = bounds.query_row([start], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if let (Some(min), Some(max)) = (min, max) {
+            (low, high) = (low.min(min), high.max(max));
+        }
+    }
+    let mut written = 0;
+    let mut range: Vec<Option<Bucket>> = Vec::new();
+    let mut from = low;
+    while from <= high {
+        let to = from.saturating_add(HOUR_SERIES_RANGE);
+        range.clear();
+        range.resize(usize::try_from(to - from).unwrap_or(0), None);
+        for start in &starts {
+            let mut rows = select.query(rusqlite::params![start, from, to])?;
+            while let Some(row) = rows.next()? {
+                let slot = usize::try_from(row.get::<_, i64>(0)? - from).unwrap_or(usize::MAX);
+                let bucket = bucket_from_row(row, hour)?;
+                if let Some(merged) = range.get_mut(slot) {
+                    match merged {
+                        Some(into) => into.merge(&bucket),
+                        None => *merged = Some(bucket),
+                    }
+                }
+            }
+        }
+        let buckets: Vec<(i64, Bucket)> =
+            range.iter().enumerate().filter_map(|(i, b)| b.map(|b| (from + i as i64, b))).collect();
+        insert_buckets(db, "rollup_1h", &buckets)?;
+        written += buckets.len();
+        from = to;
+    }
+    Ok(written)
+}
+
+pub(super) fn bucket_from_row(row: &rusqlite::Row<'_>, start: i64) -> rusqlite::Result<Bucket> {
     let sum: Option<f64> = row.get(2)?;
     let number = |i: usize| row.get::<_, Option<f64>>(i).map(|v| v.unwrap_or(f64::NAN));
     let stats = match sum {

@@ -395,6 +395,66 @@ async fn an_hour_is_rolled_up_from_its_blocks() {
     assert_eq!((avg, min, max, last, count), (29.5, 0.0, 59.0, 59.0, 60));
 }
 
+/// The hour's rollup, merged range by range of series in key order, gives
+/// what sorting the whole hour by series gave, bit for bit: series spread
+/// over several ranges, missing from some buckets, counters and gauges.
+#[tokio::test]
+async fn an_hour_merged_in_series_ranges_is_the_hour_merged_whole() {
+    let (store, dir) = open().await;
+    let path = store.path().to_path_buf();
+    drop(store);
+    let _dir = dir;
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let hour = 1_764_000_000_i64; // a whole hour
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut insert = db
+        .prepare("INSERT INTO rollup_5m (time, series_id, count, sum, min, max, last, increase, span) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+        .unwrap();
+    for series in (1..200_000_i64).step_by(37) {
+        for start in (hour..hour + 3600).step_by(300) {
+            if rng.u8(..10) == 0 {
+                continue;
+            }
+            let last = rng.f64() * 1e6;
+            let (sum, min, max) =
+                if rng.bool() { (None, None, None) } else { (Some(last * 3.7), Some(last / 2.0), Some(last * 1.5)) };
+            let (increase, span) = if series % 2 == 0 { (Some(rng.f64() * 100.0), Some(300.0)) } else { (None, None) };
+            insert.execute(rusqlite::params![start, series, 20, sum, min, max, last, increase, span]).unwrap();
+        }
+    }
+    drop(insert);
+    // The way it was: the whole hour sorted by series, then time.
+    let mut expected: Vec<(i64, super::compact::core::Bucket)> = Vec::new();
+    {
+        let old = super::compact::HOUR_ROWS.replace(
+            "WHERE time = ?1 AND series_id >= ?2 AND series_id < ?3",
+            "WHERE time >= ?1 AND time < ?1 + 3600 ORDER BY series_id, time",
+        );
+        let mut select = db.prepare(&old).unwrap();
+        let mut rows = select.query([hour]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            let series: i64 = row.get(0).unwrap();
+            let bucket = super::compact::bucket_from_row(row, hour).unwrap();
+            match expected.last_mut() {
+                Some((id, into)) if *id == series => into.merge(&bucket),
+                _ => expected.push((series, bucket)),
+            }
+        }
+    }
+    let written = super::compact::roll_up_hour_series(&db, hour).unwrap();
+    assert_eq!(written, expected.len());
+    let mut select = db.prepare(&super::compact::HOUR_ROWS.replace("rollup_5m", "rollup_1h")).unwrap();
+    let got: Vec<(i64, super::compact::core::Bucket)> = select
+        .query_map(rusqlite::params![hour, 0, i64::MAX], |row| {
+            Ok((row.get(0)?, super::compact::bucket_from_row(row, hour)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+    assert!(expected.len() > 5_000, "{} series", expected.len());
+}
+
 #[tokio::test]
 async fn samples_older_than_the_compacted_tier_are_dropped_and_counted() {
     let (mut store, _dir) = open().await;
@@ -506,6 +566,9 @@ async fn range_queries_are_bounded_by_the_range_in_their_plan() {
             plan(&store, &format!("SELECT * FROM cpu_utilization_{tier} WHERE time >= 1000 AND time < 2000")).await;
         assert!(cpu.contains("SEARCH c USING PRIMARY KEY (time>? AND time<?)"), "{cpu}");
     }
+    // The hour's rollup reads 5-minute rows in key order: no sorter holding an hour of every series.
+    let hour = plan(&store, &super::compact::HOUR_ROWS.replace("?1", "0").replace("?2", "0").replace("?3", "9")).await;
+    assert_eq!(hour, "SEARCH rollup_5m USING PRIMARY KEY (time=? AND series_id>? AND series_id<?)");
     let cpu = plan(
         &store,
         "SELECT time, instance_id, value FROM cpu_utilization WHERE time >= 1000 AND time < 2000 AND instance_id IN ('i-a')",
