@@ -20,12 +20,29 @@ use sqlx::SqlitePool;
 use tracing::debug;
 
 use super::Error;
-use super::compact::core::{Bucket, Previous, block_of, block_rollup};
+use super::compact::core::{Bucket, Previous, block_of, block_rollup, same_value};
 use super::compact::{
     StepReport, block_range, insert_buckets, previous_sample, roll_up_cpu, roll_up_hour, roll_up_status,
 };
 use super::log::{self, Slot};
 use super::raw::{self, Number};
+
+/// SQL: the element at JSON path `$path` of the chunk column `$vals` as a
+/// REAL, or NULL when it is not a number (absent, NaN); a chunk that is one
+/// value is that value at every path. One spelling for every reader of
+/// chunks in Rust (the views, in migration 0009, spell it for themselves).
+#[rustfmt::skip]
+macro_rules! chunk_number_sql {
+    ($vals:literal, $path:literal) => {
+        concat!(
+            "CASE WHEN typeof(", $vals, ") = 'text' THEN
+               CASE WHEN json_type(", $vals, ", ", $path, ") IN ('integer', 'real')
+                    THEN CAST(json_extract(", $vals, ", ", $path, ") AS REAL) END
+             WHEN typeof(", $vals, ") IN ('integer', 'real') THEN CAST(", $vals, " AS REAL) END"
+        )
+    };
+}
+pub(super) use chunk_number_sql;
 
 /// `store_state` key: the scrape log holds nothing older.
 pub(super) const WRITTEN_UNTIL: &str = "log_written_until";
@@ -285,14 +302,13 @@ pub(super) fn counters_before(
     // chunks) the block's latest point at or before the frame.
     let (sql, at) = match idx {
         Some(idx) => (
-            "SELECT se.series_id,
-                    (SELECT CASE WHEN typeof(c.vals) = 'text' THEN
-                                   CASE WHEN json_type(c.vals, '$[' || ?3 || ']') IN ('integer', 'real')
-                                        THEN CAST(json_extract(c.vals, '$[' || ?3 || ']') AS REAL) END
-                                 WHEN typeof(c.vals) IN ('integer', 'real') THEN CAST(c.vals AS REAL) END
-                     FROM chunks c WHERE c.id = ?2 * 4294967296 + se.series_id)
-             FROM series se JOIN metrics m ON m.metric_id = se.metric_id
-             WHERE se.instance_id = ?1 AND m.type = 'counter'",
+            concat!(
+                "SELECT se.series_id, (SELECT ",
+                chunk_number_sql!("c.vals", "'$[' || ?3 || ']'"),
+                " FROM chunks c WHERE c.id = ?2 * 4294967296 + se.series_id)
+                 FROM series se JOIN metrics m ON m.metric_id = se.metric_id
+                 WHERE se.instance_id = ?1 AND m.type = 'counter'"
+            ),
             idx,
         ),
         None => (
@@ -393,9 +409,10 @@ fn chunk_id(block: i64, series_id: i64) -> i64 {
 /// A series' chunk: its one value when it had that value at every frame
 /// (NaN: NULL), else its values by frame as the scrape log spells them.
 fn chunk(column: &[Slot], text: &mut String) -> Value {
-    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
     match column.split_first() {
-        Some((Some(first), rest)) if rest.iter().all(|v| v.is_some_and(|v| same(v, *first))) => Number(*first).value(),
+        Some((Some(first), rest)) if rest.iter().all(|v| v.is_some_and(|v| same_value(v, *first))) => {
+            Number(*first).value()
+        }
         _ => {
             log::encode(column, text);
             Value::Text(text.clone())

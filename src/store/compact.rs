@@ -42,7 +42,8 @@ pub struct StepReport {
     /// Rows read: of `samples` (v2's compactor), or logged scrapes (store v3's
     /// block writer, one a scrape).
     pub rows: usize,
-    /// Change points written.
+    /// Written: change points (v2's compactor), or values in chunks (the
+    /// block writer).
     pub points: usize,
     /// Whether the block is done.
     pub finished: bool,
@@ -366,17 +367,14 @@ pub(super) fn previous_sample(
     series_id: i64,
     instance: &str,
 ) -> rusqlite::Result<Option<Previous>> {
-    let mut select = db.prepare_cached(
-        "SELECT coalesce(
-                  (SELECT CASE WHEN typeof(vals) = 'text' THEN
-                                 CASE WHEN json_type(vals, '$[#-1]') IN ('integer', 'real')
-                                      THEN CAST(json_extract(vals, '$[#-1]') AS REAL) END
-                               WHEN typeof(vals) IN ('integer', 'real') THEN CAST(vals AS REAL) END
-                   FROM chunks WHERE id = ?1 * 4294967296 + ?2),
+    let mut select = db.prepare_cached(concat!(
+        "SELECT coalesce((SELECT ",
+        super::blocks::chunk_number_sql!("vals", "'$[#-1]'"),
+        " FROM chunks WHERE id = ?1 * 4294967296 + ?2),
                   (SELECT CASE WHEN typeof(value) IN ('integer', 'real') THEN CAST(value AS REAL) END
                    FROM points WHERE block = ?1 AND series_id = ?2 ORDER BY toff DESC LIMIT 1)),
-                (SELECT max(time) FROM frames WHERE instance_id = ?3 AND block = ?1)",
-    )?;
+                (SELECT max(time) FROM frames WHERE instance_id = ?3 AND block = ?1)"
+    ))?;
     // An absent marker or a NaN reads as no number.
     let (value, time): (Option<f64>, Option<f64>) =
         select.query_row(rusqlite::params![block - 1, series_id, instance], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -531,8 +529,6 @@ pub(super) async fn roll_up_hour(tx: &mut SqliteConnection, hour: f64) -> Result
     Ok(())
 }
 
-/// A 5-minute bucket read back: series_id, count, then sum, min, max, last
-/// (implied values filled in), increase, span.
 /// One 5-minute bucket's rows of a range of series, in key order.
 pub(super) const HOUR_ROWS: &str =
     "SELECT series_id, count, CAST(coalesce(sum, last * count) AS REAL), CAST(coalesce(min, last) AS REAL),
@@ -588,6 +584,8 @@ pub(super) fn roll_up_hour_series(db: &rusqlite::Connection, hour: i64) -> rusql
     Ok(written)
 }
 
+/// A 5-minute bucket read back: series_id, count, then sum, min, max, last
+/// (implied values filled in), increase, span.
 pub(super) fn bucket_from_row(row: &rusqlite::Row<'_>, start: i64) -> rusqlite::Result<Bucket> {
     let sum: Option<f64> = row.get(2)?;
     let number = |i: usize| row.get::<_, Option<f64>>(i).map(|v| v.unwrap_or(f64::NAN));

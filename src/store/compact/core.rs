@@ -248,10 +248,15 @@ impl MinuteRollup {
 /// skipped when the stored value would read back the same.
 fn same(a: PointValue, b: PointValue) -> bool {
     match (a, b) {
-        (PointValue::Value(x), PointValue::Value(y)) => (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits(),
+        (PointValue::Value(x), PointValue::Value(y)) => same_value(x, y),
         (PointValue::Absent, PointValue::Absent) => true,
         _ => false,
     }
+}
+
+/// Whether two samples store the same: equal bits, or both NaN.
+pub fn same_value(x: f64, y: f64) -> bool {
+    (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
 }
 
 /// The value a frame reads, from a block's points: the latest at or before
