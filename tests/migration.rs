@@ -12,6 +12,8 @@ use fleetscrape::store::{Maintenance, Retention, Store};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+#[path = "common/db_rows.rs"]
+mod db_rows;
 #[path = "common/history.rs"]
 mod history;
 
@@ -133,31 +135,18 @@ async fn write_from(store: &mut Store, from: usize) {
 /// Every row of the views a user reads: samples, rollups of every tier, the
 /// tiers' reach. Not CPU busy: computed at ingest between consecutive
 /// scrapes, it loses an interval per instance at a restart (docs/storage.md).
-async fn views(store: &Store) -> Vec<String> {
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT time, instance_id, metric, labels, quote(value) FROM metric_samples ORDER BY 1, 2, 3, 4",
-        "SELECT time, instance_id, metric, labels, quote(avg), quote(min), quote(max), quote(last), quote(increase), quote(rate), count
-         FROM metric_samples_1m ORDER BY 1, 2, 3, 4",
-        "SELECT time, instance_id, metric, labels, quote(avg), quote(min), quote(max), quote(last), quote(increase), quote(rate), count
-         FROM metric_samples_5m ORDER BY 1, 2, 3, 4",
-        "SELECT tier, quote(oldest) FROM storage_tiers ORDER BY 1",
-    ] {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(store.pool()).await.unwrap();
-        for row in rows {
-            use sqlx::Row;
-            let cells: Vec<String> = (0..row.len())
-                .map(|i| {
-                    row.try_get::<f64, _>(i)
-                        .map(|v| v.to_string())
-                        .or_else(|_| row.try_get::<String, _>(i))
-                        .unwrap_or_else(|_| "NULL".into())
-                })
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
+fn views(store: &Store) -> Vec<String> {
+    db_rows::rows(
+        store.path(),
+        &[
+            "SELECT time, instance_id, metric, labels, quote(value) FROM metric_samples ORDER BY 1, 2, 3, 4",
+            "SELECT time, instance_id, metric, labels, quote(avg), quote(min), quote(max), quote(last), quote(increase), quote(rate), count
+             FROM metric_samples_1m ORDER BY 1, 2, 3, 4",
+            "SELECT time, instance_id, metric, labels, quote(avg), quote(min), quote(max), quote(last), quote(increase), quote(rate), count
+             FROM metric_samples_5m ORDER BY 1, 2, 3, 4",
+            "SELECT tier, quote(oldest) FROM storage_tiers ORDER BY 1",
+        ],
+    )
 }
 
 #[tokio::test]
@@ -181,7 +170,7 @@ async fn a_database_of_schema_0008_keeps_its_points_and_goes_on_in_chunks() {
     let mut fresh = Store::open(&dir.path().join("fresh.sqlite")).await.unwrap();
     write_from(&mut fresh, 0).await;
     assert_eq!(count(&fresh, "points").await, 0);
-    let (a, b) = (views(&migrated).await, views(&fresh).await);
+    let (a, b) = (views(&migrated), views(&fresh));
     assert!(a.len() > 100_000, "{} rows", a.len());
     assert_eq!(a.len(), b.len());
     for (a, b) in a.iter().zip(&b) {

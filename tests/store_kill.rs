@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use fleetscrape::store::{Maintenance, Retention, Store};
 
+#[path = "common/db_rows.rs"]
+mod db_rows;
 #[path = "common/history.rs"]
 mod history;
 use history::history;
@@ -38,35 +40,18 @@ async fn write_history(db: &Path) {
 
 /// What the compacted tier, the rollups and the views hold.
 fn state(db: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT block, series_id, toff, quote(value) FROM points ORDER BY 1, 2, 3",
-        "SELECT id, quote(vals) FROM chunks ORDER BY 1",
-        "SELECT instance_id, time, block, toff, idx FROM frames ORDER BY 1, 2",
-        "SELECT time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_1m ORDER BY 1, 2",
-        "SELECT time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_5m ORDER BY 1, 2",
-        "SELECT width, time FROM rollup_buckets ORDER BY 1, 2",
-        "SELECT time, instance_id, metric, labels, quote(value) FROM metric_samples ORDER BY 1, 2, 3, 4",
-    ] {
-        let mut statement = conn.prepare(sql).unwrap();
-        let columns = statement.column_count();
-        let rows = statement
-            .query_map([], |row| {
-                let cells: Vec<String> = (0..columns)
-                    .map(|i| match row.get_ref(i).unwrap() {
-                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                        rusqlite::types::ValueRef::Integer(n) => n.to_string(),
-                        rusqlite::types::ValueRef::Real(r) => r.to_string(),
-                        other => format!("{other:?}"),
-                    })
-                    .collect();
-                Ok(cells.join("|"))
-            })
-            .unwrap();
-        out.extend(rows.map(Result::unwrap));
-    }
-    out
+    db_rows::rows(
+        db,
+        &[
+            "SELECT block, series_id, toff, quote(value) FROM points ORDER BY 1, 2, 3",
+            "SELECT id, quote(vals) FROM chunks ORDER BY 1",
+            "SELECT instance_id, time, block, toff, idx FROM frames ORDER BY 1, 2",
+            "SELECT time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_1m ORDER BY 1, 2",
+            "SELECT time, series_id, count, quote(sum), quote(min), quote(max), quote(last), quote(increase), quote(span) FROM rollup_5m ORDER BY 1, 2",
+            "SELECT width, time FROM rollup_buckets ORDER BY 1, 2",
+            "SELECT time, instance_id, metric, labels, quote(value) FROM metric_samples ORDER BY 1, 2, 3, 4",
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
