@@ -374,8 +374,10 @@ fn write_instance(
     let mut text = String::new();
     let mut values = 0;
     for (slot, series_id, counter) in slotted_series(db, instance)? {
+        column.clear();
+        column.extend(scrapes.iter().map(|(_, slots)| slots.get(slot).copied().flatten()));
         rows.clear();
-        rows.extend(scrapes.iter().filter_map(|(time, slots)| slots.get(slot).copied().flatten().map(|v| (*time, v))));
+        rows.extend(frames.iter().zip(&column).filter_map(|(time, value)| value.map(|v| (*time, v))));
         if rows.is_empty() {
             continue;
         }
@@ -389,8 +391,6 @@ fn write_instance(
             previous.insert(series_id, (last, job.block));
         }
         if !job.rollups_only {
-            column.clear();
-            column.extend(scrapes.iter().map(|(_, slots)| slots.get(slot).copied().flatten()));
             chunks.push((series_id, chunk(&column, &mut text)));
             values += rows.len();
         }
@@ -402,7 +402,7 @@ fn write_instance(
 }
 
 /// The key of a series' chunk of `block`.
-fn chunk_id(block: i64, series_id: i64) -> i64 {
+pub(super) fn chunk_id(block: i64, series_id: i64) -> i64 {
     (block << 32) + series_id
 }
 

@@ -88,8 +88,9 @@ impl Cutoffs {
             Tier::Raw => self.raw,
             // A block goes whole once its end is past the cutoff.
             Tier::RawBlocks => (self.raw / BLOCK_SECONDS as f64).floor(),
-            // Exact in an f64: a block number (< 2^24) times 2^32.
-            Tier::RawChunks => (self.raw / BLOCK_SECONDS as f64).floor() * 4_294_967_296.0,
+            // The first chunk of the first block kept; exact in an f64 (a
+            // block number, < 2^24, times 2^32).
+            Tier::RawChunks => super::blocks::chunk_id(self.of(Tier::RawBlocks) as i64, 0) as f64,
             Tier::Minute => self.minute,
             Tier::FiveMinutes => self.five_minutes,
             Tier::Hour => self.hour,
